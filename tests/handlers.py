@@ -1,0 +1,53 @@
+"""Handlers used by the tests (referenced as tests.handlers:<name> in test configs)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+
+import psycopg2
+
+from service.models import Task
+
+
+async def ok(task: Task) -> None:
+    """Succeeds at once."""
+
+
+def flaky(task: Task) -> None:
+    """Fails until the attempt named by data['succeed_on'] (default 2)."""
+    if task.attempts < int(task.data.get("succeed_on", 2)):
+        raise RuntimeError(f"flaky failure on attempt {task.attempts}")
+
+
+def boom(task: Task) -> None:
+    """Always fails."""
+    raise ValueError("boom")
+
+
+async def sleepy(task: Task) -> None:
+    """Sleeps data['seconds'] (default 1) without blocking the loop."""
+    await asyncio.sleep(float(task.data.get("seconds", 1)))
+
+
+def hang(task: Task) -> None:
+    """Blocks its thread for data['seconds'] (default 3600): cannot be interrupted."""
+    time.sleep(float(task.data.get("seconds", 3600)))
+
+
+def record(task: Task) -> None:
+    """Records each execution in table `executions` over its own autocommit connection.
+
+    The record survives even if the task's completion is lost, so tests can count duplicates.
+    Sleeps data['seconds'] (default 0) afterwards, to widen the window for kills.
+    """
+    conn = psycopg2.connect(os.environ["ASYNCTASK_TEST_RECORD_DSN"])
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        cur.execute(
+            "INSERT INTO executions (task_id, attempt, pid) VALUES (%s, %s, %s)",
+            (task.id, task.attempts, os.getpid()),
+        )
+    conn.close()
+    time.sleep(float(task.data.get("seconds", 0)))

@@ -1,0 +1,135 @@
+"""Config loading: defaults, file, environment, and one clear line per bad value."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from service.config import Config, env_name, load_config, parse_config
+from service.errors import ConfigError
+
+
+def test_repository_config_yaml_loads_with_the_originals_shape() -> None:
+    config = load_config(Path("config.yaml"), environ={})
+    assert dict(config.priority_queues) == {"high": 4, "normal": 2, "low": 1}
+    assert config.max_attempts == 5
+    assert config.timeout_milliseconds == 1000
+    assert config.database.url is None
+    assert config.api.port == 4000
+    assert config.task_types == ("finances", "report")
+    assert config.handlers["report"].target == "workers.handlers:report"
+
+
+def test_missing_default_file_falls_back_to_the_packaged_copy(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    config = load_config(None, environ={})
+    assert config.task_types == ("finances", "report")
+
+
+def test_explicit_missing_file_is_an_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(tmp_path / "nope.yaml", environ={})
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(None, environ={"ASYNCTASK_CONFIG": str(tmp_path / "nope.yaml")})
+
+
+def test_unreadable_yaml_names_the_file(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("a: [unclosed")
+    with pytest.raises(ConfigError, match=r"bad\.yaml: cannot be read as YAML"):
+        load_config(bad, environ={})
+    bad.write_text("- a list")
+    with pytest.raises(ConfigError, match="top level must be a mapping"):
+        load_config(bad, environ={})
+    bad.write_text("")
+    assert load_config(bad, environ={}) == Config()
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        (
+            {"priority_queues": {"high": -1}},
+            "priority_queues.high: -1 is not allowed (0 or more workers, at most 256)",
+        ),
+        ({"priority_queues": {"urgent": 1}}, "priority_queues.urgent: unknown key"),
+        ({"max_attempts": 0}, "max_attempts: 0 is not allowed"),
+        ({"max_attempts": "5"}, "max_attempts: '5' is not allowed"),
+        ({"max_attempts": True}, "max_attempts: True is not allowed"),
+        ({"timeout_milliseconds": 0}, "timeout_milliseconds: 0 is not allowed"),
+        ({"api": {"port": 70000}}, "api.port: 70000 is not allowed (a TCP port"),
+        ({"api": "x"}, "api: 'x' is not allowed (a mapping of keys)"),
+        ({"api": {"tokens": [1]}}, "api.tokens: [1] is not allowed"),
+        ({"retry_backoff": "linear"}, "retry_backoff: 'linear' is not allowed (one of fixed"),
+        ({"log_format": "xml"}, "log_format: 'xml' is not allowed"),
+        ({"task_timeout_seconds": 0}, "task_timeout_seconds: 0 is not allowed"),
+        ({"bogus": 1}, "bogus: unknown key (allowed here:"),
+        ({"handlers": ["report"]}, "handlers: ['report'] is not allowed"),
+        ({"handlers": {"report": "no-colon"}}, "handlers.report: 'no-colon' is not allowed"),
+        ({"handlers": {"bad type!": "a:b"}}, "handlers.bad type!: 'bad type!' is not allowed"),
+        ({"handlers": {"r": {"function": "a:b", "retries": 1}}}, "handlers.r.retries: unknown key"),
+        (
+            {"handlers": {"r": {"function": "a:b", "timeout_seconds": -1}}},
+            "handlers.r.timeout_seconds: -1 is not allowed",
+        ),
+        ({"database": {"url": ""}}, "database.url: '' is not allowed"),
+    ],
+)
+def test_bad_values_name_the_key_the_value_and_what_is_allowed(
+    raw: dict[str, object], message: str
+) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_config(raw, environ={})
+    assert message in str(info.value)
+    assert "\n" not in str(info.value)
+
+
+def test_environment_overrides_the_file() -> None:
+    raw = {"api": {"port": 4000}, "database": {"url": "postgresql://file/db"}}
+    environ = {
+        "DATABASE_URL": "postgresql://env/db",
+        "ASYNCTASK_API_PORT": "5000",
+        "ASYNCTASK_PRIORITY_QUEUES_HIGH": "8",
+        "ASYNCTASK_API_TOKENS": "one, two",
+        "ASYNCTASK_LOG_LEVEL": "debug",
+        "ASYNCTASK_METRICS_PORT": "",
+    }
+    config = parse_config(raw, environ)
+    assert config.database.url == "postgresql://env/db"
+    assert config.api.port == 5000
+    assert config.priority_queues["high"] == 8
+    assert config.api.tokens == ("one", "two")
+    assert config.log_level == "DEBUG"
+    assert config.metrics_port is None
+
+
+def test_a_bad_environment_value_names_the_variable() -> None:
+    with pytest.raises(ConfigError, match=r"ASYNCTASK_API_PORT \(api.port\): 'abc' is not allowed"):
+        parse_config({}, {"ASYNCTASK_API_PORT": "abc"})
+
+
+def test_env_name_maps_dotted_keys() -> None:
+    assert env_name("api.port") == "ASYNCTASK_API_PORT"
+    assert env_name("timeout_milliseconds") == "ASYNCTASK_TIMEOUT_MILLISECONDS"
+
+
+def test_per_handler_timeout_overrides_the_global_one() -> None:
+    config = parse_config(
+        {
+            "task_timeout_seconds": 60,
+            "handlers": {"slow": {"function": "m:f", "timeout_seconds": 600}, "fast": "m:g"},
+        },
+        environ={},
+    )
+    assert config.timeout_for("slow") == 600
+    assert config.timeout_for("fast") == 60
+    assert config.timeout_for("unknown") == 60
+
+
+def test_config_is_frozen() -> None:
+    config = Config()
+    with pytest.raises(AttributeError):
+        config.max_attempts = 3  # type: ignore[misc]
