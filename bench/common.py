@@ -1,0 +1,177 @@
+"""Shared pieces of the benchmarks: scratch databases, asynctask processes, CPU accounting."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psutil
+import psycopg2
+import psycopg2.extensions
+
+ROOT = Path(__file__).resolve().parent.parent
+ADMIN_DSN = os.environ.get("ASYNCTASK_BENCH_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
+
+
+def base_parser(description: str) -> argparse.ArgumentParser:
+    """Arguments every benchmark takes: --json to write the result."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--json", type=Path, help="also write the result as JSON to this file")
+    return parser
+
+
+def report(name: str, result: dict[str, Any], json_path: Path | None) -> None:
+    """Print the one summary line and optionally write the JSON result."""
+    summary = " ".join(
+        f"{k}={_fmt(v)}" for k, v in result.items() if not isinstance(v, list | dict)
+    )
+    print(f"{name}: {summary}", flush=True)
+    if json_path:
+        json_path.parent.mkdir(parents=True, exist_ok=True)
+        json_path.write_text(json.dumps({"benchmark": name, **result}, indent=2) + "\n")
+
+
+def _fmt(value: Any) -> str:
+    return f"{value:.2f}" if isinstance(value, float) else str(value)
+
+
+def admin() -> psycopg2.extensions.connection:
+    """An autocommit connection to the server's maintenance database."""
+    conn = psycopg2.connect(ADMIN_DSN)
+    conn.autocommit = True
+    return conn
+
+
+@contextlib.contextmanager
+def scratch_database() -> Iterator[str]:
+    """A new empty database (asynctask migrate creates the schema), dropped afterwards."""
+    name = f"asynctask_bench_{uuid.uuid4().hex[:10]}"
+    conn = admin()
+    with conn.cursor() as cur:
+        cur.execute(f"CREATE DATABASE {name}")
+    url = psycopg2.extensions.make_dsn(ADMIN_DSN, dbname=name)
+    try:
+        subprocess.run([*asynctask(), "migrate"], env=env(url), check=True)
+        yield url
+    finally:
+        with conn.cursor() as cur:
+            cur.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        conn.close()
+
+
+def asynctask() -> list[str]:
+    """The command line that runs asynctask from this checkout."""
+    return [sys.executable, "-m", "service.cli"]
+
+
+def env(url: str, **overrides: str) -> dict[str, str]:
+    """The environment for an asynctask process: this checkout, the database, quiet logs."""
+    result = dict(os.environ)
+    result.update(
+        {
+            "DATABASE_URL": url,
+            "ASYNCTASK_CONFIG": str(ROOT / "config.yaml"),
+            "ASYNCTASK_LOG_LEVEL": "WARNING",
+            "PYTHONPATH": str(ROOT),
+        }
+    )
+    result.update(overrides)
+    return result
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class Service:
+    """A running asynctask command and everything it spawned."""
+
+    process: subprocess.Popen[bytes]
+    children: list[psutil.Process] = field(default_factory=list)
+
+    def tree(self) -> list[psutil.Process]:
+        """The process and its live descendants."""
+        try:
+            root = psutil.Process(self.process.pid)
+            return [root, *root.children(recursive=True)]
+        except psutil.NoSuchProcess:
+            return []
+
+    def stop(self, timeout: float = 30) -> int:
+        """SIGTERM, wait, SIGKILL if needed; returns the exit code."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                for proc in self.tree():
+                    with contextlib.suppress(psutil.Error):
+                        proc.kill()
+                self.process.wait()
+        return int(self.process.returncode)
+
+
+def start(command: list[str], url: str, **overrides: str) -> Service:
+    """Start `asynctask <command>` against `url`."""
+    process = subprocess.Popen([*asynctask(), *command], env=env(url, **overrides))
+    return Service(process)
+
+
+def wait_http(url: str, timeout: float = 20) -> None:
+    """Wait until GET url answers 200."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError), urllib.request.urlopen(url, timeout=1) as response:
+            if response.status == 200:
+                return
+        time.sleep(0.05)
+    raise TimeoutError(f"{url} did not answer within {timeout} s")
+
+
+def cpu_seconds(processes: list[psutil.Process]) -> float:
+    """User + system CPU seconds of these processes (0 for any that vanished)."""
+    total = 0.0
+    for proc in processes:
+        with contextlib.suppress(psutil.Error):
+            times = proc.cpu_times()
+            total += times.user + times.system
+    return total
+
+
+def postgres_processes() -> list[psutil.Process]:
+    """Every PostgreSQL server process on this machine (the benchmark's database server)."""
+    found = []
+    for proc in psutil.process_iter(["name"]):
+        if proc.info["name"] in ("postgres", "postmaster"):
+            found.append(proc)
+    return found
+
+
+def percentile(values: list[float], fraction: float) -> float:
+    """The value below which `fraction` of the sorted values fall (nearest rank)."""
+    ordered = sorted(values)
+    index = min(len(ordered) - 1, max(0, round(fraction * len(ordered)) - 1))
+    return ordered[index]
+
+
+def median(values: list[float]) -> float:
+    """The median, for summaries of repeated runs."""
+    return float(statistics.median(values))

@@ -1,0 +1,19 @@
+"""Handlers used only by the benchmarks."""
+
+from __future__ import annotations
+
+import socket
+import time
+
+from service.models import Task
+
+_sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+
+
+async def stamp(task: Task) -> None:
+    """Send "<id> <wall clock>" to the benchmark's UDP port the moment the handler starts."""
+    _sock.sendto(f"{task.id} {time.time()}".encode(), ("127.0.0.1", int(task.data["port"])))
+
+
+async def noop(task: Task) -> None:
+    """Do nothing: measures the queue, not the work."""

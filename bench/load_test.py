@@ -1,0 +1,83 @@
+"""The original's load test: insert N rows with plain SQL, let the workers drain them.
+
+Runs `asynctask workers` with the repository's config.yaml (high: 4; `report` is a no-op demo
+handler) against a scratch database, then inserts the rows with the original's statement and
+times the drain from the INSERT's commit to the last task completed.
+"""
+
+from __future__ import annotations
+
+import time
+
+import psycopg2
+
+from bench.common import (
+    base_parser,
+    cpu_seconds,
+    postgres_processes,
+    report,
+    scratch_database,
+    start,
+)
+
+LOAD_SQL = (
+    "INSERT INTO tasks (priority, type, data, inserted_at, updated_at)"
+    " SELECT 1, 'report', '{}', now(), now() FROM generate_series(1, %s)"
+)
+
+
+def main() -> None:
+    """Run one drain and print its summary line."""
+    parser = base_parser(__doc__ or "")
+    parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--timeout", type=float, default=600, help="give up after this many s")
+    args = parser.parse_args()
+    with scratch_database() as url:
+        workers = start(["workers"], url)
+        conn = psycopg2.connect(url)
+        conn.autocommit = True
+        try:
+            time.sleep(3)  # let every worker process start and go idle
+            result = drain(conn, workers, args.rows, args.timeout)
+        finally:
+            conn.close()
+            result_code = workers.stop()
+        result["workers_exit_code"] = result_code
+    report("load_test", result, args.json)
+
+
+def drain(conn: psycopg2.extensions.connection, workers, rows: int, timeout: float) -> dict:
+    """Insert `rows` tasks, wait until none is due or running, and measure."""
+    worker_procs = workers.tree()
+    pg_procs = postgres_processes()
+    cpu_workers, cpu_pg = cpu_seconds(worker_procs), cpu_seconds(pg_procs)
+    with conn.cursor() as cur:
+        cur.execute(LOAD_SQL, (rows,))
+        started = time.monotonic()
+        while time.monotonic() - started < timeout:
+            cur.execute(
+                "SELECT EXISTS (SELECT 1 FROM tasks WHERE state IN ('available', 'retrying')"
+                " OR state = 'running')"
+            )
+            if not cur.fetchone()[0]:
+                break
+            time.sleep(0.2)
+        elapsed = time.monotonic() - started
+        cpu_workers = cpu_seconds(worker_procs) - cpu_workers
+        cpu_pg = cpu_seconds(pg_procs) - cpu_pg
+        cur.execute("SELECT state, count(*) FROM tasks GROUP BY state")
+        states = dict(cur.fetchall())
+    completed = int(states.get("completed", 0))
+    return {
+        "rows": rows,
+        "completed": completed,
+        "elapsed_s": round(elapsed, 2),
+        "tasks_per_s": round(completed / elapsed),
+        "cpu_workers_s": round(cpu_workers, 1),
+        "cpu_postgres_s": round(cpu_pg, 1),
+        "states": states,
+    }
+
+
+if __name__ == "__main__":
+    main()
