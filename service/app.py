@@ -9,10 +9,11 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from service import db, keys, views
+from service import db, keys, stats, views
 from service.config import Config
-from service.middlewares import error_middleware, token_middleware
-from service.openapi import DOCS_PATH, setup_openapi
+from service.metrics import ApiMetrics
+from service.middlewares import error_middleware, metrics_middleware, token_middleware
+from service.openapi import DOCS_PATH, METRICS_PATH, setup_openapi
 from service.schemas import TaskRules
 
 log = logging.getLogger("asynctask.api")
@@ -27,14 +28,19 @@ def create_app(config: Config) -> web.Application:
     """Build the app for one configuration: routes, middlewares, pool lifetime, OpenAPI."""
     app = web.Application(
         client_max_size=config.api.max_body_bytes,
-        middlewares=[error_middleware, token_middleware],
+        # Outermost first: metrics see the final status of everything, 401s and errors included.
+        middlewares=[metrics_middleware, error_middleware, token_middleware],
     )
     app[keys.CONFIG] = config
     app[keys.RULES] = TaskRules(config.task_types, config.max_attempts)
+    app[keys.STATS] = stats.CachedStats(lambda: _read_stats(app), stats.STATS_CACHE_SECONDS)
+    app[keys.METRICS] = ApiMetrics(app[keys.STATS])
     app.cleanup_ctx.append(_pool)
     # allow_head=False: HEAD would repeat every GET in the document, with bodies it cannot have.
     app.router.add_get("/health", views.health, allow_head=False)
     app.router.add_get("/ready", views.ready, allow_head=False)
+    app.router.add_get(METRICS_PATH, views.get_metrics, allow_head=False)
+    app.router.add_get("/api/stats", views.get_stats, allow_head=False)
     app.router.add_post("/api/tasks", views.create_task)
     app.router.add_get("/api/tasks", views.list_tasks, allow_head=False)
     app.router.add_post("/api/tasks/batch", views.create_tasks)
@@ -54,6 +60,13 @@ async def _pool(app: web.Application) -> AsyncIterator[None]:
     finally:
         app[keys.POOL].close()
         await app[keys.POOL].wait_closed()
+
+
+async def _read_stats(app: web.Application) -> stats.Snapshot:
+    async with db.acquire(
+        app[keys.POOL], app[keys.CONFIG].database.connect_timeout_seconds
+    ) as conn:
+        return await stats.read_snapshot(conn)
 
 
 def _version() -> str:

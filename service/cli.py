@@ -1,15 +1,16 @@
-"""The `asynctask` command: migrate, api, workers, run."""
+"""The `asynctask` command: migrate, api, workers, run, stats."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from service import db
+from service import db, stats
 from service.config import Config, load_config
 from service.embedded import with_database
 from service.errors import AsyncTaskError
@@ -38,6 +39,8 @@ def build_parser() -> argparse.ArgumentParser:
     run = commands.add_parser("run", help="migrate, then api and workers together")
     run.add_argument("--host", help="listen address (default: api.host)")
     run.add_argument("--port", type=int, help="listen port (default: api.port)")
+    show = commands.add_parser("stats", help="print task counts, queue lag and the last minute")
+    show.add_argument("--json", action="store_true", help="print the JSON of GET /api/stats")
     return parser
 
 
@@ -53,6 +56,38 @@ async def migrate(config: Config) -> None:
     finally:
         conn.close()
     log.info("schema applied to %s", db.redact(url))
+
+
+async def read_stats(config: Config) -> stats.Snapshot:
+    """One statistics snapshot straight from the database (no cache: one run, one query)."""
+    url = str(config.database.url)
+    conn = await db.connect(url, timeout=config.database.connect_timeout_seconds)
+    try:
+        with db.translate_errors(url):
+            return await stats.read_snapshot(conn)
+    finally:
+        conn.close()
+
+
+def stats_table(snapshot: stats.Snapshot) -> str:
+    """The snapshot as plain text: a priority x state table with the lag, then the last minute."""
+    states = list(next(iter(snapshot.counts.values())))
+    header = ["priority", *states, "lag (s)"]
+    lag = snapshot.queue_lag_seconds
+    rows = [
+        [priority, *(str(counts[state]) for state in states), f"{lag[priority]:.1f}"]
+        for priority, counts in snapshot.counts.items()
+    ]
+    widths = [max(len(row[i]) for row in (header, *rows)) for i in range(len(header))]
+    lines = [
+        "  ".join(
+            cell.ljust(width) if i == 0 else cell.rjust(width)
+            for i, (cell, width) in enumerate(zip(row, widths, strict=True))
+        )
+        for row in (header, *rows)
+    ]
+    finished = ", ".join(f"{state} {n}" for state, n in snapshot.last_minute.items())
+    return "\n".join([*lines, "", f"last minute: {finished}"])
 
 
 def _listen_address(config: Config, args: argparse.Namespace) -> tuple[str, int]:
@@ -96,6 +131,10 @@ def _dispatch(args: argparse.Namespace, config: Config) -> int:
         from workers.supervisor import run_workers
 
         return run_workers(config)
+    if args.command == "stats":
+        snapshot = asyncio.run(read_stats(config))
+        print(json.dumps(snapshot.as_json()) if args.json else stats_table(snapshot))
+        return 0
     # run: the local all-in-one
     host, port = _listen_address(config, args)
     asyncio.run(migrate(config))

@@ -1,9 +1,11 @@
-"""Request ids, optional bearer tokens, and the rule that every error answer is JSON."""
+"""Request metrics, request ids, optional bearer tokens, and the rule that every error is JSON."""
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import logging
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -13,12 +15,11 @@ from aiohttp.typedefs import Handler
 
 from service import keys
 from service.errors import DatabaseUnavailable, InvalidTransition, TaskNotFound
+from service.metrics import method_label, route_label
+from service.openapi import PUBLIC_PREFIXES
 from service.schemas import MalformedRequest, ValidationFailed
 
 log = logging.getLogger("asynctask.api")
-
-# Paths anyone may read even when tokens are configured: probes and documentation.
-_PUBLIC_PREFIXES = ("/health", "/ready", "/api/openapi", "/api/docs")
 
 
 def error_response(
@@ -32,6 +33,30 @@ def error_response(
     if fields is not None:
         body["fields"] = fields
     return web.json_response(body, status=status, headers=headers)
+
+
+@web.middleware
+async def metrics_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Count every answer (errors included) by route template, method and status, and time it."""
+    started = time.perf_counter()
+    status = 500  # what aiohttp answers for an exception no inner middleware turned into a response
+    try:
+        response = await handler(request)
+        status = response.status
+        return response
+    except web.HTTPException as exc:  # redirects; error_middleware answers the rest
+        status = exc.status
+        raise
+    except asyncio.CancelledError:
+        status = 499  # the client went away before the answer (nginx's code for it)
+        raise
+    finally:
+        request.app[keys.METRICS].observe(
+            await route_label(request),
+            method_label(request.method),
+            status,
+            time.perf_counter() - started,
+        )
 
 
 @web.middleware
@@ -102,12 +127,15 @@ def _http_error(request: web.Request, exc: web.HTTPException) -> web.Response:
 
 @web.middleware
 async def token_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """With api.tokens set, /api/tasks* needs `Authorization: Bearer <one of them>`."""
+    """With api.tokens set, all but the public routes need `Authorization: Bearer <token>`."""
     tokens = request.app[keys.CONFIG].api.tokens
-    if tokens and not request.path.startswith(_PUBLIC_PREFIXES):
+    if tokens and not request.path.startswith(PUBLIC_PREFIXES):
         scheme, _, given = request.headers.get(hdrs.AUTHORIZATION, "").partition(" ")
+        # aiohttp decodes header bytes that are not UTF-8 as lone surrogates; surrogateescape
+        # turns them back into those bytes (a plain encode() raised: a 500 instead of a 401).
+        presented = given.encode("utf-8", "surrogateescape")
         # compare_digest against every token: the time taken says nothing about which was close.
-        matches = [hmac.compare_digest(given.encode(), token.encode()) for token in tokens]
+        matches = [hmac.compare_digest(presented, token.encode()) for token in tokens]
         if scheme.lower() != "bearer" or not any(matches):
             return error_response(
                 401, "Missing or wrong bearer token.", headers={"WWW-Authenticate": "Bearer"}

@@ -20,6 +20,9 @@ from service.schemas import MAX_BIGINT, ErrorSchema, one_of
 
 OPENAPI_PATH = "/api/openapi"
 DOCS_PATH = "/api/docs"
+METRICS_PATH = "/metrics"
+# Paths anyone may read even when tokens are configured: probes, metrics and documentation.
+PUBLIC_PREFIXES = ("/health", "/ready", METRICS_PATH, OPENAPI_PATH, DOCS_PATH)
 Handler = TypeVar("Handler", bound=Callable[[web.Request], Awaitable[web.StreamResponse]])
 _ERRORS = {
     400: "The body is not valid JSON.",
@@ -64,6 +67,23 @@ def operation(
         responses[error] = {"schema": schema, "description": _ERRORS[error]}
     return docs(
         tags=list(tags), summary=summary, responses=responses, parameters=[_ID] if path_id else []
+    )
+
+
+def text_operation(
+    summary: str, description: str, tags: tuple[str, ...]
+) -> Callable[[Handler], Handler]:
+    """Declare a handler that answers plain text (200), or a JSON 500 like every route."""
+    return docs(
+        tags=list(tags),
+        summary=summary,
+        responses={
+            200: {
+                "description": description,
+                "content": {"text/plain": {"schema": {"type": "string"}}},
+            },
+            500: {"schema": ErrorSchema, "description": _ERRORS[500]},
+        },
     )
 
 
@@ -139,7 +159,7 @@ def setup_openapi(app: web.Application, config: Config, version: str) -> None:
 def _document_tokens(document: dict[str, Any]) -> None:
     document["components"]["securitySchemes"] = {"bearer": {"type": "http", "scheme": "bearer"}}
     for path, operations in document["paths"].items():
-        if path.startswith("/api/tasks"):
+        if not path.startswith(PUBLIC_PREFIXES):
             for spec in operations.values():
                 spec["security"] = [{"bearer": []}]
                 spec["responses"]["401"] = {

@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import re
 from typing import Any
 
-from aiohttp import web
+from aiohttp import hdrs, web
 from marshmallow import ValidationError
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from service import db, keys
 from service.errors import DatabaseUnavailable, TaskNotFound
 from service.models import PRIORITY_NUMBERS
-from service.openapi import BODY_ERRORS, LOCATION, body, operation, query
+from service.openapi import BODY_ERRORS, LOCATION, body, operation, query, text_operation
 from service.schemas import (
     CURSOR_PATTERN,
     MAX_BIGINT,
@@ -28,6 +30,9 @@ from service.schemas import (
     ValidationFailed,
     task_json,
 )
+from service.stats import StatsSchema
+
+log = logging.getLogger("asynctask.api")
 
 # /ready answers 503 when `SELECT 1` takes longer than this: a load balancer's probe is patient
 # for a few seconds at most, and a slower database is as good as none for new requests.
@@ -92,6 +97,7 @@ async def create_task(request: web.Request) -> web.Response:
     task = request.app[keys.RULES].one(await read_json(request))
     async with db.acquire(request.app[keys.POOL], _timeout(request)) as conn:
         row = await db.insert_task(conn, task.type, task.priority, task.max_attempts, task.data)
+    request.app[keys.METRICS].tasks_created((task.priority,))
     headers = {"Location": f"/api/tasks/{row['id']}"}
     return web.json_response(task_json(row), status=201, headers=headers)
 
@@ -106,6 +112,7 @@ async def create_tasks(request: web.Request) -> web.Response:
     rows = [(task.type, task.priority, task.max_attempts, task.data_json) for task in tasks]
     async with db.acquire(request.app[keys.POOL], _timeout(request)) as conn:
         ids = await db.insert_tasks(conn, rows)
+    request.app[keys.METRICS].tasks_created(task.priority for task in tasks)
     return web.json_response({"ids": ids}, status=201)
 
 
@@ -190,3 +197,34 @@ async def ready(request: web.Request) -> web.Response:
         message = f"The database did not answer SELECT 1 within {READY_TIMEOUT_SECONDS:g} s."
         return web.json_response({"status": "unavailable", "error": message}, status=503)
     return web.json_response({"status": "ok"})
+
+
+@operation(
+    "Queue statistics (cached for a couple of seconds)",
+    (200, StatsSchema, "Counts by priority and state, queue lag, the last minute's outcomes."),
+    (503,),
+    tags=("operations",),
+)
+async def get_stats(request: web.Request) -> web.Response:
+    """GET /api/stats: the cached snapshot as JSON; 503 when the database does not answer."""
+    snapshot = await request.app[keys.STATS].get()
+    return web.json_response(snapshot.as_json())
+
+
+@text_operation(
+    "Prometheus metrics",
+    "Prometheus text format; the task gauges are absent while asynctask_database_up is 0.",
+    tags=("probes",),
+)
+async def get_metrics(request: web.Request) -> web.Response:
+    """GET /metrics: always 200; without the database, the HTTP metrics and database_up 0."""
+    # Refresh the snapshot the collector reads; a failure shows as asynctask_database_up 0, never
+    # a 5xx: a scrape that fails loses the HTTP metrics too, just when they matter.
+    try:
+        await request.app[keys.STATS].get()
+    except DatabaseUnavailable:
+        pass
+    except Exception:  # e.g. no tasks table yet (not migrated): worth a log line, not a 500
+        log.exception("GET /metrics: the statistics query failed")
+    body = request.app[keys.METRICS].exposition()
+    return web.Response(body=body, headers={hdrs.CONTENT_TYPE: CONTENT_TYPE_LATEST})

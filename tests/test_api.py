@@ -14,12 +14,13 @@ import psycopg2
 import psycopg2.extensions
 import pytest
 from aiohttp import web
-from aiohttp.test_utils import TestClient
+from aiohttp.test_utils import TestClient, make_mocked_request
 
 from service import db, views
 from service.app import create_app, is_loopback, serve
 from service.config import Config
 from service.errors import DatabaseUnavailable
+from service.middlewares import token_middleware
 from service.schemas import ATTEMPTS_RANGE
 from tests.conftest import ADMIN_DSN, make_config
 
@@ -515,6 +516,43 @@ async def test_tokens_guard_the_task_routes_only(
     assert (await client.post("/api/tasks", json={"type": "ok"}, headers=right)).status == 201
     for public in ("/health", "/ready", "/api/openapi", "/api/docs"):
         assert (await client.get(public)).status == 200
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        "bearer other",  # the scheme is case-insensitive
+        "Basic other",
+        "Bearer",
+        "Bearer  other",
+        "other",
+    ],
+)
+async def test_token_headers(database_url: str, header: str) -> None:
+    config = make_config(database_url, api__tokens=["other"])
+    request = make_mocked_request(
+        "GET", "/api/tasks", headers={"Authorization": header}, app=create_app(config)
+    )
+
+    async def handler(request: web.Request) -> web.Response:
+        return web.json_response({})
+
+    response = await token_middleware(request, handler)
+    assert response.status == (200 if header == "bearer other" else 401)
+
+
+async def test_a_token_header_that_is_not_utf8_is_401_not_500(
+    aiohttp_client: MakeClient, database_url: str
+) -> None:
+    client = await aiohttp_client(create_app(make_config(database_url, api__tokens=["other"])))
+    reader, writer = await asyncio.open_connection(client.host, client.port)
+    writer.write(
+        b"GET /api/tasks HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer \xff\xfe\r\n"
+        b"Connection: close\r\n\r\n"
+    )
+    answer = await reader.read()
+    writer.close()
+    assert answer.startswith(b"HTTP/1.1 401 ") and b'"error"' in answer
 
 
 def test_is_loopback() -> None:

@@ -1,7 +1,8 @@
-"""The `asynctask` command: migrate (twice, and into a missing database), bad config, api."""
+"""The `asynctask` command: migrate (twice, and into a missing database), bad config, api, stats."""
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import signal
@@ -171,3 +172,58 @@ def test_api_exits_1_when_the_database_is_unreachable(tmp_path: Path) -> None:
     )
     assert result.returncode == 1, result.stderr
     assert "is unavailable" in result.stderr and "Traceback" not in result.stderr
+
+
+def _fill(sql: Cursor) -> None:
+    sql.execute(
+        "INSERT INTO tasks (type, priority, state, finished_at, scheduled_at) VALUES"
+        " ('ok', 1, 'available', NULL, now() - interval '42 seconds'),"
+        " ('ok', 1, 'available', NULL, now()),"
+        " ('ok', 2, 'completed', now(), now()),"
+        " ('ok', 3, 'failed', now(), now()),"
+        " ('ok', 3, 'cancelled', now(), now())"
+    )
+
+
+def test_stats_prints_a_table(
+    tmp_path: Path, database_url: str, sql: Cursor, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _fill(sql)
+    config = _write_config(tmp_path / "config.yaml", database_url)
+    assert main(["--config", str(config), "stats"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split() == [
+        "priority", "available", "running", "retrying", "completed", "failed", "cancelled",
+        "lag", "(s)",
+    ]  # fmt: skip
+    high, normal, low = (line.split() for line in lines[1:4])
+    assert high[:7] == ["high", "2", "0", "0", "0", "0", "0"] and 42 <= float(high[7]) < 60
+    assert normal == ["normal", "0", "0", "0", "1", "0", "0", "0.0"]
+    assert low == ["low", "0", "0", "0", "0", "1", "1", "0.0"]
+    assert lines[4:] == ["", "last minute: completed 1, failed 1"]
+    assert len({len(line) for line in lines[:4]}) == 1  # the columns line up
+
+
+def test_stats_json_is_the_api_answer(
+    tmp_path: Path, database_url: str, sql: Cursor, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _fill(sql)
+    config = _write_config(tmp_path / "config.yaml", database_url)
+    assert main(["--config", str(config), "stats", "--json"]) == 0
+    body = json.loads(capsys.readouterr().out)
+    assert set(body) == {"counts", "queue_lag_seconds", "last_minute"}
+    assert body["counts"]["low"] == {
+        "available": 0, "running": 0, "retrying": 0, "completed": 0, "failed": 1, "cancelled": 1
+    }  # fmt: skip
+    assert body["counts"]["high"]["available"] == 2 and body["queue_lag_seconds"]["high"] >= 42
+    assert body["last_minute"] == {"completed": 1, "failed": 1}
+
+
+def test_stats_exits_1_when_the_database_is_unreachable(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    url = f"postgresql://postgres@127.0.0.1:{_free_port()}/nowhere"
+    config = _write_config(tmp_path / "config.yaml", url)
+    assert main(["--config", str(config), "stats"]) == 1
+    captured = capsys.readouterr()
+    assert captured.out == "" and "is unavailable" in captured.err

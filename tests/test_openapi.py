@@ -13,6 +13,7 @@ from marshmallow import ValidationError
 
 from service.app import create_app
 from service.config import Config
+from service.models import STATES
 from service.schemas import TaskCreateSchema, TaskRules
 from tests.conftest import make_config
 
@@ -22,7 +23,7 @@ ROUTES = {
     ("get", "/health"), ("get", "/ready"), ("get", "/api/openapi"), ("get", "/api/docs"),
     ("post", "/api/tasks"), ("get", "/api/tasks"), ("post", "/api/tasks/batch"),
     ("get", "/api/tasks/{id}"), ("post", "/api/tasks/{id}/cancel"),
-    ("post", "/api/tasks/{id}/retry"),
+    ("post", "/api/tasks/{id}/retry"), ("get", "/metrics"), ("get", "/api/stats"),
 }  # fmt: skip
 
 
@@ -67,6 +68,9 @@ def test_every_answer_is_documented(document: dict[str, Any]) -> None:
     assert codes("post", "/api/tasks/{id}/cancel") == {"200", "404", "409", "500", "503"}
     assert codes("post", "/api/tasks/{id}/retry") == {"200", "404", "409", "500", "503"}
     assert codes("get", "/ready") == {"200", "500", "503"}
+    assert codes("get", "/api/stats") == {"200", "500", "503"}
+    assert codes("get", "/metrics") == {"200", "500"}
+    assert set(paths["/metrics"]["get"]["responses"]["200"]["content"]) == {"text/plain"}
     created = paths["/api/tasks"]["post"]["responses"]["201"]
     assert "Location" in created["headers"]
     error = {"$ref": "#/components/schemas/Error"}
@@ -121,12 +125,38 @@ def test_the_type_enum_follows_the_configuration(database_url: str) -> None:
 
 
 def test_tokens_are_documented_when_configured(database_url: str) -> None:
+    """Swagger UI shows its Authorize button for the scheme, and sends the token per operation."""
     app = create_app(make_config(database_url, api__tokens=["t"]))
     document = app["swagger_dict"]
-    assert document["components"]["securitySchemes"]["bearer"]["scheme"] == "bearer"
-    create = document["paths"]["/api/tasks"]["post"]
-    assert create["security"] == [{"bearer": []}] and "401" in create["responses"]
-    assert "security" not in document["paths"]["/health"]["get"]
+    assert document["components"]["securitySchemes"] == {
+        "bearer": {"type": "http", "scheme": "bearer"}
+    }
+    guarded = {
+        (method, path)
+        for path, operations in document["paths"].items()
+        for method, spec in operations.items()
+        if spec.get("security") == [{"bearer": []}] and "401" in spec["responses"]
+    }
+    open_routes = {
+        ("get", p) for p in ("/health", "/ready", "/metrics", "/api/openapi", "/api/docs")
+    }
+    assert guarded == ROUTES - open_routes
+
+
+def test_no_security_scheme_without_tokens(document: dict[str, Any]) -> None:
+    assert "securitySchemes" not in document.get("components", {})
+    for operations in document["paths"].values():
+        for spec in operations.values():
+            assert "security" not in spec and "401" not in spec["responses"]
+
+
+def test_the_stats_schema_requires_every_priority_and_state(document: dict[str, Any]) -> None:
+    schemas = document["components"]["schemas"]
+    assert set(schemas["Stats"]["required"]) == {"counts", "queue_lag_seconds", "last_minute"}
+    assert set(schemas["PriorityCounts"]["required"]) == {"high", "normal", "low"}
+    assert set(schemas["StateCounts"]["required"]) == set(STATES)
+    assert schemas["QueueLag"]["properties"]["high"]["type"] == "number"
+    assert set(schemas["LastMinute"]["required"]) == {"completed", "failed"}
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,145 @@
+"""Queue statistics: one snapshot shape, read from db.py, cached for metrics scrapes and /api/stats.
+
+No aiohttp here: `asynctask stats` reads the same snapshot without the web stack.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import aiopg
+from marshmallow import Schema, fields
+
+from service import db
+from service.config import PRIORITIES
+from service.errors import DatabaseUnavailable
+from service.models import STATES
+
+# One table scan per this many seconds at most, however many scrapes or /api/stats calls come in:
+# a dashboard refreshing every second on several API replicas must not load the database.
+STATS_CACHE_SECONDS = 2.0
+# A scrape waits this long for the database at most; Prometheus times scrapes out at 10 s.
+STATS_TIMEOUT_SECONDS = 2.0
+LAST_MINUTE_STATES: tuple[str, ...] = ("completed", "failed")
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """Tasks per priority and state, queue lag per priority, and last minute's finished tasks."""
+
+    counts: dict[str, dict[str, int]]
+    queue_lag_seconds: dict[str, float]
+    last_minute: dict[str, int]
+
+    def as_json(self) -> dict[str, Any]:
+        """The body of GET /api/stats (and of `asynctask stats --json`)."""
+        return {
+            "counts": self.counts,
+            "queue_lag_seconds": self.queue_lag_seconds,
+            "last_minute": self.last_minute,
+        }
+
+
+async def read_snapshot(conn: aiopg.Connection) -> Snapshot:
+    """Query the database once for a snapshot; every priority and state is present (0 if none)."""
+    rows = await db.task_counts(conn)
+    lag = await db.queue_lag(conn)
+    counts = {priority: dict.fromkeys(STATES, 0) for priority in PRIORITIES}
+    last_minute = dict.fromkeys(LAST_MINUTE_STATES, 0)
+    for row in rows:
+        counts[row["priority"]][row["state"]] = int(row["tasks"])
+        if row["state"] in last_minute:
+            last_minute[row["state"]] += int(row["last_minute"])
+    return Snapshot(
+        counts=counts,
+        queue_lag_seconds={priority: float(lag.get(priority, 0.0)) for priority in PRIORITIES},
+        last_minute=last_minute,
+    )
+
+
+class CachedStats:
+    """The latest snapshot, refreshed at most once per `ttl` seconds; failures are cached too.
+
+    Concurrent callers share one refresh, so a burst of scrapes costs one query.
+    """
+
+    def __init__(
+        self,
+        fetch: Callable[[], Awaitable[Snapshot]],
+        ttl: float = STATS_CACHE_SECONDS,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._fetch = fetch
+        self.ttl = ttl
+        self.clock = clock
+        self._lock = asyncio.Lock()
+        self._at: float | None = None
+        self._snapshot: Snapshot | None = None
+        self._error: Exception | None = None
+
+    @property
+    def latest(self) -> Snapshot | None:
+        """The last refresh's snapshot, or None if it failed (or none ran yet)."""
+        return self._snapshot
+
+    async def get(self) -> Snapshot:
+        """A snapshot at most `ttl` seconds old, or the refresh's error (also cached for `ttl`)."""
+        async with self._lock:
+            if self._at is None or self.clock() - self._at >= self.ttl:
+                await self._refresh()
+        if self._snapshot is None:
+            assert self._error is not None
+            # Raised again for every caller in the window: without a reset, each raise would
+            # append its frames to the one shared traceback.
+            raise self._error.with_traceback(None)
+        return self._snapshot
+
+    async def _refresh(self) -> None:
+        try:
+            async with asyncio.timeout(STATS_TIMEOUT_SECONDS):
+                snapshot = await self._fetch()
+        except TimeoutError:
+            timeout = f"{STATS_TIMEOUT_SECONDS:g}"
+            self._set(None, DatabaseUnavailable(f"the statistics query took over {timeout} s"))
+        except Exception as exc:  # kept for `ttl` too, so a failing query is not retried per call
+            self._set(None, exc)
+        else:
+            self._set(snapshot, None)
+
+    def _set(self, snapshot: Snapshot | None, error: Exception | None) -> None:
+        # Stamped after the query: the window starts when the answer is known.
+        self._snapshot, self._error, self._at = snapshot, error, self.clock()
+
+
+# --- the OpenAPI shape of Snapshot.as_json -------------------------------------------------------
+
+
+def _named(name: str, field: Callable[[], fields.Field], keys: tuple[str, ...]) -> type[Schema]:
+    attrs: dict[str, Any] = {key: field() for key in keys}
+    return Schema.from_dict(attrs, name=name)
+
+
+_StateCounts = _named("StateCounts", lambda: fields.Integer(required=True), STATES)
+
+
+class StatsSchema(Schema):
+    """GET /api/stats: counts by priority and state, queue lag, the last minute's outcomes."""
+
+    counts = fields.Nested(
+        _named("PriorityCounts", lambda: fields.Nested(_StateCounts, required=True), PRIORITIES),
+        required=True,
+    )
+    queue_lag_seconds = fields.Nested(
+        _named("QueueLag", lambda: fields.Float(required=True), PRIORITIES),
+        required=True,
+        metadata={"description": "Seconds since the oldest due task became due (0: none waits)."},
+    )
+    last_minute = fields.Nested(
+        _named("LastMinute", lambda: fields.Integer(required=True), LAST_MINUTE_STATES),
+        required=True,
+        metadata={"description": "Tasks that finished in the last minute, by final state."},
+    )

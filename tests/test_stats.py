@@ -1,0 +1,128 @@
+"""GET /api/stats on a real PostgreSQL, and the statistics cache on its own."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+
+import psycopg2.extensions
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient
+
+from service import stats
+from service.app import create_app
+from service.config import Config
+from service.errors import DatabaseUnavailable
+from service.models import STATES
+from service.stats import CachedStats, Snapshot
+from tests.conftest import make_config
+from tests.test_metrics import cut_off, insert
+
+Client = TestClient[web.Request, web.Application]
+MakeClient = Callable[..., Awaitable[Client]]
+Cursor = psycopg2.extensions.cursor
+EMPTY = Snapshot(
+    counts={p: dict.fromkeys(STATES, 0) for p in ("high", "normal", "low")},
+    queue_lag_seconds={"high": 0.0, "normal": 0.0, "low": 0.0},
+    last_minute={"completed": 0, "failed": 0},
+)
+
+
+@pytest.fixture
+async def client(aiohttp_client: MakeClient, config: Config) -> Client:
+    return await aiohttp_client(create_app(config))
+
+
+async def test_stats_counts_lag_and_last_minute(client: Client, sql: Cursor) -> None:
+    insert(sql, 1, "available", 2, scheduled_at="now() - interval '30 seconds'")
+    insert(sql, 2, "running", 1)
+    insert(sql, 2, "completed", 4, finished_at="now() - interval '10 seconds'")
+    insert(sql, 3, "completed", 3, finished_at="now() - interval '10 minutes'")  # too old
+    insert(sql, 3, "failed", 2, finished_at="now()")
+    insert(sql, 1, "cancelled", 1, finished_at="now()")  # not an outcome counted per minute
+    response = await client.get("/api/stats")
+    assert response.status == 200 and response.content_type == "application/json"
+    body = await response.json()
+    assert set(body) == {"counts", "queue_lag_seconds", "last_minute"}
+    assert body["counts"]["high"] == {**dict.fromkeys(STATES, 0), "available": 2, "cancelled": 1}
+    assert body["counts"]["normal"] == {**dict.fromkeys(STATES, 0), "running": 1, "completed": 4}
+    assert body["counts"]["low"] == {**dict.fromkeys(STATES, 0), "completed": 3, "failed": 2}
+    assert 30 <= body["queue_lag_seconds"]["high"] < 60
+    assert body["queue_lag_seconds"]["normal"] == body["queue_lag_seconds"]["low"] == 0
+    assert body["last_minute"] == {"completed": 4, "failed": 2}
+
+
+async def test_stats_of_an_empty_table(client: Client) -> None:
+    assert await (await client.get("/api/stats")).json() == EMPTY.as_json()
+
+
+async def test_stats_is_503_when_the_database_is_gone(
+    client: Client, sql: Cursor, database_url: str
+) -> None:
+    cut_off(sql, database_url)
+    response = await client.get("/api/stats")
+    assert response.status == 503 and response.headers["Retry-After"] == "1"
+    assert "unavailable" in (await response.json())["error"]
+
+
+async def test_stats_needs_a_token_when_tokens_are_set(
+    aiohttp_client: MakeClient, database_url: str
+) -> None:
+    client = await aiohttp_client(create_app(make_config(database_url, api__tokens=["s3cret"])))
+    missing = await client.get("/api/stats")
+    assert missing.status == 401 and missing.headers["WWW-Authenticate"] == "Bearer"
+    assert "error" in await missing.json()
+    wrong = await client.get("/api/stats", headers={"Authorization": "Bearer s3cre"})
+    assert wrong.status == 401
+    right = await client.get("/api/stats", headers={"Authorization": "Bearer s3cret"})
+    assert right.status == 200
+
+
+# --- the cache alone ------------------------------------------------------------------------------
+
+
+class Source:
+    """A fake fetch: counts its calls, answers after `delay`, or raises `error`."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+        self.delay = 0.0
+        self.error: Exception | None = None
+
+    async def __call__(self) -> Snapshot:
+        self.calls += 1
+        await asyncio.sleep(self.delay)
+        if self.error is not None:
+            raise self.error
+        return EMPTY
+
+
+async def test_concurrent_callers_share_one_query() -> None:
+    source = Source()
+    source.delay = 0.05
+    cache = CachedStats(source, ttl=10)
+    answers = await asyncio.gather(*(cache.get() for _ in range(20)))
+    assert source.calls == 1 and all(answer is EMPTY for answer in answers)
+
+
+async def test_a_failure_is_cached_for_the_window_too() -> None:
+    now = [0.0]
+    source = Source()
+    source.error = DatabaseUnavailable("database is unavailable: refused")
+    cache = CachedStats(source, ttl=2, clock=lambda: now[0])
+    for _ in range(3):
+        with pytest.raises(DatabaseUnavailable, match="refused"):
+            await cache.get()
+    assert source.calls == 1 and cache.latest is None
+    source.error = None
+    now[0] = 2.0
+    assert await cache.get() is EMPTY and cache.latest is EMPTY and source.calls == 2
+
+
+async def test_a_slow_query_is_unavailable(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(stats, "STATS_TIMEOUT_SECONDS", 0.05)
+    source = Source()
+    source.delay = 5
+    with pytest.raises(DatabaseUnavailable, match=r"took over 0\.05 s"):
+        await asyncio.wait_for(CachedStats(source).get(), 2)
