@@ -1,0 +1,601 @@
+"""The supervisor with real processes and a real PostgreSQL: slots, crashes, timeouts, shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib.util
+import itertools
+import multiprocessing
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from multiprocessing.context import SpawnProcess
+from pathlib import Path
+from typing import Any
+
+import psycopg2.extensions
+import pytest
+
+from service import db
+from service.config import Config
+from service.errors import ConfigError, HandlerImportError
+from service.logs import setup_logging
+from tests.conftest import TEST_HANDLERS, make_config
+from tests.test_worker import fetch
+from workers.slots import EXIT_CONFIG_ERROR, Slot, describe_exit, slots_for
+from workers.supervisor import Supervisor, rss_mb, run_all, run_workers
+
+Cursor = psycopg2.extensions.cursor
+CTX = multiprocessing.get_context("spawn")
+ROOT = Path(__file__).resolve().parent.parent
+
+
+# --- spawn targets (top level: they are pickled by reference) -----------------------------------
+
+
+def supervise(config: Config, grace: float | None = None, target: Any = None) -> None:
+    """Run a supervisor in this (spawned) process, as `asynctask workers` would."""
+    setup_logging("INFO", "text")
+    if grace is None and target is None:
+        sys.exit(run_workers(config))
+    extra: dict[str, Any] = {} if target is None else {"target": target}
+    supervisor = Supervisor(
+        config, slots_for(config.priority_queues), watchdog_grace=grace or 10.0, **extra
+    )
+    sys.exit(supervisor.run())
+
+
+def supervise_all(config: Config, port: int) -> None:
+    setup_logging("INFO", "text")
+    sys.exit(run_all(config, "127.0.0.1", port))
+
+
+def exit_config_error(*args: Any) -> None:
+    sys.exit(EXIT_CONFIG_ERROR)
+
+
+def crash_and_note(slot: Slot, config: Config, *args: Any) -> None:
+    with open(os.environ["ASYNCTASK_TEST_CRASH_FILE"], "a") as notes:
+        notes.write(f"{time.monotonic()}\n")
+    sys.exit(3)
+
+
+async def block_loop(task: Any) -> None:
+    """A coroutine handler that blocks the event loop: only the watchdog can stop it."""
+    time.sleep(60)  # noqa: ASYNC251 - blocking the loop is the point of this handler
+
+
+def middle(config: Config, pids: Any) -> None:
+    """Start a worker, report its pid, and vanish without stopping it."""
+    from workers.worker import run_worker
+
+    ctx = multiprocessing.get_context("spawn")
+    started = time.monotonic()
+    heartbeat, current = ctx.RawValue("d", started), ctx.RawValue("q", 0)
+    child = ctx.Process(
+        target=run_worker, args=(Slot("high_1", "high"), config, heartbeat, current)
+    )
+    child.start()
+    # Wait for its first heartbeat: a spawned child fetches its shared memory from this process
+    # while unpickling its arguments, so vanishing earlier would leave it stuck before it runs.
+    while heartbeat.value == started and time.monotonic() - started < 20:
+        time.sleep(0.05)
+    pids.put(child.pid)
+    pids.close()
+    pids.join_thread()
+    os._exit(0)
+
+
+# --- helpers ------------------------------------------------------------------------------------
+
+
+def pid_of(process: SpawnProcess) -> int:
+    assert process.pid is not None
+    return process.pid
+
+
+def title(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode().strip()
+    except OSError:
+        return ""
+
+
+def children(pid: int) -> dict[str, int]:
+    """Title → pid of the live children of a process."""
+    found = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, IndexError):
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            if int(fields[1]) == pid and fields[0] != "Z":
+                found[title(int(stat.parent.name))] = int(stat.parent.name)
+    return found
+
+
+def wait_until(check: Callable[[], Any], timeout: float = 20.0, interval: float = 0.02) -> Any:
+    deadline = time.monotonic() + timeout
+    while not (result := check()):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout} s")
+        time.sleep(interval)
+    return result
+
+
+def listening(sql: Cursor) -> int:
+    sql.execute(
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+        " AND query LIKE 'LISTEN%%'"
+    )
+    return int(fetch(sql)[0])
+
+
+def count(sql: Cursor, condition: str = "true") -> int:
+    sql.execute(f"SELECT count(*) FROM tasks WHERE {condition}")
+    return int(fetch(sql)[0])
+
+
+def kill_tree(process: SpawnProcess) -> None:
+    if process.pid is None:
+        return
+    for pid in children(pid_of(process)).values():
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    if process.is_alive():
+        process.kill()
+    process.join(5)
+
+
+@contextlib.contextmanager
+def supervisor(config: Config, sql: Cursor | None = None, **kwargs: Any) -> Iterator[SpawnProcess]:
+    """A running supervisor; with `sql`, waits until every worker is LISTENing."""
+    process = CTX.Process(target=supervise, args=(config,), kwargs=kwargs)
+    process.start()
+    try:
+        if sql is not None:
+            workers = len(slots_for(config.priority_queues))
+            wait_until(lambda: listening(sql) >= workers)
+        yield process
+    finally:
+        kill_tree(process)
+
+
+def stop(process: SpawnProcess, timeout: float = 20.0) -> int | None:
+    assert process.pid is not None
+    os.kill(process.pid, signal.SIGTERM)
+    process.join(timeout)
+    return process.exitcode
+
+
+@pytest.fixture
+def executions(sql: Cursor, database_url: str, monkeypatch: pytest.MonkeyPatch) -> Cursor:
+    """The table the `record` handler writes to, and its DSN in the environment children inherit."""
+    sql.execute("CREATE TABLE executions (task_id bigint, attempt int, pid int)")
+    monkeypatch.setenv("ASYNCTASK_TEST_RECORD_DSN", database_url)
+    return sql
+
+
+def insert_many(
+    sql: Cursor, n: int, type_: str = "ok", data: str = "{}", priority: int = 1
+) -> None:
+    sql.execute(
+        "INSERT INTO tasks (type, priority, data) SELECT %s, %s, %s FROM generate_series(1, %s)",
+        (type_, priority, data, n),
+    )
+
+
+# --- tests --------------------------------------------------------------------------------------
+
+
+def test_slots_titles_polling_and_clean_stop(database_url: str, sql: Cursor) -> None:
+    config = make_config(
+        database_url, priority_queues={"high": 2, "normal": 1, "low": 0}, timeout_milliseconds=300
+    )
+    with supervisor(config, sql) as process:
+        assert process.pid is not None
+        assert title(process.pid) == "asynctask supervisor"
+        assert set(children(pid_of(process))) == {
+            "asynctask worker high_1",
+            "asynctask worker high_2",
+            "asynctask worker normal_1",
+        }
+        # Plain SQL, no NOTIFY: only the poll can find these.
+        insert_many(sql, 30, priority=1)
+        insert_many(sql, 10, priority=2)
+        insert_many(sql, 5, priority=3)
+        wait_until(lambda: count(sql, "state = 'completed'") == 40, timeout=10)
+        sql.execute("SELECT count(DISTINCT locked_by) FROM tasks")
+        assert stop(process) == 0
+    assert count(sql, "state = 'running'") == 0
+    assert count(sql, "priority = 3 AND state = 'available'") == 5  # no low workers configured
+
+
+def test_notify_wakes_an_idle_worker_well_before_the_poll(database_url: str, sql: Cursor) -> None:
+    config = make_config(
+        database_url, priority_queues={"high": 1, "normal": 0, "low": 0}, timeout_milliseconds=5000
+    )
+
+    async def measure() -> list[float]:
+        conn = await db.connect(database_url)
+        latencies = []
+        try:
+            for _ in range(100):
+                task = await db.insert_task(conn, "ok", 1, 1, {})
+                latencies.append(await _wait_started(conn, task["id"]))
+        finally:
+            conn.close()
+        return latencies
+
+    with supervisor(config, sql) as process:
+        time.sleep(0.3)  # let the worker settle into its idle wait
+        latencies = asyncio.run(measure())
+        assert stop(process) == 0
+    median, worst = statistics.median(latencies), max(latencies)
+    print(
+        f"\nidle wake-up latency over 100 tasks: median {median * 1000:.1f} ms,"
+        f" worst {worst * 1000:.1f} ms"
+    )
+    assert worst < 2.5  # well under the 5 s poll interval: each one was woken by NOTIFY
+
+
+async def _wait_started(conn: Any, task_id: int) -> float:
+    """Seconds from insert to claim (both on the database clock), once the task completed."""
+    for _ in range(5000):
+        started = await _started(conn, task_id)
+        if started is not None:
+            return started
+        await asyncio.sleep(0.002)
+    raise AssertionError(f"task {task_id} did not complete")
+
+
+async def _started(conn: Any, task_id: int) -> float | None:
+    async with conn.cursor() as cur:
+        await cur.execute(
+            "SELECT extract(epoch FROM started_at - inserted_at) FROM tasks"
+            " WHERE id = %s AND state = 'completed'",
+            (task_id,),
+        )
+        row = await cur.fetchone()
+    return None if row is None else float(row[0])
+
+
+def test_sigkill_mid_task_restarts_the_slot_and_loses_nothing(
+    database_url: str, executions: Cursor
+) -> None:
+    sql = executions
+    config = make_config(database_url, priority_queues={"high": 1, "normal": 0, "low": 0})
+    sql.execute(
+        "INSERT INTO tasks (type, priority, data) VALUES ('record', 1, '{\"seconds\": 2}')"
+        " RETURNING id"
+    )
+    slow = fetch(sql)[0]
+    insert_many(sql, 20, "record")
+    with supervisor(config, sql) as process:
+        assert process.pid is not None
+        first = wait_until(lambda: children(pid_of(process)).get("asynctask worker high_1"))
+        wait_until(lambda: _executed(sql, slow) == 1)
+        os.kill(first, signal.SIGKILL)
+        killed_at = time.monotonic()
+        second = wait_until(
+            lambda: (
+                (pid := children(pid_of(process)).get("asynctask worker high_1")) != first and pid
+            ),
+            interval=0.002,
+        )
+        replaced = time.monotonic() - killed_at
+        wait_until(lambda: listening(sql) == 1)
+        listening_after = time.monotonic() - killed_at
+        wait_until(lambda: count(sql, "state = 'completed'") == 21, timeout=20)
+        assert stop(process) == 0
+    print(
+        f"\nSIGKILL -> replacement process up: {replacement_ms(replaced)};"
+        f" -> replacement LISTENing: {replacement_ms(listening_after)}"
+    )
+    assert second != first
+    sql.execute("SELECT attempts, last_error FROM tasks WHERE id = %s", (slow,))
+    attempts, last_error = fetch(sql)
+    assert attempts == 2
+    assert f"worker high_1 (pid {first}) died while running this task: killed by SIGKILL" in (
+        last_error
+    )
+    assert _executed(sql, slow) == 2  # at-least-once: the killed attempt ran, then the retry
+    sql.execute("SELECT count(*), count(DISTINCT task_id) FROM executions")
+    assert fetch(sql) == (22, 21)
+
+
+def replacement_ms(seconds: float) -> str:
+    return f"{seconds * 1000:.0f} ms"
+
+
+def _executed(sql: Cursor, task_id: int) -> int:
+    sql.execute("SELECT count(*) FROM executions WHERE task_id = %s", (task_id,))
+    return int(fetch(sql)[0])
+
+
+def test_sigkill_of_the_whole_supervisor_leaves_nothing_running(
+    database_url: str, executions: Cursor
+) -> None:
+    sql = executions
+    config = make_config(
+        database_url, priority_queues={"high": 2, "normal": 0, "low": 0}, lease_seconds=120
+    )
+    insert_many(sql, 6, "record", '{"seconds": 1.5}')
+    with supervisor(config, sql) as process:
+        wait_until(lambda: count(sql, "state = 'running'") >= 2)
+        kill_tree(process)
+    assert count(sql, "state = 'running'") >= 2  # the killed claims are still there
+    started = time.monotonic()
+    with supervisor(config, sql) as process:
+        wait_until(lambda: count(sql, "state = 'completed'") == 6, timeout=30)
+        assert stop(process) == 0
+    assert time.monotonic() - started < 60  # released at start, long before the 120 s lease
+    assert count(sql, "state = 'running'") == 0
+    assert count(sql, "last_error LIKE 'worker process died while running this task%'") >= 2
+
+
+def test_hung_sync_handler_times_out_and_its_process_is_replaced(
+    database_url: str, sql: Cursor
+) -> None:
+    handlers = {**TEST_HANDLERS, "hang": {"function": "tests.handlers:hang", "timeout_seconds": 1}}
+    config = make_config(
+        database_url, priority_queues={"high": 1, "normal": 0, "low": 0}, handlers=handlers
+    )
+    sql.execute(
+        "INSERT INTO tasks (type, priority, max_attempts) VALUES ('hang', 1, 2) RETURNING id"
+    )
+    hung = fetch(sql)[0]
+    insert_many(sql, 3)
+    with supervisor(config, sql) as process:
+        assert process.pid is not None
+        pids = {children(pid_of(process))["asynctask worker high_1"]}
+        while count(sql, f"id = {hung} AND state = 'failed'") == 0:
+            pid = children(pid_of(process)).get("asynctask worker high_1")
+            pids |= {pid} if pid else set()
+            time.sleep(0.05)
+        wait_until(lambda: count(sql, "state = 'completed'") == 3)
+        assert stop(process) == 0
+    assert len(pids) >= 2  # each stuck attempt cost its process
+    sql.execute("SELECT attempts, last_error FROM tasks WHERE id = %s", (hung,))
+    attempts, last_error = fetch(sql)
+    assert attempts == 2
+    assert last_error.startswith("TimeoutError: attempt exceeded its timeout of 1 s")
+
+
+def test_sigterm_finishes_the_running_task_and_releases_prefetched(
+    database_url: str, sql: Cursor
+) -> None:
+    config = make_config(database_url, priority_queues={"high": 1, "normal": 0, "low": 0})
+    insert_many(sql, 10, "sleepy", '{"seconds": 0.5}')
+    with supervisor(config, sql) as process:
+        wait_until(lambda: count(sql, "state = 'running'") >= 2)  # a claim of 2: one waits
+        assert stop(process) == 0
+    assert count(sql, "state = 'running'") == 0
+    assert count(sql, "state = 'completed'") >= 2
+    assert count(sql, "state = 'available' AND attempts = 0") == 10 - count(
+        sql, "state = 'completed'"
+    )
+
+
+def test_second_signal_kills_at_once_and_the_next_start_releases(
+    database_url: str, sql: Cursor
+) -> None:
+    config = make_config(
+        database_url,
+        priority_queues={"high": 1, "normal": 0, "low": 0},
+        shutdown_timeout_seconds=1,
+    )
+    sql.execute(
+        "INSERT INTO tasks (type, priority, data) VALUES ('sleepy', 1, '{\"seconds\": 60}')"
+    )
+    with supervisor(config, sql) as process:
+        wait_until(lambda: count(sql, "state = 'running'") == 1)
+        os.kill(pid_of(process), signal.SIGTERM)
+        time.sleep(0.3)
+        began = time.monotonic()
+        assert stop(process) == 0  # the second SIGTERM: no 30 s grace
+        assert time.monotonic() - began < 5
+    assert count(sql, "state = 'running'") == 1  # cut off by the kill
+    with supervisor(config, sql) as process:
+        released_and_rerun = (
+            "state = 'running' AND attempts = 2"
+            " AND last_error LIKE 'worker process died while running this task%'"
+        )
+        wait_until(lambda: count(sql, released_and_rerun) == 1)
+        assert stop(process) == 0
+    sql.execute("SELECT state, last_error FROM tasks")
+    assert fetch(sql) == (
+        "retrying",
+        "TimeoutError: worker stopping: attempt cut off after shutdown_timeout_seconds = 1",
+    )
+
+
+def test_two_supervisors_run_each_task_exactly_once(database_url: str, executions: Cursor) -> None:
+    sql = executions
+    config = make_config(database_url, priority_queues={"high": 2, "normal": 0, "low": 0})
+    with supervisor(config) as one, supervisor(config, sql) as two:
+        wait_until(lambda: listening(sql) == 4)
+        insert_many(sql, 2000, "record")
+        sql.execute("SELECT pg_notify('tasks_high', '')")
+        wait_until(lambda: count(sql, "state = 'completed'") == 2000, timeout=120)
+        assert one.pid is not None and two.pid is not None
+        pids_one, pids_two = set(children(one.pid).values()), set(children(two.pid).values())
+        assert stop(one) == 0 and stop(two) == 0
+    sql.execute(
+        "SELECT count(*) - count(DISTINCT task_id), count(DISTINCT task_id) FROM executions"
+    )
+    duplicates, distinct = fetch(sql)
+    print(f"\ntwo supervisors, 2000 tasks: {duplicates} duplicate executions")
+    assert (duplicates, distinct) == (0, 2000)
+    sql.execute("SELECT DISTINCT pid FROM executions")
+    pids = {row[0] for row in sql.fetchall()}
+    assert pids & pids_one and pids & pids_two  # both supervisors did work
+
+
+def test_connection_budget_refusal_names_both_numbers(database_url: str, sql: Cursor) -> None:
+    sql.execute(
+        "SELECT current_setting('max_connections')::int"
+        " - current_setting('superuser_reserved_connections')::int"
+    )
+    available = fetch(sql)[0]
+    config = make_config(database_url, priority_queues={"high": 256, "normal": 0, "low": 0})
+    with pytest.raises(ConfigError) as info:
+        run_workers(config)
+    assert f"{2 * 256} in all" in str(info.value) and f"allows {available}" in str(info.value)
+    workers = available // 2
+    config = make_config(
+        database_url,
+        priority_queues={"high": workers, "normal": 0, "low": 0},
+        database__pool_size=10,
+    )
+    with pytest.raises(ConfigError, match=r"API pool's 10 \(database.pool_size\)"):
+        run_all(config, "127.0.0.1", 0)
+
+
+def test_handler_import_error_stops_before_starting(database_url: str, tmp_path: Path) -> None:
+    config = make_config(database_url, handlers={"bad": "tests.no_such_module:fn"})
+    with pytest.raises(HandlerImportError, match=r"handlers.bad: 'tests.no_such_module:fn'"):
+        run_workers(config)
+    config_file = tmp_path / "config.yaml"
+    config_file.write_text(
+        f"database: {{url: '{database_url}'}}\nhandlers: {{bad: 'tests.no_such_module:fn'}}\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "service.cli", "--config", str(config_file), "workers"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert result.returncode == 1
+    assert "handlers.bad: 'tests.no_such_module:fn' cannot be imported" in result.stderr
+    assert "asynctask worker" not in result.stderr
+
+
+def test_no_workers_configured_is_refused(database_url: str) -> None:
+    config = make_config(database_url, priority_queues={"high": 0, "normal": 0, "low": 0})
+    with pytest.raises(ConfigError, match="priority_queues"):
+        run_workers(config)
+
+
+def test_child_config_error_halts_instead_of_looping(database_url: str) -> None:
+    config = make_config(database_url)
+    process = CTX.Process(target=supervise, args=(config,), kwargs={"target": exit_config_error})
+    process.start()
+    process.join(20)
+    assert process.exitcode == 1
+
+
+def test_crash_loop_is_slowed_by_backoff(
+    database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    notes = tmp_path / "crashes"
+    monkeypatch.setenv("ASYNCTASK_TEST_CRASH_FILE", str(notes))
+    config = make_config(database_url, priority_queues={"high": 1, "normal": 0, "low": 0})
+    process = CTX.Process(target=supervise, args=(config,), kwargs={"target": crash_and_note})
+    process.start()
+    try:
+        time.sleep(3)
+        assert stop(process) == 0
+    finally:
+        kill_tree(process)
+    starts = [float(line) for line in notes.read_text().split()]
+    gaps = [b - a for a, b in itertools.pairwise(starts)]
+    assert 2 <= len(starts) <= 7  # 0.25-0.5 s, then 0.5-1 s, then 1-2 s ... not hundreds
+    assert gaps == sorted(gaps) or len(gaps) < 3
+
+
+def test_watchdog_kills_a_worker_whose_loop_is_blocked(database_url: str, sql: Cursor) -> None:
+    handlers = {**TEST_HANDLERS, "block": "tests.test_supervisor:block_loop"}
+    config = make_config(
+        database_url,
+        priority_queues={"high": 1, "normal": 0, "low": 0},
+        handlers=handlers,
+        task_timeout_seconds=0.5,
+    )
+    sql.execute("INSERT INTO tasks (type, priority, max_attempts) VALUES ('block', 1, 1)")
+    with supervisor(config, sql, grace=1.0) as process:
+        wait_until(lambda: count(sql, "state = 'failed'") == 1, timeout=20)
+        assert stop(process) == 0
+    sql.execute("SELECT last_error FROM tasks")
+    assert "killed by the watchdog: no heartbeat for" in fetch(sql)[0]
+
+
+def test_memory_limit_kills_and_restarts(database_url: str, sql: Cursor) -> None:
+    config = make_config(
+        database_url, priority_queues={"high": 1, "normal": 0, "low": 0}, worker_max_memory_mb=16
+    )
+    with supervisor(config, grace=10.0) as process:
+        assert process.pid is not None
+        seen: set[int] = set()
+
+        def restarted() -> bool:
+            pid = children(pid_of(process)).get("asynctask worker high_1")
+            seen.update({pid} if pid else set())
+            return len(seen) >= 2
+
+        wait_until(restarted, timeout=20)
+        assert stop(process) == 0
+    assert rss_mb(os.getpid()) > 1 and rss_mb(999_999_999) == 0
+
+
+def test_worker_exits_when_its_supervisor_vanishes(database_url: str) -> None:
+    config = make_config(database_url)
+    pids = CTX.Queue()
+    parent = CTX.Process(target=middle, args=(config, pids))
+    parent.start()
+    worker = pids.get(timeout=20)
+    parent.join(10)
+    try:
+        wait_until(
+            lambda: children(os.getpid()).get(title(worker)) is None and not _alive(worker),
+            timeout=20,
+        )
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(worker, signal.SIGKILL)
+
+
+def _accepts(port: int) -> bool:
+    with socket.socket() as probe:
+        return probe.connect_ex(("127.0.0.1", port)) == 0
+
+
+def _alive(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def test_describe_exit() -> None:
+    assert describe_exit(None) == "still running"
+    assert describe_exit(0) == "exit code 0"
+    assert describe_exit(-9) == "killed by SIGKILL (perhaps out of memory?)"
+    assert describe_exit(-15) == "killed by SIGTERM"
+    assert describe_exit(-200) == "killed by signal 200"
+
+
+@pytest.mark.skipif(importlib.util.find_spec("service.app") is None, reason="no API yet")
+def test_run_all_starts_the_api_and_the_workers(database_url: str, sql: Cursor) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    config = make_config(database_url, priority_queues={"high": 1, "normal": 0, "low": 0})
+    process = CTX.Process(target=supervise_all, args=(config, port))
+    process.start()
+    try:
+        assert process.pid is not None
+        wait_until(
+            lambda: {"asynctask api", "asynctask worker high_1"} <= set(children(pid_of(process)))
+        )
+        wait_until(lambda: _accepts(port))  # the API is serving (and handles SIGTERM itself)
+        assert stop(process) == 0
+    finally:
+        kill_tree(process)

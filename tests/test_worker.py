@@ -1,0 +1,279 @@
+"""The worker loop, run in-process against a real PostgreSQL (the supervisor tests spawn it)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import json
+import os
+import socket
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import psycopg2.extensions
+import pytest
+
+from service import db
+from service.config import Config
+from tests.conftest import TEST_HANDLERS, make_config
+from workers import registry
+from workers.acks import AckBuffer
+from workers.connection import QueryConnection
+from workers.recovery import dead_lockers, pid_alive, pid_of
+from workers.slots import EXIT_REPLACE_NOW, DeadWorker, Slot
+from workers.worker import Worker
+
+Cursor = psycopg2.extensions.cursor
+HIGH = Slot("high_1", "high")
+
+
+def fetch(sql: Cursor) -> tuple[Any, ...]:
+    """The one row the last statement returned."""
+    row = sql.fetchone()
+    assert row is not None
+    return row
+
+
+def insert(sql: Cursor, type_: str, data: dict[str, Any] | None = None, **columns: Any) -> int:
+    """Insert a task by plain SQL (no NOTIFY), as the original's load test does."""
+    values = {"type": type_, "priority": 1, "data": json.dumps(data or {}), **columns}
+    names = ", ".join(values)
+    marks = ", ".join(["%s"] * len(values))
+    sql.execute(f"INSERT INTO tasks ({names}) VALUES ({marks}) RETURNING id", list(values.values()))
+    return int(fetch(sql)[0])
+
+
+def task_row(sql: Cursor, task_id: int) -> dict[str, Any]:
+    sql.execute(
+        "SELECT state, attempts, last_error, locked_by FROM tasks WHERE id = %s", (task_id,)
+    )
+    state, attempts, last_error, locker = fetch(sql)
+    return {"state": state, "attempts": attempts, "last_error": last_error, "locked_by": locker}
+
+
+async def wait_until(check: Callable[[], bool], timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout} s")
+        await asyncio.sleep(0.02)
+
+
+def states_are(sql: Cursor, ids: list[int], *states: str) -> Callable[[], bool]:
+    return lambda: all(task_row(sql, i)["state"] in states for i in ids)
+
+
+@contextlib.asynccontextmanager
+async def running(
+    config: Config, dead: DeadWorker | None = None
+) -> AsyncIterator[tuple[Worker, asyncio.Task[int]]]:
+    heartbeat, current = ctypes.c_double(0.0), ctypes.c_longlong(0)
+    worker = Worker(config, HIGH, registry.load_handlers(config), heartbeat, current, dead)
+    task = asyncio.create_task(worker.run())
+    try:
+        yield worker, task
+    finally:
+        worker.stop("test over")
+        await asyncio.wait_for(task, 15)
+
+
+async def test_polls_retries_and_fails(database_url: str, sql: Cursor) -> None:
+    config = make_config(database_url, timeout_milliseconds=100)
+    ids = {
+        "ok": insert(sql, "ok"),
+        "flaky": insert(sql, "flaky", {"succeed_on": 3}, max_attempts=5),
+        "boom": insert(sql, "boom", max_attempts=2),
+        "unknown": insert(sql, "nope", max_attempts=5),
+        "low": insert(sql, "ok", priority=3),
+    }
+    async with running(config) as (worker, _):
+        await wait_until(
+            states_are(sql, [ids[k] for k in ids if k != "low"], "completed", "failed")
+        )
+        assert worker.heartbeat.value > 0
+    rows = {name: task_row(sql, task_id) for name, task_id in ids.items()}
+    assert rows["ok"]["state"] == "completed" and rows["ok"]["attempts"] == 1
+    assert rows["flaky"]["state"] == "completed" and rows["flaky"]["attempts"] == 3
+    assert "RuntimeError: flaky failure on attempt 2" in rows["flaky"]["last_error"]
+    assert rows["boom"]["state"] == "failed" and rows["boom"]["attempts"] == 2
+    assert rows["boom"]["last_error"].startswith("ValueError: boom\nTraceback")
+    assert rows["unknown"]["state"] == "failed" and rows["unknown"]["attempts"] == 1
+    assert "no handler is registered for type 'nope'" in rows["unknown"]["last_error"]
+    assert rows["low"]["state"] == "available"  # another priority's queue
+    assert rows["ok"]["locked_by"] is None
+
+
+async def test_adaptive_prefetch_grows_and_resets(
+    database_url: str, sql: Cursor, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    limits: list[int] = []
+    original = db.claim
+
+    async def spy(conn: Any, **kwargs: Any) -> list[dict[str, Any]]:
+        limits.append(kwargs["limit"])
+        return await original(conn, **kwargs)
+
+    monkeypatch.setattr(db, "claim", spy)
+    sql.execute("INSERT INTO tasks (type, priority) SELECT 'ok', 1 FROM generate_series(1, 40)")
+    async with running(make_config(database_url, prefetch=8)):
+        await wait_until(lambda: _count(sql, "completed") == 40)
+    assert limits[:5] == [1, 2, 4, 8, 8]
+    assert limits[-1] == 1
+
+
+def _count(sql: Cursor, state: str) -> int:
+    sql.execute("SELECT count(*) FROM tasks WHERE state = %s", (state,))
+    return int(fetch(sql)[0])
+
+
+async def test_stop_finishes_the_running_task_and_releases_the_rest(
+    database_url: str, sql: Cursor
+) -> None:
+    config = make_config(database_url, prefetch=4)
+    ids = [insert(sql, "sleepy", {"seconds": 0.3}) for _ in range(4)]
+    async with running(config) as (worker, task):
+        await wait_until(lambda: worker.limit == 4)  # the second claim took 2 tasks
+        await wait_until(lambda: worker.current.value == ids[1])
+        worker.stop("test")
+        assert await task == 0
+    rows = [task_row(sql, i) for i in ids]
+    assert [r["state"] for r in rows] == ["completed", "completed", "available", "available"]
+    assert [r["attempts"] for r in rows] == [1, 1, 0, 0]
+
+
+async def test_coroutine_timeout_and_shutdown_cut_off(database_url: str, sql: Cursor) -> None:
+    handlers = {
+        **TEST_HANDLERS,
+        "sleepy": {"function": "tests.handlers:sleepy", "timeout_seconds": 0.3},
+    }
+    config = make_config(database_url, handlers=handlers, shutdown_timeout_seconds=0.3)
+    timed_out = insert(sql, "sleepy", {"seconds": 30}, max_attempts=1)
+    async with running(config) as (worker, task):
+        await wait_until(states_are(sql, [timed_out], "failed"))
+        assert not worker.stuck
+    assert (
+        "TimeoutError: attempt exceeded its timeout of 0.3 s"
+        in task_row(sql, timed_out)["last_error"]
+    )
+    config = make_config(database_url, shutdown_timeout_seconds=0.3, timeout_milliseconds=50)
+    cut = insert(sql, "sleepy", {"seconds": 30}, max_attempts=3)
+    async with running(config) as (worker, task):
+        await wait_until(lambda: worker.current.value == cut)
+        worker.stop("test")
+        assert await asyncio.wait_for(task, 5) == 0
+    row = task_row(sql, cut)
+    assert row["state"] == "retrying"
+    assert (
+        "worker stopping: attempt cut off after shutdown_timeout_seconds = 0.3" in row["last_error"]
+    )
+
+
+async def test_stuck_sync_handler_asks_to_be_replaced(database_url: str, sql: Cursor) -> None:
+    handlers = {
+        **TEST_HANDLERS,
+        "hang": {"function": "tests.handlers:hang", "timeout_seconds": 0.3},
+    }
+    config = make_config(database_url, handlers=handlers, prefetch=4)
+    first = insert(sql, "ok")
+    hung = insert(sql, "hang", {"seconds": 1.5}, max_attempts=3)
+    later = [insert(sql, "ok") for _ in range(3)]
+    async with running(config) as (_, task):
+        assert await asyncio.wait_for(task, 10) == EXIT_REPLACE_NOW
+    assert task_row(sql, first)["state"] == "completed"
+    row = task_row(sql, hung)
+    assert row["state"] == "retrying" and "attempt exceeded its timeout" in row["last_error"]
+    assert all(task_row(sql, i)["state"] in ("available", "completed") for i in later)
+    assert _count(sql, "running") == 0
+    await asyncio.sleep(1.5)  # let the abandoned thread finish before the loop closes
+
+
+async def test_supervisor_vanished(database_url: str) -> None:
+    async with running(make_config(database_url)) as (worker, task):
+        worker._ppid = -1  # as if re-parented: our supervisor is gone
+        assert await asyncio.wait_for(task, 5) == 0
+        assert worker.stopping
+
+
+async def test_survives_losing_its_connections(database_url: str, sql: Cursor) -> None:
+    config = make_config(database_url, timeout_milliseconds=5000)
+    async with running(config) as (worker, _):
+        await wait_until(worker.listener.connected.is_set)
+        sql.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+            " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
+        await wait_until(lambda: worker.listener.failures > 0)
+        await wait_until(worker.listener.connected.is_set)
+        started = time.monotonic()
+        task_id = insert(sql, "ok")
+        sql.execute("SELECT pg_notify('tasks_high', '')")
+        await wait_until(states_are(sql, [task_id], "completed"))
+        assert time.monotonic() - started < 4  # woken by NOTIFY, not the 5 s poll
+
+
+async def test_releases_dead_predecessor_and_orphans(database_url: str, sql: Cursor) -> None:
+    host = socket.gethostname()
+    dead_locker = f"{host}:999999:high_1"
+    running_id = insert(sql, "ok", state="running", attempts=1, locked_by=dead_locker)
+    queued_id = insert(sql, "ok", state="running", attempts=1, locked_by=dead_locker)
+    orphan_id = insert(
+        sql, "ok", state="running", attempts=2, max_attempts=2, locked_by=f"{host}:999998:low_1"
+    )
+    alive_id = insert(
+        sql, "ok", priority=3, state="running", attempts=1, locked_by=f"{host}:{os.getppid()}:low_2"
+    )
+    dead = DeadWorker(dead_locker, running_id, "killed by SIGKILL")
+    async with running(make_config(database_url, timeout_milliseconds=50), dead):
+        await wait_until(states_are(sql, [running_id, queued_id], "completed"))
+    assert task_row(sql, running_id)["attempts"] == 2
+    assert (
+        "worker high_1 (pid 999999) died while running this task: killed by SIGKILL"
+        in (task_row(sql, running_id)["last_error"])
+    )
+    assert task_row(sql, queued_id)["attempts"] == 1  # handed back uncounted, then run once
+    orphan = task_row(sql, orphan_id)
+    assert orphan["state"] == "failed" and f"{host}:999998:low_1" in orphan["last_error"]
+    assert task_row(sql, alive_id)["state"] == "running"  # its process is alive: not ours
+
+
+async def test_extends_its_lease_and_rescues_expired_ones(database_url: str, sql: Cursor) -> None:
+    config = make_config(database_url, lease_seconds=1.2, timeout_milliseconds=50)
+    expired = insert(sql, "ok", state="running", attempts=1, locked_by="elsewhere:1:high_1")
+    sql.execute(
+        "UPDATE tasks SET lease_expires_at = now() - interval '1 s' WHERE id = %s", (expired,)
+    )
+    long_one = insert(sql, "sleepy", {"seconds": 2.5})
+    async with running(config):
+        await wait_until(states_are(sql, [expired, long_one], "completed"))
+    assert "lease expired: worker elsewhere:1:high_1" in task_row(sql, expired)["last_error"]
+    assert task_row(sql, long_one)["attempts"] == 1  # its lease was kept alive throughout
+
+
+async def test_ack_buffer_keeps_outcomes_while_the_database_is_away() -> None:
+    conn = QueryConnection("postgresql://postgres@127.0.0.1:1/none", timeout=1)
+    acks = AckBuffer(conn, flush_ms=0, flush_at=2)
+    await acks.record(db.Outcome(1, "00000000-0000-0000-0000-000000000001", "completed"))
+    assert not await acks.try_flush()
+    await acks.record(db.Outcome(2, "00000000-0000-0000-0000-000000000002", "completed"))
+    assert len(acks.pending) == 2 and len(acks.tokens()) == 2
+    await acks.final_flush(tries=1)
+    assert len(acks.pending) == 2
+
+
+def test_pid_helpers() -> None:
+    assert pid_of("host:123:high_1") == 123
+    assert pid_of("garbage") is None
+    assert pid_alive(os.getpid()) and not pid_alive(999_999_999)
+    own = f"h:{os.getpid()}:high_1"
+    lockers = [own, "h:999999999:low_1", f"h:{os.getppid()}:low_2", "bad"]
+    assert dead_lockers(lockers, own) == [own, "h:999999999:low_1"]
+
+
+async def test_unreachable_database_backs_off_and_still_stops() -> None:
+    config = make_config("postgresql://postgres@127.0.0.1:1/none")
+    async with running(config) as (worker, task):
+        await asyncio.sleep(0.6)  # a few failed connection attempts, each followed by a backoff
+        assert not worker._recovered
+    assert task.result() == 0

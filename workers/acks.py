@@ -1,0 +1,91 @@
+"""Buffered acknowledgements: outcomes are written in batches with one `db.finish` statement.
+
+Flushed when `FLUSH_AT` outcomes wait, `ack_flush_milliseconds` after the first one, and by the
+worker loop before it claims or waits. If the database is gone they stay buffered and are retried;
+if the process must exit first they are lost and the lease re-runs the task (at-least-once).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from service import db
+from service.errors import DatabaseUnavailable
+from workers import backoff
+from workers.connection import QueryConnection, raise_if_cancelled
+
+log = logging.getLogger("asynctask.worker")
+FLUSH_AT = 100
+
+
+class AckBuffer:
+    """Outcomes waiting to be written, and the claim tokens they still hold."""
+
+    def __init__(self, conn: QueryConnection, flush_ms: int, flush_at: int = FLUSH_AT) -> None:
+        self.conn = conn
+        self.flush_ms = flush_ms
+        self.flush_at = flush_at
+        self.pending: list[db.Outcome] = []
+        self._nonempty = asyncio.Event()
+        self._lock = asyncio.Lock()
+
+    def tokens(self) -> set[str]:
+        """Claim tokens of buffered outcomes: their leases must still be extended."""
+        return {outcome.token for outcome in self.pending}
+
+    async def record(self, outcome: db.Outcome) -> None:
+        """Buffer one outcome; flush at once when the buffer is full."""
+        self.pending.append(outcome)
+        self._nonempty.set()
+        if len(self.pending) >= self.flush_at:
+            await self.try_flush()
+
+    async def flush(self) -> None:
+        """Write everything buffered; raises DatabaseUnavailable and keeps it if that fails."""
+        # The lock keeps two flushes (timer and loop) from sending the same outcomes twice.
+        async with self._lock:
+            if not self.pending:
+                return
+            outcomes = list(self.pending)
+            applied = await self.conn.run(db.finish, outcomes)
+            del self.pending[: len(outcomes)]
+            if not self.pending:
+                self._nonempty.clear()
+        if applied < len(outcomes):
+            log.warning(
+                "%d of %d outcomes were not recorded: those claims were lost (lease expired and"
+                " the tasks were rescued)",
+                len(outcomes) - applied,
+                len(outcomes),
+            )
+
+    async def try_flush(self) -> bool:
+        """Flush; on a database outage log it and return False (outcomes stay buffered)."""
+        try:
+            await self.flush()
+        except DatabaseUnavailable as exc:
+            raise_if_cancelled()
+            log.warning("could not record %d outcomes yet (%s)", len(self.pending), exc)
+            return False
+        return True
+
+    async def run_timer(self) -> None:
+        """Flush `flush_ms` after the buffer stops being empty (a background task)."""
+        while True:
+            await self._nonempty.wait()
+            await asyncio.sleep(self.flush_ms / 1000)
+            if not await self.try_flush():
+                await asyncio.sleep(1.0)
+
+    async def final_flush(self, tries: int = 3) -> None:
+        """Last flush at exit: a few quick tries, then report what is lost."""
+        for attempt in range(1, tries + 1):
+            if await self.try_flush():
+                return
+            if attempt < tries:
+                await asyncio.sleep(backoff.restart_delay(attempt))
+        log.error(
+            "%d outcomes are lost; their tasks will run again once their lease expires",
+            len(self.pending),
+        )

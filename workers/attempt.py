@@ -1,0 +1,77 @@
+"""One attempt of one task: run the handler, enforce its timeout and the shutdown grace period.
+
+Coroutine handlers run on the worker's loop and can be cancelled. Plain functions run in a single
+worker thread so the loop keeps beating and extending leases; such a thread cannot be interrupted,
+so a timed-out one marks the whole process as stuck and the supervisor replaces it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from service.models import Task
+from workers.registry import Handler
+
+log = logging.getLogger("asynctask.worker")
+SLICE_SECONDS = 1.0
+
+
+class AttemptRunner:
+    """Runs attempts one at a time; `stuck` once a handler could not be stopped."""
+
+    def __init__(self, shutdown_timeout: float, thread_name: str) -> None:
+        self.shutdown_timeout = shutdown_timeout
+        # One thread: a worker runs one task at a time, and a stuck thread is never joined.
+        self.executor = ThreadPoolExecutor(1, thread_name_prefix=thread_name)
+        self.stop_deadline: float | None = None
+        self.stuck = False
+
+    async def run(self, handler: Handler, task: Task) -> BaseException | None:
+        """Run one attempt; returns its error (None on success), enforcing timeout and shutdown."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Any]
+        if handler.is_async:
+            try:
+                future = asyncio.ensure_future(handler.function(task))
+            except Exception as exc:  # a bad signature fails before any await
+                return exc
+        else:
+            future = loop.run_in_executor(self.executor, handler.function, task)
+        deadline = time.monotonic() + handler.timeout_seconds
+        while not future.done():
+            limit = min(deadline, self.stop_deadline or deadline)
+            if time.monotonic() >= limit:
+                return await self._abandon(future, handler, task, timed_out=limit == deadline)
+            # Short slices so a stop request shortens the wait without a second waiter task.
+            await asyncio.wait({future}, timeout=min(limit - time.monotonic(), SLICE_SECONDS))
+        if future.cancelled():
+            return asyncio.CancelledError("the handler was cancelled")
+        return future.exception()
+
+    async def _abandon(
+        self, future: asyncio.Future[Any], handler: Handler, task: Task, *, timed_out: bool
+    ) -> BaseException:
+        if timed_out:
+            error = TimeoutError(f"attempt exceeded its timeout of {handler.timeout_seconds:g} s")
+        else:
+            error = TimeoutError(
+                "worker stopping: attempt cut off after shutdown_timeout_seconds"
+                f" = {self.shutdown_timeout:g}"
+            )
+        future.cancel()
+        if handler.is_async:
+            await asyncio.wait({future}, timeout=SLICE_SECONDS)
+        if not future.done() or not handler.is_async:
+            # A thread cannot be interrupted (nor can a coroutine that ignores cancellation):
+            # record the failure, then let the supervisor replace this process.
+            self.stuck = True
+            log.error("task %s: %s; this process will be replaced", task.id, error)
+        return error
+
+    def close(self) -> None:
+        """Let go of the handler thread without waiting for it."""
+        self.executor.shutdown(wait=False)

@@ -1,0 +1,59 @@
+"""Plain data shared by the supervisor and its children: slots, exit codes, exit causes."""
+
+from __future__ import annotations
+
+import signal
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from service.config import PRIORITIES
+
+# Exit-code contract between a child and the supervisor (gunicorn's WORKER_BOOT_ERROR idea).
+EXIT_CONFIG_ERROR = 4  # handlers cannot be imported / bad config: stop everything, do not loop
+EXIT_REPLACE_NOW = 5  # a sync handler is stuck in its thread: replace this process at once
+
+
+@dataclass(frozen=True, slots=True)
+class Slot:
+    """One worker process position, e.g. high_2; its name survives restarts."""
+
+    name: str
+    priority: str
+
+
+@dataclass(frozen=True, slots=True)
+class DeadWorker:
+    """What a replacement child needs to release its predecessor's tasks."""
+
+    locked_by: str
+    task_id: int | None
+    cause: str
+
+
+def slots_for(priority_queues: Mapping[str, int]) -> list[Slot]:
+    """high_1..high_N, normal_1.., low_1..: one slot per configured worker, in priority order."""
+    return [
+        Slot(f"{priority}_{n}", priority)
+        for priority in PRIORITIES
+        for n in range(1, priority_queues.get(priority, 0) + 1)
+    ]
+
+
+def locked_by(host: str, pid: int, slot: str) -> str:
+    """The `locked_by` value of a worker process: host:pid:slot."""
+    return f"{host}:{pid}:{slot}"
+
+
+def describe_exit(exitcode: int | None) -> str:
+    """A process's exit status for people: "exit code 1" or "signal SIGKILL (...)"."""
+    if exitcode is None:
+        return "still running"
+    if exitcode >= 0:
+        return f"exit code {exitcode}"
+    try:
+        name = signal.Signals(-exitcode).name
+    except ValueError:
+        name = f"signal {-exitcode}"
+    if -exitcode == signal.SIGKILL:
+        return f"killed by {name} (perhaps out of memory?)"
+    return f"killed by {name}"

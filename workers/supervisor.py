@@ -1,0 +1,306 @@
+"""The supervisor: one process per slot, reaped at once, restarted with backoff, stopped cleanly.
+
+No asyncio and no database here (gunicorn's arbiter, CPython's Pool): block on the children's
+sentinels plus a signal wake-up pipe, with a 1 s tick for housekeeping. Signal handlers only
+record; the loop acts. Children are spawned (never forked) and receive plain data only.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import logging
+import multiprocessing
+import os
+import signal
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from multiprocessing.connection import wait
+from multiprocessing.context import SpawnContext, SpawnProcess
+from types import FrameType
+from typing import Any
+
+from service.config import Config
+from service.errors import ConfigError
+from workers import backoff, registry
+from workers.budget import check_connection_budget
+from workers.slots import (
+    EXIT_CONFIG_ERROR,
+    EXIT_REPLACE_NOW,
+    DeadWorker,
+    Slot,
+    describe_exit,
+    locked_by,
+    slots_for,
+)
+from workers.worker import run_worker
+
+log = logging.getLogger("asynctask.supervisor")
+TICK_SECONDS = 1.0
+STABLE_SECONDS = 30.0  # a child that lived this long resets its slot's restart backoff
+STOP_GRACE_SECONDS = 5.0  # beyond shutdown_timeout_seconds, before SIGKILL
+WATCHDOG_GRACE_SECONDS = 10.0  # beyond the longest task timeout, before a silent child is killed
+
+
+def run_workers(config: Config) -> int:
+    """`asynctask workers`: check handlers and the connection budget, then supervise."""
+    slots = slots_for(config.priority_queues)
+    if not slots:
+        raise ConfigError("priority_queues: every pool is 0, so there is no worker to run")
+    registry.load_handlers(config)  # fail here, once, with the config key named
+    check_connection_budget(config, workers=len(slots))
+    return Supervisor(config, slots).run()
+
+
+def run_all(config: Config, host: str, port: int) -> int:
+    """`asynctask run`: the API and the workers under one supervisor."""
+    slots = slots_for(config.priority_queues)
+    registry.load_handlers(config)
+    check_connection_budget(config, workers=len(slots), api_pool=config.database.pool_size)
+    return Supervisor(config, slots, api=(host, port)).run()
+
+
+def run_api(config: Config, host: str, port: int) -> None:
+    """Entry point of the API child of `asynctask run`."""
+    from setproctitle import setproctitle
+
+    from service.app import serve
+    from service.logs import setup_logging
+
+    setproctitle("asynctask api")
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, signal.SIG_DFL)
+    setup_logging(config.log_level, config.log_format)
+    serve(config, host, port)
+
+
+@dataclass
+class Child:
+    """One slot's state: its current process, shared memory and restart bookkeeping."""
+
+    slot: Slot
+    heartbeat: ctypes.c_double
+    current: ctypes.c_longlong
+    is_api: bool = False
+    process: SpawnProcess | None = None
+    started: float = 0.0
+    failures: int = 0
+    restart_at: float | None = 0.0
+    dead: DeadWorker | None = None
+    kill_reason: str | None = None
+    args: tuple[Any, ...] = field(default=())
+
+
+class Supervisor:
+    """Keeps one process per slot alive until told to stop."""
+
+    def __init__(
+        self,
+        config: Config,
+        slots: list[Slot],
+        *,
+        api: tuple[str, int] | None = None,
+        target: Callable[..., None] = run_worker,
+        watchdog_grace: float = WATCHDOG_GRACE_SECONDS,
+    ) -> None:
+        self.config = config
+        self.ctx: SpawnContext = multiprocessing.get_context("spawn")
+        self.target = target
+        self.api = api
+        self.host = socket.gethostname()
+        self.stale_after = registry.max_timeout(config) + watchdog_grace
+        self.children = [self._child(slot) for slot in slots]
+        if api is not None:
+            self.children.append(self._child(Slot("api", ""), is_api=True))
+        self.signals: list[int] = []
+        self.halt: str | None = None
+        self.stopping = False
+        self._wakeup_r = -1
+
+    def _child(self, slot: Slot, is_api: bool = False) -> Child:
+        heartbeat = self.ctx.RawValue(ctypes.c_double, time.monotonic())
+        return Child(slot, heartbeat, self.ctx.RawValue(ctypes.c_longlong, 0), is_api)
+
+    def run(self) -> int:
+        """Supervise until SIGTERM/SIGINT (exit 0) or a child's config error (exit 1)."""
+        from setproctitle import setproctitle
+
+        setproctitle("asynctask supervisor")
+        read_end, write_end = os.pipe()
+        os.set_blocking(read_end, False)
+        os.set_blocking(write_end, False)
+        self._wakeup_r = read_end
+        previous_fd = signal.set_wakeup_fd(write_end, warn_on_full_buffer=False)
+        previous = {s: signal.signal(s, self._on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+        try:
+            log.info("supervisor started: %s", ", ".join(c.slot.name for c in self.children))
+            while not self.stopping:
+                self._round()
+            self._shutdown()
+        finally:
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
+            signal.set_wakeup_fd(previous_fd)
+            os.close(read_end)
+            os.close(write_end)
+        if self.halt:
+            log.error("supervisor stopped: %s", self.halt)
+            return 1
+        log.info("supervisor stopped")
+        return 0
+
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        # Only record: the wake-up fd has already woken the loop, which does the work.
+        self.signals.append(signum)
+
+    def _round(self) -> None:
+        self._start_due()
+        self._wait(self._next_timeout())
+        if self.signals:
+            log.info("received %s: stopping", signal.Signals(self.signals[0]).name)
+            self.stopping = True
+        self._reap()
+        self._watch()
+        if self.halt:
+            self.stopping = True
+
+    def _next_timeout(self) -> float:
+        due = [c.restart_at for c in self.children if c.process is None and c.restart_at]
+        soonest = min(due, default=time.monotonic() + TICK_SECONDS)
+        return max(0.0, min(TICK_SECONDS, soonest - time.monotonic()))
+
+    def _wait(self, timeout: float) -> None:
+        sentinels = [c.process.sentinel for c in self.children if c.process is not None]
+        wait([*sentinels, self._wakeup_r], timeout)
+        with contextlib.suppress(BlockingIOError):
+            while os.read(self._wakeup_r, 512):
+                pass
+
+    def _start_due(self) -> None:
+        now = time.monotonic()
+        for child in self.children:
+            if child.process is None and child.restart_at is not None and child.restart_at <= now:
+                self._spawn(child)
+
+    def _spawn(self, child: Child) -> None:
+        child.heartbeat.value = time.monotonic()
+        child.current.value = 0
+        if child.is_api:
+            assert self.api is not None
+            target: Callable[..., None] = run_api
+            args: tuple[Any, ...] = (self.config, *self.api)
+        else:
+            target = self.target
+            args = (child.slot, self.config, child.heartbeat, child.current, child.dead)
+        process = self.ctx.Process(target=target, args=args, name=child.slot.name, daemon=False)
+        process.start()
+        child.process, child.started, child.restart_at = process, time.monotonic(), None
+        child.dead, child.kill_reason = None, None
+        log.info("started %s (pid %s)", child.slot.name, process.pid)
+
+    def _reap(self) -> None:
+        for child in self.children:
+            process = child.process
+            if process is None or process.is_alive():  # is_alive() reaps a dead child
+                continue
+            cause = child.kill_reason or describe_exit(process.exitcode)
+            pid, code = process.pid, process.exitcode
+            process.close()
+            child.process = None
+            if self.stopping:
+                log.info("%s (pid %s) exited: %s", child.slot.name, pid, cause)
+                continue
+            child.dead = DeadWorker(
+                locked_by(self.host, pid or 0, child.slot.name), child.current.value or None, cause
+            )
+            self._after_death(child, pid, code, cause)
+        if os.getpid() == 1:
+            self._reap_strangers()
+
+    def _after_death(self, child: Child, pid: int | None, code: int | None, cause: str) -> None:
+        name = child.slot.name
+        if code == EXIT_CONFIG_ERROR:
+            self.halt = f"{name} could not load its handlers or config (see its error above)"
+            return
+        now = time.monotonic()
+        if code == EXIT_REPLACE_NOW:
+            log.warning("%s (pid %s) asked to be replaced (a handler thread is stuck)", name, pid)
+            child.restart_at = now
+            return
+        if now - child.started > STABLE_SECONDS:
+            child.failures = 0
+        child.failures += 1
+        delay = backoff.restart_delay(child.failures)
+        log.error("%s (pid %s) died: %s; restarting in %.2f s", name, pid, cause, delay)
+        child.restart_at = now + delay
+
+    def _reap_strangers(self) -> None:
+        """As PID 1 we inherit orphans: reap those that are not ours (gunicorn's note)."""
+        ours = {c.process.pid for c in self.children if c.process is not None}
+        while True:
+            try:
+                # WNOWAIT peeks, so our own children stay for multiprocessing to reap.
+                info = os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+            except ChildProcessError:
+                return
+            if info is None or info.si_pid in ours:
+                return
+            os.waitpid(info.si_pid, 0)
+
+    def _watch(self) -> None:
+        """Kill children whose loop stopped beating or whose memory is over the limit."""
+        now = time.monotonic()
+        limit_mb = self.config.worker_max_memory_mb
+        for child in self.children:
+            process = child.process
+            if process is None or child.is_api or process.pid is None:
+                continue
+            silent = now - child.heartbeat.value
+            if silent > self.stale_after:
+                reason = f"killed by the watchdog: no heartbeat for {silent:.0f} s"
+                self._kill(child, process.pid, f"{reason} (a handler blocking the event loop?)")
+            elif limit_mb is not None and (rss := rss_mb(process.pid)) > limit_mb:
+                reason = f"killed: {rss:.0f} MB resident is over worker_max_memory_mb {limit_mb}"
+                self._kill(child, process.pid, reason)
+
+    def _kill(self, child: Child, pid: int, reason: str) -> None:
+        log.error("%s (pid %s) %s", child.slot.name, pid, reason)
+        child.kill_reason = reason
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
+    def _shutdown(self) -> None:
+        """SIGTERM everyone, wait for the grace period while reaping, then SIGKILL the rest."""
+        live = [c.process for c in self.children if c.process is not None]
+        grace = self.config.shutdown_timeout_seconds + STOP_GRACE_SECONDS
+        log.info("stopping %d processes (up to %.0f s)", len(live), grace)
+        for process in live:
+            process.terminate()
+        deadline = time.monotonic() + grace
+        handled = len(self.signals)
+        hard = handled > 1  # two signals before we even got here: no grace
+        while not hard and any(c.process for c in self.children) and time.monotonic() < deadline:
+            self._wait(min(TICK_SECONDS, deadline - time.monotonic()))
+            self._reap()
+            hard = len(self.signals) > handled
+        if hard:
+            log.warning("second signal: killing the remaining processes now")
+        for child in self.children:
+            if child.process is not None:
+                child.process.kill()
+                child.process.join()
+                log.info("%s (pid %s) killed", child.slot.name, child.process.pid)
+                child.process.close()
+                child.process = None
+
+
+def rss_mb(pid: int) -> float:
+    """Resident memory of a process in MB (0 if it is gone)."""
+    try:
+        with open(f"/proc/{pid}/statm", encoding="ascii") as statm:
+            pages = int(statm.read().split()[1])
+    except (OSError, IndexError, ValueError):
+        return 0.0
+    return pages * os.sysconf("SC_PAGE_SIZE") / 2**20

@@ -1,0 +1,286 @@
+"""One worker process: an asyncio loop that claims, runs and acknowledges tasks of one priority.
+
+The child side of the supervisor. Everything per-process (loop, connections, signal handlers, the
+handler thread) is created here, after spawn; the supervisor passes only plain data.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import logging
+import os
+import signal
+import socket
+import sys
+import time
+import uuid
+from typing import Any
+
+from service import db
+from service.config import Config
+from service.errors import DatabaseUnavailable, HandlerImportError
+from service.logs import setup_logging
+from service.models import PRIORITY_NUMBERS, Task, channel_for
+from workers import backoff, registry
+from workers.acks import AckBuffer
+from workers.attempt import AttemptRunner
+from workers.connection import QueryConnection, raise_if_cancelled
+from workers.listener import Listener
+from workers.outcome import describe_error, next_state
+from workers.recovery import release_leftovers
+from workers.registry import Handler
+from workers.slots import EXIT_CONFIG_ERROR, EXIT_REPLACE_NOW, DeadWorker, Slot, locked_by
+
+log = logging.getLogger("asynctask.worker")
+BEAT_SECONDS = 1.0
+
+
+def run_worker(
+    slot: Slot,
+    config: Config,
+    heartbeat: ctypes.c_double,
+    current: ctypes.c_longlong,
+    dead: DeadWorker | None = None,
+) -> None:
+    """Entry point of a spawned worker process (picklable: a top-level function)."""
+    from setproctitle import setproctitle
+
+    setproctitle(f"asynctask worker {slot.name}")
+    # A spawned child starts with Python's defaults (SIGINT raises KeyboardInterrupt); the loop
+    # installs the real handlers. Until then the default action is the right one: nothing is held.
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, signal.SIG_DFL)
+    setup_logging(config.log_level, config.log_format)
+    try:
+        handlers = registry.load_handlers(config)
+    except HandlerImportError as exc:
+        log.error("worker %s cannot start: %s", slot.name, exc)
+        sys.exit(EXIT_CONFIG_ERROR)
+    worker = Worker(config, slot, handlers, heartbeat, current, dead)
+    code = asyncio.run(worker.run())
+    if code == EXIT_REPLACE_NOW:
+        # A handler thread is stuck and would block interpreter exit (executor threads are
+        # joined at exit); everything is flushed already, so leave without waiting for it.
+        logging.shutdown()
+        os._exit(code)
+    if code:
+        sys.exit(code)
+
+
+class Worker:
+    """The claim → run → acknowledge loop of one slot."""
+
+    def __init__(
+        self,
+        config: Config,
+        slot: Slot,
+        handlers: dict[str, Handler],
+        heartbeat: ctypes.c_double,
+        current: ctypes.c_longlong,
+        dead: DeadWorker | None = None,
+    ) -> None:
+        self.config = config
+        self.slot = slot
+        self.handlers = handlers
+        self.heartbeat = heartbeat
+        self.current = current
+        self.dead = dead
+        self.host = socket.gethostname()
+        self.locked_by = locked_by(self.host, os.getpid(), slot.name)
+        self.priority = PRIORITY_NUMBERS[slot.priority]
+        url = str(config.database.url)
+        self.conn = QueryConnection(url, max(config.database.connect_timeout_seconds, 30.0))
+        self.wake = asyncio.Event()
+        self.listener = Listener(
+            url, channel_for(slot.priority), self.wake, config.database.connect_timeout_seconds
+        )
+        self.stopping = False
+        self.limit = 1
+        self._recovered = False
+        self._batch_token: str | None = None
+        self.acks = AckBuffer(self.conn, config.ack_flush_milliseconds)
+        self._ppid = os.getppid()
+        self.attempts = AttemptRunner(config.shutdown_timeout_seconds, f"handler-{slot.name}")
+
+    async def run(self) -> int:
+        """Serve until stopped; returns the process exit code."""
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, self.stop, signal.Signals(signum).name)
+        background = [
+            asyncio.create_task(coro)
+            for coro in (
+                self.listener.run(),
+                self._beat(),
+                self._housekeep(),
+                self.acks.run_timer(),
+            )
+        ]
+        log.info("worker %s started (%s)", self.slot.name, self.locked_by)
+        try:
+            await self._serve()
+        finally:
+            for task in background:
+                task.cancel()
+            # Bounded: a background task must never keep a stopping worker alive.
+            await asyncio.wait(background, timeout=5)
+            await self.acks.final_flush()
+            self.conn.close()
+            self.attempts.close()
+        log.info("worker %s stopped", self.slot.name)
+        return EXIT_REPLACE_NOW if self.stuck else 0
+
+    @property
+    def stuck(self) -> bool:
+        """True once a handler could not be stopped: this process must be replaced."""
+        return self.attempts.stuck
+
+    def stop(self, reason: str = "stop requested") -> None:
+        """Stop claiming; the running task gets `shutdown_timeout_seconds` to finish."""
+        if self.stopping:
+            return
+        log.info("worker %s stopping (%s)", self.slot.name, reason)
+        self.stopping = True
+        self.attempts.stop_deadline = time.monotonic() + self.config.shutdown_timeout_seconds
+        self.wake.set()
+
+    async def _serve(self) -> None:
+        failures = 0
+        while not (self.stopping or self.stuck):
+            try:
+                if not self._recovered:
+                    await release_leftovers(
+                        self.conn,
+                        self.host,
+                        self.locked_by,
+                        self.dead,
+                        self.config.timeout_milliseconds,
+                    )
+                    self._recovered = True
+                await self._cycle()
+                failures = 0
+            except DatabaseUnavailable as exc:
+                failures += 1
+                delay = backoff.restart_delay(failures, base_ms=250, cap_ms=10_000)
+                log.warning("worker %s: %s; retrying in %.1f s", self.slot.name, exc, delay)
+                await self._sleep(delay)
+
+    async def _cycle(self) -> None:
+        # Flush first: "the batch is done" and "before waiting for new work" both land here.
+        await self.acks.flush()
+        self.wake.clear()
+        rows, token = await self._claim()
+        if rows:
+            await self._run_batch(rows, token)
+        else:
+            await self._sleep(self.config.timeout_milliseconds / 1000)
+
+    async def _sleep(self, seconds: float) -> None:
+        """Wait for a NOTIFY (or stop), at most `seconds`: the poll interval."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.wake.wait(), seconds)
+
+    async def _claim(self) -> tuple[list[dict[str, Any]], str]:
+        token = str(uuid.uuid4())
+        rows = await self.conn.run(
+            db.claim,
+            priority=self.priority,
+            limit=self.limit,
+            locked_by=self.locked_by,
+            token=token,
+            lease_seconds=self.config.lease_seconds,
+        )
+        # Adaptive prefetch: grow while the queue is deep, back to one task when it is not, so an
+        # idle-ish queue spreads its tasks over all workers instead of one hoarding them.
+        full = len(rows) == self.limit
+        self.limit = min(self.limit * 2, self.config.prefetch) if full else 1
+        return rows, token
+
+    async def _run_batch(self, rows: list[dict[str, Any]], token: str) -> None:
+        self._batch_token = token
+        try:
+            for index, row in enumerate(rows):
+                if self.stopping or self.stuck:
+                    await self._release([r["id"] for r in rows[index:]], token)
+                    break
+                await self._run_one(row, token)
+        finally:
+            self._batch_token = None
+
+    async def _release(self, task_ids: list[int], token: str) -> None:
+        try:
+            released = await self.conn.run(db.release_unstarted, task_ids, token)
+        except DatabaseUnavailable as exc:
+            log.warning("could not release %d unstarted tasks (%s)", len(task_ids), exc)
+        else:
+            log.info("released %d claimed but unstarted tasks", released)
+
+    async def _run_one(self, row: dict[str, Any], token: str) -> None:
+        task = Task(
+            id=row["id"],
+            type=row["type"],
+            priority=self.slot.priority,
+            attempts=row["attempts"],
+            max_attempts=row["max_attempts"],
+            data=row["data"],
+        )
+        handler = self.handlers.get(task.type)
+        if handler is None:
+            message = (
+                f"no handler is registered for type {task.type!r} (handlers.{task.type} is not"
+                " in the config); failed permanently"
+            )
+            await self.acks.record(db.Outcome(task.id, token, "failed", 0, message))
+            return
+        self.current.value = task.id
+        try:
+            error = await self.attempts.run(handler, task)
+        finally:
+            self.current.value = 0
+        nxt = next_state(
+            error,
+            task.attempts,
+            task.max_attempts,
+            strategy=self.config.retry_backoff,
+            base_ms=self.config.timeout_milliseconds,
+            cap_ms=self.config.retry_backoff_max_milliseconds,
+        )
+        text = None
+        if error is not None:
+            text = describe_error(error)
+            log.info("task %s attempt %s failed: %s", task.id, task.attempts, text.splitlines()[0])
+        await self.acks.record(db.Outcome(task.id, token, nxt.state, nxt.delay_ms, text))
+
+    async def _beat(self) -> None:
+        """Heartbeat for the supervisor's watchdog, and exit if the supervisor vanished."""
+        while True:
+            self.heartbeat.value = time.monotonic()
+            if os.getppid() != self._ppid:
+                self.stop("the supervisor is gone")
+            await asyncio.sleep(BEAT_SECONDS)
+
+    def held_tokens(self) -> list[str]:
+        """Claim tokens of tasks this process still holds (running, queued, or unacknowledged)."""
+        tokens = self.acks.tokens()
+        if self._batch_token is not None:
+            tokens.add(self._batch_token)
+        return sorted(tokens)
+
+    async def _housekeep(self) -> None:
+        """Extend our leases every lease/3 and rescue expired ones every lease/2."""
+        tick = self.config.lease_seconds / 6
+        for n in range(1, sys.maxsize):
+            await asyncio.sleep(tick)
+            try:
+                if n % 2 == 0 and (tokens := self.held_tokens()):
+                    await self.conn.run(db.extend_leases, tokens, self.config.lease_seconds)
+                if n % 3 == 0:
+                    rescued = await self.conn.run(
+                        db.rescue_expired, self.config.timeout_milliseconds
+                    )
+                    if rescued:
+                        log.warning("rescued %d tasks whose lease expired", rescued)
+            except DatabaseUnavailable:
+                raise_if_cancelled()  # else: the main loop reports it and reconnects
