@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import json
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -101,6 +102,11 @@ def _listen_address(config: Config, args: argparse.Namespace) -> tuple[str, int]
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the console script; returns the process exit code."""
     args = build_parser().parse_args(argv)
+    # Handlers are named `module:function` relative to where the user runs asynctask (as gunicorn
+    # and celery do); a console script does not put the working directory on sys.path by itself.
+    # Spawned workers inherit sys.path, so they import the same modules.
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
     try:
         config = load_config(args.config)
     except AsyncTaskError as exc:

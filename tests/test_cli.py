@@ -227,3 +227,39 @@ def test_stats_exits_1_when_the_database_is_unreachable(
     assert main(["--config", str(config), "stats"]) == 1
     captured = capsys.readouterr()
     assert captured.out == "" and "is unavailable" in captured.err
+
+
+def test_console_script_runs_handlers_from_the_working_directory(
+    tmp_path: Path, database_url: str, sql: Cursor
+) -> None:
+    # A user's handler module lives where they run `asynctask`, not in an installed package.
+    (tmp_path / "myhandlers.py").write_text(
+        "def go(task):\n    open(f'done-{task.id}', 'w').close()\n"
+    )
+    config = tmp_path / "config.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "database": {"url": database_url},
+                "handlers": {"mine": "myhandlers:go"},
+                "priority_queues": {"high": 1, "normal": 0, "low": 0},
+                "timeout_milliseconds": 100,
+            }
+        )
+    )
+    sql.execute("INSERT INTO tasks (type, priority) VALUES ('mine', 1)")
+    script = Path(sys.executable).with_name("asynctask")
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    process = subprocess.Popen(
+        [str(script), "--config", str(config), "workers"], cwd=tmp_path, env=env
+    )
+    try:
+        deadline = time.monotonic() + 20
+        while not (tmp_path / "done-1").exists():
+            assert time.monotonic() < deadline and process.poll() is None
+            time.sleep(0.1)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=20) == 0
+    sql.execute("SELECT state FROM tasks WHERE id = 1")
+    assert sql.fetchone() == ("completed",)
