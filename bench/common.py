@@ -135,7 +135,7 @@ def start(command: list[str], url: str, **overrides: str) -> Service:
     return Service(process)
 
 
-def wait_http(url: str, timeout: float = 20) -> None:
+def wait_http(url: str, timeout: float = 60) -> None:
     """Wait until GET url answers 200."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
