@@ -132,7 +132,9 @@ async def test_stop_finishes_the_running_task_and_releases_the_rest(
     database_url: str, sql: Cursor
 ) -> None:
     config = make_config(database_url, prefetch=4)
-    ids = [insert(sql, "sleepy", {"seconds": 0.3}) for _ in range(4)]
+    # A quick task first, so the smoothed duration stays small and the second claim takes two
+    # (prefetch is capped by expected work: slow tasks alone would be claimed one at a time).
+    ids = [insert(sql, "ok")] + [insert(sql, "sleepy", {"seconds": 0.3}) for _ in range(3)]
     async with running(config) as (worker, task):
         await wait_until(lambda: worker.limit == 4)  # the second claim took 2 tasks
         await wait_until(lambda: worker.current.value == ids[1])
@@ -233,6 +235,9 @@ async def test_releases_dead_predecessor_and_orphans(database_url: str, sql: Cur
         in (task_row(sql, running_id)["last_error"])
     )
     assert task_row(sql, queued_id)["attempts"] == 1  # handed back uncounted, then run once
+    assert task_row(sql, orphan_id)["state"] == "running"  # a replacement does not sweep
+    async with running(make_config(database_url, timeout_milliseconds=50)):  # a first start does
+        await wait_until(states_are(sql, [orphan_id], "failed"))
     orphan = task_row(sql, orphan_id)
     assert orphan["state"] == "failed" and f"{host}:999998:low_1" in orphan["last_error"]
     assert task_row(sql, alive_id)["state"] == "running"  # its process is alive: not ours

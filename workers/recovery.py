@@ -1,8 +1,9 @@
 """Start-up recovery of a worker: release what dead processes on this host left `running`.
 
 The supervisor tells a replacement whom it replaces (plain data, no DB in the supervisor); every
-worker also sweeps the host for lockers whose pid is gone, which covers a supervisor that was
-SIGKILLed with all its children. Tasks of other hosts are left to lease expiry.
+worker of a supervisor's first generation also sweeps the host for lockers whose pid is gone,
+which covers a supervisor that was SIGKILLed with all its children. Tasks of other hosts are left
+to lease expiry.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ log = logging.getLogger("asynctask.worker")
 async def release_leftovers(
     conn: QueryConnection, host: str, own: str, dead: DeadWorker | None, delay_ms: int
 ) -> None:
-    """Release the predecessor's tasks (if any), then those of dead processes on this host."""
+    """Release the predecessor's tasks (a replacement), or those of dead processes on this host."""
     if dead is not None:
         slot, pid = dead.locked_by.rsplit(":", 1)[1], pid_of(dead.locked_by)
         failed, back = await conn.run(
@@ -31,13 +32,22 @@ async def release_leftovers(
             delay_ms=delay_ms,
         )
         log.info(
-            "released the tasks of pid %s: %d failed attempt, %d handed back", pid, failed, back
+            "released the tasks of pid %s: %d failed attempt, %d handed back",
+            pid,
+            failed,
+            back,
+            extra={"event": "released", "slot": slot, "dead_pid": pid, "count": failed + back},
         )
+        # A replacement does not sweep: a sibling that just died is released by its own
+        # replacement, which knows the running task and the cause (a sweep would charge an
+        # attempt to every task it held, prefetched ones too, under a generic reason).
+        return
     gone = dead_lockers(await conn.run(db.running_lockers, f"{host}:"), own)
     if gone:
         reason = "worker process died while running this task (found at start of another)"
         count = await conn.run(db.release_orphans, gone, reason, delay_ms)
-        log.warning("released %d tasks of %d dead worker processes", count, len(gone))
+        fields = {"event": "released", "slot": own.rsplit(":", 1)[-1], "count": count}
+        log.warning("released %d tasks of %d dead worker processes", count, len(gone), extra=fields)
 
 
 def pid_of(locker: str) -> int | None:

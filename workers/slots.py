@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import multiprocessing
+import os
 import signal
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -57,3 +59,14 @@ def describe_exit(exitcode: int | None) -> str:
     if -exitcode == signal.SIGKILL:
         return f"killed by {name} (perhaps out of memory?)"
     return f"killed by {name}"
+
+
+def spawner_pid() -> int:
+    """The pid of the process that spawned this one (the supervisor), even if it already died.
+
+    multiprocessing records it before the child runs; os.getppid() read later would already be 1
+    (or a subreaper) if the supervisor died while this child was starting, and the child would
+    then never notice that it is an orphan.
+    """
+    parent = multiprocessing.parent_process()
+    return parent.pid if parent is not None and parent.pid is not None else os.getppid()

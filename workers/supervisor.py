@@ -26,6 +26,7 @@ from service.config import Config
 from service.errors import ConfigError
 from workers import backoff, registry
 from workers.budget import check_connection_budget
+from workers.metrics import SupervisorMetrics, serve_supervisor_metrics, without_multiproc_env
 from workers.slots import (
     EXIT_CONFIG_ERROR,
     EXIT_REPLACE_NOW,
@@ -118,6 +119,7 @@ class Supervisor:
         self.halt: str | None = None
         self.stopping = False
         self._wakeup_r = -1
+        self.metrics: SupervisorMetrics | None = None
 
     def _child(self, slot: Slot, is_api: bool = False) -> Child:
         heartbeat = self.ctx.RawValue(ctypes.c_double, time.monotonic())
@@ -135,6 +137,10 @@ class Supervisor:
         previous_fd = signal.set_wakeup_fd(write_end, warn_on_full_buffer=False)
         previous = {s: signal.signal(s, self._on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
         try:
+            # Before the first spawn: the children must inherit the metrics directory.
+            self.metrics = serve_supervisor_metrics(
+                self.config, [c.slot.name for c in self.children]
+            )
             log.info("supervisor started: %s", ", ".join(c.slot.name for c in self.children))
             while not self.stopping:
                 self._round()
@@ -145,6 +151,8 @@ class Supervisor:
             signal.set_wakeup_fd(previous_fd)
             os.close(read_end)
             os.close(write_end)
+            if self.metrics is not None:
+                self.metrics.close()
         if self.halt:
             log.error("supervisor stopped: %s", self.halt)
             return 1
@@ -195,10 +203,14 @@ class Supervisor:
             target = self.target
             args = (child.slot, self.config, child.heartbeat, child.current, child.dead)
         process = self.ctx.Process(target=target, args=args, name=child.slot.name, daemon=False)
-        process.start()
+        # The API keeps its own in-memory registry: in multiprocess mode its HTTP metrics would
+        # also be written to the directory and show up among the workers'.
+        with without_multiproc_env() if child.is_api else contextlib.nullcontext():
+            process.start()
         child.process, child.started, child.restart_at = process, time.monotonic(), None
         child.dead, child.kill_reason = None, None
-        log.info("started %s (pid %s)", child.slot.name, process.pid)
+        fields = {"event": "started", "slot": child.slot.name, "pid": process.pid}
+        log.info("started %s (pid %s)", child.slot.name, process.pid, extra=fields)
 
     def _reap(self) -> None:
         for child in self.children:
@@ -209,6 +221,8 @@ class Supervisor:
             pid, code = process.pid, process.exitcode
             process.close()
             child.process = None
+            if self.metrics is not None:
+                self.metrics.process_exited(pid)
             if self.stopping:
                 log.info("%s (pid %s) exited: %s", child.slot.name, pid, cause)
                 continue
@@ -225,15 +239,22 @@ class Supervisor:
             self.halt = f"{name} could not load its handlers or config (see its error above)"
             return
         now = time.monotonic()
+        if self.metrics is not None:
+            self.metrics.restarted(name)
+        fields: dict[str, Any] = {"event": "restart", "slot": name, "pid": pid, "cause": cause}
         if code == EXIT_REPLACE_NOW:
-            log.warning("%s (pid %s) asked to be replaced (a handler thread is stuck)", name, pid)
+            stuck = "%s (pid %s) asked to be replaced (a handler thread is stuck)"
+            log.warning(stuck, name, pid, extra={**fields, "restart_in": 0.0})
             child.restart_at = now
             return
         if now - child.started > STABLE_SECONDS:
             child.failures = 0
         child.failures += 1
         delay = backoff.restart_delay(child.failures)
-        log.error("%s (pid %s) died: %s; restarting in %.2f s", name, pid, cause, delay)
+        fields["restart_in"] = round(delay, 3)
+        log.error(
+            "%s (pid %s) died: %s; restarting in %.2f s", name, pid, cause, delay, extra=fields
+        )
         child.restart_at = now + delay
 
     def _reap_strangers(self) -> None:

@@ -23,15 +23,25 @@ from service.config import Config
 from service.errors import DatabaseUnavailable, HandlerImportError
 from service.logs import setup_logging
 from service.models import PRIORITY_NUMBERS, Task, channel_for
-from workers import backoff, registry
+from workers import backoff, prefetch, registry
 from workers.acks import AckBuffer
 from workers.attempt import AttemptRunner
 from workers.connection import QueryConnection, raise_if_cancelled
 from workers.listener import Listener
+from workers.metrics import worker_metrics
 from workers.outcome import describe_error, next_state
+from workers.pruner import Pruner
 from workers.recovery import release_leftovers
 from workers.registry import Handler
-from workers.slots import EXIT_CONFIG_ERROR, EXIT_REPLACE_NOW, DeadWorker, Slot, locked_by
+from workers.report import TaskReport
+from workers.slots import (
+    EXIT_CONFIG_ERROR,
+    EXIT_REPLACE_NOW,
+    DeadWorker,
+    Slot,
+    locked_by,
+    spawner_pid,
+)
 
 log = logging.getLogger("asynctask.worker")
 BEAT_SECONDS = 1.0
@@ -98,11 +108,14 @@ class Worker:
         )
         self.stopping = False
         self.limit = 1
+        self.avg_task_seconds = 0.0
         self._recovered = False
         self._batch_token: str | None = None
         self.acks = AckBuffer(self.conn, config.ack_flush_milliseconds)
-        self._ppid = os.getppid()
+        self._ppid = spawner_pid()
         self.attempts = AttemptRunner(config.shutdown_timeout_seconds, f"handler-{slot.name}")
+        self.report = TaskReport(slot.name, worker_metrics(config, slot.priority))
+        self.pruner = Pruner(self.conn, config.retention, slot.name)
 
     async def run(self) -> int:
         """Serve until stopped; returns the process exit code."""
@@ -116,9 +129,11 @@ class Worker:
                 self._beat(),
                 self._housekeep(),
                 self.acks.run_timer(),
+                self.pruner.run(),
             )
         ]
-        log.info("worker %s started (%s)", self.slot.name, self.locked_by)
+        fields = {"slot": self.slot.name, "pid": os.getpid()}
+        log.info("worker %s started (%s)", self.slot.name, self.locked_by, extra=fields)
         try:
             await self._serve()
         finally:
@@ -129,7 +144,7 @@ class Worker:
             await self.acks.final_flush()
             self.conn.close()
             self.attempts.close()
-        log.info("worker %s stopped", self.slot.name)
+        log.info("worker %s stopped", self.slot.name, extra=fields)
         return EXIT_REPLACE_NOW if self.stuck else 0
 
     @property
@@ -141,7 +156,8 @@ class Worker:
         """Stop claiming; the running task gets `shutdown_timeout_seconds` to finish."""
         if self.stopping:
             return
-        log.info("worker %s stopping (%s)", self.slot.name, reason)
+        fields = {"slot": self.slot.name, "reason": reason}
+        log.info("worker %s stopping (%s)", self.slot.name, reason, extra=fields)
         self.stopping = True
         self.attempts.stop_deadline = time.monotonic() + self.config.shutdown_timeout_seconds
         self.wake.set()
@@ -192,22 +208,26 @@ class Worker:
             token=token,
             lease_seconds=self.config.lease_seconds,
         )
-        # Adaptive prefetch: grow while the queue is deep, back to one task when it is not, so an
-        # idle-ish queue spreads its tasks over all workers instead of one hoarding them.
-        full = len(rows) == self.limit
-        self.limit = min(self.limit * 2, self.config.prefetch) if full else 1
+        self.limit = prefetch.next_limit(
+            self.limit, len(rows), self.avg_task_seconds, self.config.prefetch
+        )
         return rows, token
 
     async def _run_batch(self, rows: list[dict[str, Any]], token: str) -> None:
         self._batch_token = token
+        started, ran = time.monotonic(), 0
         try:
             for index, row in enumerate(rows):
                 if self.stopping or self.stuck:
                     await self._release([r["id"] for r in rows[index:]], token)
                     break
                 await self._run_one(row, token)
+                ran += 1
         finally:
             self._batch_token = None
+            self.avg_task_seconds = prefetch.update_average(
+                self.avg_task_seconds, time.monotonic() - started, ran
+            )
 
     async def _release(self, task_ids: list[int], token: str) -> None:
         try:
@@ -215,7 +235,8 @@ class Worker:
         except DatabaseUnavailable as exc:
             log.warning("could not release %d unstarted tasks (%s)", len(task_ids), exc)
         else:
-            log.info("released %d claimed but unstarted tasks", released)
+            fields = {"event": "released", "slot": self.slot.name, "count": released}
+            log.info("released %d claimed but unstarted tasks", released, extra=fields)
 
     async def _run_one(self, row: dict[str, Any], token: str) -> None:
         task = Task(
@@ -233,12 +254,15 @@ class Worker:
                 " in the config); failed permanently"
             )
             await self.acks.record(db.Outcome(task.id, token, "failed", 0, message))
+            self.report.finished(task, "failed", None, message)
             return
         self.current.value = task.id
+        started = time.perf_counter()
         try:
             error = await self.attempts.run(handler, task)
         finally:
             self.current.value = 0
+        seconds = time.perf_counter() - started
         nxt = next_state(
             error,
             task.attempts,
@@ -247,10 +271,8 @@ class Worker:
             base_ms=self.config.timeout_milliseconds,
             cap_ms=self.config.retry_backoff_max_milliseconds,
         )
-        text = None
-        if error is not None:
-            text = describe_error(error)
-            log.info("task %s attempt %s failed: %s", task.id, task.attempts, text.splitlines()[0])
+        text = None if error is None else describe_error(error)
+        self.report.finished(task, nxt.state, seconds, text)
         await self.acks.record(db.Outcome(task.id, token, nxt.state, nxt.delay_ms, text))
 
     async def _beat(self) -> None:
@@ -281,6 +303,7 @@ class Worker:
                         db.rescue_expired, self.config.timeout_milliseconds
                     )
                     if rescued:
-                        log.warning("rescued %d tasks whose lease expired", rescued)
+                        fields = {"event": "rescued", "slot": self.slot.name, "count": rescued}
+                        log.warning("rescued %d tasks whose lease expired", rescued, extra=fields)
             except DatabaseUnavailable:
                 raise_if_cancelled()  # else: the main loop reports it and reconnects

@@ -1,0 +1,127 @@
+"""Retention: the pruner against a real PostgreSQL, with back-dated rows."""
+
+from __future__ import annotations
+
+import asyncio
+
+import psycopg2
+import pytest
+
+from tests.conftest import make_config
+from tests.test_worker import fetch, running, wait_until
+from workers import pruner
+from workers.connection import QueryConnection
+from workers.pruner import LOCK_KEY, Pruner
+
+Cursor = psycopg2.extensions.cursor
+
+
+@pytest.fixture(autouse=True)
+def _no_pause(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(pruner, "PAUSE_SECONDS", 0.0)
+
+
+def add(sql: Cursor, state: str, days_ago: float | None, n: int = 1) -> list[int]:
+    """Insert `n` tasks in `state`, finished `days_ago` days ago (None: not finished)."""
+    sql.execute(
+        "INSERT INTO tasks (type, state, finished_at)"
+        " SELECT 'ok', %s, now() - %s * interval '1 day' FROM generate_series(1, %s) RETURNING id",
+        (state, days_ago, n),
+    )
+    return [row[0] for row in sql.fetchall()]
+
+
+def remaining(sql: Cursor, ids: list[int]) -> int:
+    sql.execute("SELECT count(*) FROM tasks WHERE id = ANY(%s)", (ids,))
+    return int(fetch(sql)[0])
+
+
+def make_pruner(url: str, completed: int = 7, failed: int = 30, batch: int = 5000) -> Pruner:
+    config = make_config(url, retention__completed_days=completed, retention__failed_days=failed)
+    made = Pruner(QueryConnection(url, 10.0), config.retention, "high_1")
+    made.batch = batch
+    return made
+
+
+async def test_deletes_only_finished_rows_past_their_retention(
+    database_url: str, sql: Cursor
+) -> None:
+    gone = add(sql, "completed", 8, n=5) + add(sql, "cancelled", 8) + add(sql, "failed", 31)
+    kept = add(sql, "completed", 6) + add(sql, "cancelled", 6) + add(sql, "failed", 8)
+    # Never finished, even with an (odd) old finished_at: never deleted.
+    kept += [add(sql, state, 100)[0] for state in ("available", "running", "retrying")]
+    kept += add(sql, "available", None)
+    worker_pruner = make_pruner(database_url, batch=2)  # 5 old completed rows: three batches
+    try:
+        deleted = await worker_pruner.prune_once()
+    finally:
+        worker_pruner.conn.close()
+    assert deleted == {"completed": 5, "cancelled": 1, "failed": 1}
+    assert remaining(sql, gone) == 0
+    assert remaining(sql, kept) == len(kept)
+    assert advisory_locks(sql) == 0  # released
+
+
+async def test_zero_keeps_a_state_forever(database_url: str, sql: Cursor) -> None:
+    old = add(sql, "completed", 400) + add(sql, "cancelled", 400)
+    old_failed = add(sql, "failed", 400)
+    nothing = make_pruner(database_url, completed=0, failed=0)
+    assert await nothing.prune_once() is None
+    await asyncio.wait_for(nothing.run(), 1)  # returns at once: nothing to do, ever
+    only_failed = make_pruner(database_url, completed=0, failed=30)
+    try:
+        assert await only_failed.prune_once() == {"failed": 1}  # completed, cancelled: not tried
+    finally:
+        only_failed.conn.close()
+    assert remaining(sql, old) == len(old)
+    assert remaining(sql, old_failed) == 0
+
+
+def advisory_locks(sql: Cursor) -> int:
+    sql.execute(
+        "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'"
+        " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+    )
+    return int(fetch(sql)[0])
+
+
+async def test_one_pruner_at_a_time(
+    database_url: str, sql: Cursor, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    add(sql, "completed", 10, n=40)
+    first, second = make_pruner(database_url, batch=1), make_pruner(database_url, batch=1)
+    holder = psycopg2.connect(database_url)
+    holder.autocommit = True
+    try:
+        # Another supervisor's pruner holds the lock: nobody here prunes.
+        with holder.cursor() as cur:
+            cur.execute("SELECT pg_advisory_lock(%s)", (LOCK_KEY,))
+        assert await first.prune_once() is None
+        sql.execute("SELECT count(*) FROM tasks")
+        assert fetch(sql)[0] == 40
+        with holder.cursor() as cur:
+            cur.execute("SELECT pg_advisory_unlock(%s)", (LOCK_KEY,))
+        # One row per statement and 10 ms between them: the first prunes for about 0.4 s, and
+        # the second, trying while the first holds the lock, gets nothing to do.
+        monkeypatch.setattr(pruner, "PAUSE_SECONDS", 0.01)
+        pruning = asyncio.create_task(first.prune_once())
+        await wait_until(lambda: advisory_locks(sql) == 1)
+        assert await second.prune_once() is None
+        assert not pruning.done()
+        assert await pruning == {"completed": 40, "cancelled": 0, "failed": 0}
+    finally:
+        holder.close()
+        first.conn.close()
+        second.conn.close()
+    assert advisory_locks(sql) == 0
+
+
+async def test_workers_prune_in_the_background(
+    database_url: str, sql: Cursor, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(pruner, "PRUNE_EVERY_SECONDS", 0.05)
+    old, new = add(sql, "completed", 2, n=3), add(sql, "completed", 0.5)
+    config = make_config(database_url, retention__completed_days=1)
+    async with running(config):
+        await wait_until(lambda: remaining(sql, old) == 0, timeout=10)
+    assert remaining(sql, new) == 1

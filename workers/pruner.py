@@ -1,0 +1,96 @@
+"""Retention: workers delete old finished tasks, one pruner at a time across all supervisors.
+
+Every worker tries a session advisory lock on its query connection every PRUNE_EVERY_SECONDS; the
+one that gets it deletes in bounded batches (short statements, short row locks, WAL in small
+pieces) and releases it. If the connection is lost mid-prune the server drops the lock with it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+
+from service import db
+from service.config import RetentionConfig
+from service.errors import DatabaseUnavailable
+from workers.connection import QueryConnection, raise_if_cancelled
+
+log = logging.getLogger("asynctask.worker")
+PRUNE_EVERY_SECONDS = 60.0  # per worker; tests patch it
+BATCH_ROWS = 5000
+PAUSE_SECONDS = 0.1  # between full batches: lets this worker's claims and acks use the connection
+LOCK_KEY = 0x61_73_79_6E_63_70_72  # "asyncpr": one key for every asynctask database user
+
+
+class Pruner:
+    """Deletes finished tasks past their retention, when this worker holds the pruning lock."""
+
+    def __init__(self, conn: QueryConnection, retention: RetentionConfig, slot: str) -> None:
+        self.conn = conn
+        self.slot = slot
+        # completed and cancelled share retention.completed_days; 0 keeps a state forever.
+        self.rules = [
+            (state, days)
+            for state, days in (
+                ("completed", retention.completed_days),
+                ("cancelled", retention.completed_days),
+                ("failed", retention.failed_days),
+            )
+            if days > 0
+        ]
+        self.batch = BATCH_ROWS
+
+    async def run(self) -> None:
+        """Try to prune every PRUNE_EVERY_SECONDS, forever (a background task of the worker)."""
+        if not self.rules:
+            return
+        # A random phase: the workers of several supervisors started together spread their tries.
+        await asyncio.sleep(random.uniform(0, PRUNE_EVERY_SECONDS))
+        while True:
+            try:
+                await self.prune_once()
+            except DatabaseUnavailable:
+                raise_if_cancelled()  # else: the main loop reports the outage and reconnects
+            await asyncio.sleep(PRUNE_EVERY_SECONDS)
+
+    async def prune_once(self) -> dict[str, int] | None:
+        """Prune if the lock is free: rows deleted per state, or None if another pruner runs."""
+        if not self.rules or not await self.conn.run(db.try_lock, LOCK_KEY):
+            return None
+        release = True
+        try:
+            return await self._prune()
+        except (DatabaseUnavailable, asyncio.CancelledError):
+            # The session is lost (or closed as the worker stops): the lock went with it, and an
+            # unlock would only open a new connection.
+            release = False
+            raise
+        finally:
+            if release:
+                await self.conn.run(db.unlock, LOCK_KEY)
+
+    async def _prune(self) -> dict[str, int]:
+        started = time.monotonic()
+        deleted: dict[str, int] = {}
+        for state, days in self.rules:
+            total = 0
+            while True:
+                n = await self.conn.run(
+                    db.prune_finished, state=state, older_than_days=days, limit=self.batch
+                )
+                total += n
+                if n < self.batch:
+                    break
+                await asyncio.sleep(PAUSE_SECONDS)
+            deleted[state] = total
+        if any(deleted.values()):
+            log.info(
+                "%s: pruned %s finished tasks in %.1f s",
+                self.slot,
+                ", ".join(f"{n} {state}" for state, n in deleted.items()),
+                time.monotonic() - started,
+                extra={"event": "pruned", "slot": self.slot, "deleted": deleted},
+            )
+        return deleted
