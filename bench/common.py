@@ -63,11 +63,14 @@ def scratch_database() -> Iterator[str]:
     conn = admin()
     with conn.cursor() as cur:
         cur.execute(f"CREATE DATABASE {name}")
+    conn.close()
     url = psycopg2.extensions.make_dsn(ADMIN_DSN, dbname=name)
     try:
         subprocess.run([*asynctask(), "migrate"], env=env(url), check=True)
         yield url
     finally:
+        # A new session: one held through the run would not survive a server restart (chaos.py).
+        conn = admin()
         with conn.cursor() as cur:
             cur.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
         conn.close()

@@ -99,3 +99,13 @@ def sql(database_url: str) -> Iterator[psycopg2.extensions.cursor]:
     with conn.cursor() as cur:
         yield cur
     conn.close()
+
+
+@pytest.fixture
+def executions(
+    sql: psycopg2.extensions.cursor, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> psycopg2.extensions.cursor:
+    """The table the `record` handler writes to, and its DSN in the environment children inherit."""
+    sql.execute("CREATE TABLE executions (task_id bigint, attempt int, pid int)")
+    monkeypatch.setenv("ASYNCTASK_TEST_RECORD_DSN", database_url)
+    return sql

@@ -51,3 +51,30 @@ def record(task: Task) -> None:
         )
     conn.close()
     time.sleep(float(task.data.get("seconds", 0)))
+
+
+_hoard: list[bytearray] = []
+
+
+def leak(task: Task) -> None:
+    """Allocates data['mb_per_step'] (default 20) MB every 50 ms, up to data['max_mb'] (1024)."""
+    step = int(task.data.get("mb_per_step", 20))
+    for _ in range(int(task.data.get("max_mb", 1024)) // step):
+        # bytearray(n) is zero-filled by calloc and may stay unmapped: touch it to make it resident.
+        chunk = bytearray(step * 2**20)
+        chunk[::4096] = b"x" * len(chunk[::4096])
+        _hoard.append(chunk)
+        time.sleep(0.05)
+    time.sleep(3600)  # over the cap without being killed: the limit did not work
+
+
+def segfault(task: Task) -> None:
+    """Reads address 0: the process dies of SIGSEGV."""
+    import ctypes
+
+    ctypes.string_at(0)
+
+
+def abort(task: Task) -> None:
+    """Calls abort(): the process dies of SIGABRT."""
+    os.abort()

@@ -1,0 +1,59 @@
+"""The reduced chaos run (bench/chaos.py): worker and supervisor SIGKILLs lose nothing.
+
+No PostgreSQL restart here: other tests share the server. The full run in bench/chaos.py adds it.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+from bench.chaos import run_chaos
+from bench.chaos_account import UNEXPLAINED, render
+from tests.procs import CTX, wait_until
+from workers.slots import spawner_pid
+
+
+def test_kills_lose_nothing_and_every_duplicate_is_a_killed_attempt(database_url: str) -> None:
+    account = run_chaos(
+        database_url,
+        n=2000,
+        kills=3,
+        supervisor_kill=True,
+        db_restart=False,
+        interval=0.4,
+        work_ms=20,
+    )
+    print("\n" + render(account))
+    assert (account.worker_kills, account.supervisor_kills) == (3, 1)
+    assert account.lost == 0 and account.stuck == 0
+    assert account.completed == 2000 and account.created == 2000
+    # A SIGKILL re-runs the task it was running and those whose outcome was still buffered
+    # (ack_flush_milliseconds): every duplicate is one of those, none comes from elsewhere.
+    assert account.duplicates <= account.tasks_hit
+    assert UNEXPLAINED not in account.duplicate_causes
+
+
+def _report_spawner(path: str) -> None:
+    time.sleep(1.0)  # by now the process that spawned us has exited
+    Path(path).write_text(f"{spawner_pid()} {os.getppid()}")
+
+
+def _spawn_and_vanish(path: str) -> None:
+    child = CTX.Process(target=_report_spawner, args=(path,))
+    child.start()
+    Path(path + ".parent").write_text(str(os.getpid()))
+    os._exit(0)
+
+
+def test_a_worker_knows_its_supervisor_even_if_it_died_during_start_up(tmp_path: Path) -> None:
+    # The chaos run found it: a replacement started just before the supervisor's SIGKILL read
+    # os.getppid() == 1 as its supervisor, so it never noticed it was orphaned and ran forever.
+    path = str(tmp_path / "pids")
+    middle = CTX.Process(target=_spawn_and_vanish, args=(path,))
+    middle.start()
+    middle.join(20)
+    wait_until(lambda: Path(path).exists() and Path(path).read_text(), timeout=20)
+    spawner, ppid = map(int, Path(path).read_text().split())
+    assert spawner == int(Path(path + ".parent").read_text()) != ppid
