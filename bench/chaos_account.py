@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections import Counter, defaultdict
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -13,6 +14,8 @@ SUPERVISOR_KILL = "supervisor SIGKILL"
 SUPERVISOR_RESTART = "supervisor restart"
 DB_RESTART = "PostgreSQL restart"
 UNEXPLAINED = "unexplained"
+
+_DIED_PID = re.compile(r"\(pid (\d+)\) died while running")
 
 
 @dataclass
@@ -90,8 +93,14 @@ def tally(
         for task_id, attempt, pid, at in cur.fetchall():
             runs[task_id].append((pid, at))
             started.add((task_id, attempt, pid))
+        # The replacement names the task its predecessor was running in last_error; that is the
+        # truth when the harness read the killed claims too late (already released, under load).
+        cur.execute("SELECT last_error FROM tasks WHERE last_error LIKE %s", ("%died while%",))
+        named = Counter(int(m) for (e,) in cur.fetchall() for m in _DIED_PID.findall(e))
     for event in events:
         event.tasks_hit = sum((t, a, p) in started for t, a in event.held for p in event.pids)
+        if event.kind == WORKER_KILL:
+            event.tasks_hit = max(event.tasks_hit, sum(named[p] for p in event.pids))
     unfinished = sum(states.get(s, 0) for s in ("available", "retrying"))
     causes: Counter[str] = Counter()
     for history in runs.values():

@@ -440,6 +440,21 @@ async def release_dead_worker(
     return failed, handed_back
 
 
+async def complete_unacknowledged(
+    conn: aiopg.Connection, locked_by: str, task_ids: Sequence[int]
+) -> int:
+    """Record completions a dead worker had finished but not yet written; returns how many."""
+    if not task_ids:
+        return 0
+    return await _execute(
+        conn,
+        "UPDATE tasks SET state = 'completed', finished_at = now(), locked_by = NULL,"
+        "  lock_token = NULL, lease_expires_at = NULL, updated_at = now()"
+        " WHERE id = ANY(%s) AND locked_by = %s AND state = 'running'",
+        (list(task_ids), locked_by),
+    )
+
+
 async def running_lockers(conn: aiopg.Connection, host_prefix: str) -> list[str]:
     """The distinct `locked_by` values of running tasks claimed on one host."""
     rows = await _rows(

@@ -3,11 +3,16 @@
 Flushed when `FLUSH_AT` outcomes wait, `ack_flush_milliseconds` after the first one, and by the
 worker loop before it claims or waits. If the database is gone they stay buffered and are retried;
 if the process must exit first they are lost and the lease re-runs the task (at-least-once).
+
+The ids of buffered *completions* are mirrored into memory the supervisor shares with this
+process: if it is SIGKILLed, its replacement records them instead of re-running tasks that already
+ran (a batched ack would otherwise cost one duplicate per buffered completion, not one per kill).
 """
 
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import logging
 
 from service import db
@@ -17,15 +22,39 @@ from workers.connection import QueryConnection, raise_if_cancelled
 
 log = logging.getLogger("asynctask.worker")
 FLUSH_AT = 100
+# [count, id_1, ..., id_capacity], in memory the supervisor shares with the worker.
+Mirror = ctypes.Array[ctypes.c_longlong]
+
+
+def completion_mirror(capacity: int = FLUSH_AT) -> Mirror:
+    """A process-local mirror; the supervisor passes a shared one of the same layout instead.
+
+    Layout: [count, id_1, ..., id_capacity].
+    """
+    return (ctypes.c_longlong * (capacity + 1))()
+
+
+def mirrored_ids(mirror: Mirror) -> tuple[int, ...]:
+    """The completed task ids a (dead) worker had not written yet."""
+    count = max(0, min(mirror[0], len(mirror) - 1))
+    return tuple(mirror[1 : count + 1])
 
 
 class AckBuffer:
     """Outcomes waiting to be written, and the claim tokens they still hold."""
 
-    def __init__(self, conn: QueryConnection, flush_ms: int, flush_at: int = FLUSH_AT) -> None:
+    def __init__(
+        self,
+        conn: QueryConnection,
+        flush_ms: int,
+        flush_at: int = FLUSH_AT,
+        mirror: Mirror | None = None,
+    ) -> None:
         self.conn = conn
         self.flush_ms = flush_ms
         self.flush_at = flush_at
+        self.mirror = completion_mirror() if mirror is None else mirror
+        self.mirror[0] = 0
         self.pending: list[db.Outcome] = []
         self._nonempty = asyncio.Event()
         self._lock = asyncio.Lock()
@@ -37,6 +66,12 @@ class AckBuffer:
     async def record(self, outcome: db.Outcome) -> None:
         """Buffer one outcome; flush at once when the buffer is full."""
         self.pending.append(outcome)
+        count = self.mirror[0]
+        if outcome.state == "completed" and count < len(self.mirror) - 1:
+            # The id first, then the count: a kill between the two loses one mirror entry (that
+            # task re-runs), never exposes a stale one.
+            self.mirror[count + 1] = outcome.task_id
+            self.mirror[0] = count + 1
         self._nonempty.set()
         if len(self.pending) >= self.flush_at:
             await self.try_flush()
@@ -50,6 +85,7 @@ class AckBuffer:
             outcomes = list(self.pending)
             applied = await self.conn.run(db.finish, outcomes)
             del self.pending[: len(outcomes)]
+            self._remirror()
             if not self.pending:
                 self._nonempty.clear()
         if applied < len(outcomes):
@@ -59,6 +95,15 @@ class AckBuffer:
                 len(outcomes) - applied,
                 len(outcomes),
             )
+
+    def _remirror(self) -> None:
+        # Written ids may linger past the count while this runs; replaying one is a no-op (the
+        # task is no longer `running` under this worker's name).
+        completed = [o.task_id for o in self.pending if o.state == "completed"]
+        completed = completed[: len(self.mirror) - 1]
+        for index, task_id in enumerate(completed, start=1):
+            self.mirror[index] = task_id
+        self.mirror[0] = len(completed)
 
     async def try_flush(self) -> bool:
         """Flush; on a database outage log it and return False (outcomes stay buffered)."""

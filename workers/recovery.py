@@ -24,6 +24,8 @@ async def release_leftovers(
     """Release the predecessor's tasks (a replacement), or those of dead processes on this host."""
     if dead is not None:
         slot, pid = dead.locked_by.rsplit(":", 1)[1], pid_of(dead.locked_by)
+        # First what it had finished but not written, so those tasks do not run again.
+        written = await conn.run(db.complete_unacknowledged, dead.locked_by, dead.completed)
         failed, back = await conn.run(
             db.release_dead_worker,
             locked_by=dead.locked_by,
@@ -32,8 +34,10 @@ async def release_leftovers(
             delay_ms=delay_ms,
         )
         log.info(
-            "released the tasks of pid %s: %d failed attempt, %d handed back",
+            "released the tasks of pid %s: %d completions written, %d failed attempt,"
+            " %d handed back",
             pid,
+            written,
             failed,
             back,
             extra={"event": "released", "slot": slot, "dead_pid": pid, "count": failed + back},

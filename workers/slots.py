@@ -13,6 +13,8 @@ from service.config import PRIORITIES
 # Exit-code contract between a child and the supervisor (gunicorn's WORKER_BOOT_ERROR idea).
 EXIT_CONFIG_ERROR = 4  # handlers cannot be imported / bad config: stop everything, do not loop
 EXIT_REPLACE_NOW = 5  # a sync handler is stuck in its thread: replace this process at once
+# The "current task" a worker shows until it has released its predecessor's tasks.
+RECOVERING = -1
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,6 +32,7 @@ class DeadWorker:
     locked_by: str
     task_id: int | None
     cause: str
+    completed: tuple[int, ...] = ()  # finished, but not yet written when it died
 
 
 def slots_for(priority_queues: Mapping[str, int]) -> list[Slot]:

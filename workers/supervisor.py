@@ -24,12 +24,13 @@ from typing import Any
 
 from service.config import Config
 from service.errors import ConfigError
-from workers import backoff, registry
+from workers import acks, backoff, registry
 from workers.budget import check_connection_budget
 from workers.metrics import SupervisorMetrics, serve_supervisor_metrics, without_multiproc_env
 from workers.slots import (
     EXIT_CONFIG_ERROR,
     EXIT_REPLACE_NOW,
+    RECOVERING,
     DeadWorker,
     Slot,
     describe_exit,
@@ -84,6 +85,7 @@ class Child:
     slot: Slot
     heartbeat: ctypes.c_double
     current: ctypes.c_longlong
+    unwritten: Any = None  # ctypes array: completions the worker has not written yet
     is_api: bool = False
     process: SpawnProcess | None = None
     started: float = 0.0
@@ -123,7 +125,9 @@ class Supervisor:
 
     def _child(self, slot: Slot, is_api: bool = False) -> Child:
         heartbeat = self.ctx.RawValue(ctypes.c_double, time.monotonic())
-        return Child(slot, heartbeat, self.ctx.RawValue(ctypes.c_longlong, 0), is_api)
+        current = self.ctx.RawValue(ctypes.c_longlong, 0)
+        unwritten = self.ctx.RawArray(ctypes.c_longlong, acks.FLUSH_AT + 1)
+        return Child(slot, heartbeat, current, unwritten, is_api)
 
     def run(self) -> int:
         """Supervise until SIGTERM/SIGINT (exit 0) or a child's config error (exit 1)."""
@@ -194,21 +198,28 @@ class Supervisor:
 
     def _spawn(self, child: Child) -> None:
         child.heartbeat.value = time.monotonic()
-        child.current.value = 0
+        child.current.value = 0 if child.is_api else RECOVERING
         if child.is_api:
             assert self.api is not None
             target: Callable[..., None] = run_api
             args: tuple[Any, ...] = (self.config, *self.api)
         else:
             target = self.target
-            args = (child.slot, self.config, child.heartbeat, child.current, child.dead)
+            args = (
+                child.slot,
+                self.config,
+                child.heartbeat,
+                child.current,
+                child.dead,
+                child.unwritten,
+            )
         process = self.ctx.Process(target=target, args=args, name=child.slot.name, daemon=False)
         # The API keeps its own in-memory registry: in multiprocess mode its HTTP metrics would
         # also be written to the directory and show up among the workers'.
         with without_multiproc_env() if child.is_api else contextlib.nullcontext():
             process.start()
         child.process, child.started, child.restart_at = process, time.monotonic(), None
-        child.dead, child.kill_reason = None, None
+        child.kill_reason = None
         fields = {"event": "started", "slot": child.slot.name, "pid": process.pid}
         log.info("started %s (pid %s)", child.slot.name, process.pid, extra=fields)
 
@@ -226,9 +237,17 @@ class Supervisor:
             if self.stopping:
                 log.info("%s (pid %s) exited: %s", child.slot.name, pid, cause)
                 continue
-            child.dead = DeadWorker(
-                locked_by(self.host, pid or 0, child.slot.name), child.current.value or None, cause
-            )
+            current = child.current.value
+            if current != RECOVERING or child.dead is None:
+                child.dead = DeadWorker(
+                    locked_by(self.host, pid or 0, child.slot.name),
+                    current if current > 0 else None,
+                    cause,
+                    acks.mirrored_ids(child.unwritten) if child.unwritten is not None else (),
+                )
+            # else: it died before releasing its predecessor's tasks (it claimed none of its
+            # own); the next replacement gets the same job, with the running task and unwritten
+            # completions it names, instead of leaving them to lease expiry.
             self._after_death(child, pid, code, cause)
         if os.getpid() == 1:
             self._reap_strangers()

@@ -24,7 +24,7 @@ from service.errors import DatabaseUnavailable, HandlerImportError
 from service.logs import setup_logging
 from service.models import PRIORITY_NUMBERS, Task, channel_for
 from workers import backoff, prefetch, registry
-from workers.acks import AckBuffer
+from workers.acks import AckBuffer, Mirror
 from workers.attempt import AttemptRunner
 from workers.connection import QueryConnection, raise_if_cancelled
 from workers.listener import Listener
@@ -53,6 +53,7 @@ def run_worker(
     heartbeat: ctypes.c_double,
     current: ctypes.c_longlong,
     dead: DeadWorker | None = None,
+    unwritten: Mirror | None = None,
 ) -> None:
     """Entry point of a spawned worker process (picklable: a top-level function)."""
     from setproctitle import setproctitle
@@ -68,7 +69,7 @@ def run_worker(
     except HandlerImportError as exc:
         log.error("worker %s cannot start: %s", slot.name, exc)
         sys.exit(EXIT_CONFIG_ERROR)
-    worker = Worker(config, slot, handlers, heartbeat, current, dead)
+    worker = Worker(config, slot, handlers, heartbeat, current, dead, unwritten)
     code = asyncio.run(worker.run())
     if code == EXIT_REPLACE_NOW:
         # A handler thread is stuck and would block interpreter exit (executor threads are
@@ -90,6 +91,7 @@ class Worker:
         heartbeat: ctypes.c_double,
         current: ctypes.c_longlong,
         dead: DeadWorker | None = None,
+        unwritten: Mirror | None = None,
     ) -> None:
         self.config = config
         self.slot = slot
@@ -111,7 +113,7 @@ class Worker:
         self.avg_task_seconds = 0.0
         self._recovered = False
         self._batch_token: str | None = None
-        self.acks = AckBuffer(self.conn, config.ack_flush_milliseconds)
+        self.acks = AckBuffer(self.conn, config.ack_flush_milliseconds, mirror=unwritten)
         self._ppid = spawner_pid()
         self.attempts = AttemptRunner(config.shutdown_timeout_seconds, f"handler-{slot.name}")
         self.report = TaskReport(slot.name, worker_metrics(config, slot.priority))
@@ -175,6 +177,7 @@ class Worker:
                         self.config.timeout_milliseconds,
                     )
                     self._recovered = True
+                    self.current.value = 0  # RECOVERING until now: see Supervisor._reap
                 await self._cycle()
                 failures = 0
             except DatabaseUnavailable as exc:
