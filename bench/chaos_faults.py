@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import shutil
@@ -104,6 +105,9 @@ class Chaos:
         self.url = url
         self.env = {"ASYNCTASK_CONFIG": str(config_path), RECORD_DSN_ENV: url}
         self.lease_seconds = lease_seconds
+        self.workers_expected: dict[str, int] = json.loads(config_path.read_text())[
+            "priority_queues"
+        ]
         self.port = free_port()
         self.api = start(["api", "--port", str(self.port)], url, **self.env)
         self.supervisor = start(["workers"], url, **self.env)
@@ -134,6 +138,12 @@ class Chaos:
 
     def kill_supervisor(self, pause: float) -> None:
         """SIGKILL the supervisor alone (its workers notice and stop), then start a new one."""
+        # One fault at a time: a worker killed just before would lose its release (the running
+        # task, unwritten completions) with the supervisor that was about to hand it over, and
+        # the account could not tell the two faults' duplicates apart.
+        slots = sum(self.workers_expected.values())
+        wait_for(lambda: listening(self.url) >= slots, 30)
+        time.sleep(0.3)  # and past its start-up release
         orphans = list(workers_of(self.supervisor))
         at = time.time()
         self.supervisor.process.kill()

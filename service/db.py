@@ -383,17 +383,23 @@ async def extend_leases(conn: aiopg.Connection, tokens: Sequence[str], lease_sec
     )
 
 
+# A claimed task that never started goes back as it was: the claim's attempt is not counted.
+_HAND_BACK = (
+    " attempts = t.attempts - 1,"
+    " state = CASE WHEN t.attempts > 1 THEN 'retrying' ELSE 'available' END,"
+    " started_at = NULL, locked_by = NULL, lock_token = NULL, lease_expires_at = NULL,"
+    " updated_at = now()"
+)
+
+
 async def release_unstarted(conn: aiopg.Connection, task_ids: Sequence[int], token: str) -> int:
     """Give back claimed tasks that never started: the claim's attempt is not counted."""
     if not task_ids:
         return 0
     return await _execute(
         conn,
-        "UPDATE tasks SET attempts = attempts - 1,"
-        "  state = CASE WHEN attempts > 1 THEN 'retrying' ELSE 'available' END,"
-        "  started_at = NULL, locked_by = NULL, lock_token = NULL, lease_expires_at = NULL,"
-        "  updated_at = now()"
-        " WHERE id = ANY(%s) AND lock_token = %s AND state = 'running'",
+        "UPDATE tasks AS t SET" + _HAND_BACK + " WHERE id = ANY(%s) AND lock_token = %s"
+        " AND state = 'running'",
         (list(task_ids), token),
     )
 
@@ -430,11 +436,7 @@ async def release_dead_worker(
         )
     handed_back = await _execute(
         conn,
-        "UPDATE tasks SET attempts = attempts - 1,"
-        "  state = CASE WHEN attempts > 1 THEN 'retrying' ELSE 'available' END,"
-        "  started_at = NULL, locked_by = NULL, lock_token = NULL, lease_expires_at = NULL,"
-        "  updated_at = now()"
-        " WHERE state = 'running' AND locked_by = %s",
+        "UPDATE tasks AS t SET" + _HAND_BACK + " WHERE state = 'running' AND locked_by = %s",
         (locked_by,),
     )
     return failed, handed_back
@@ -465,33 +467,59 @@ async def running_lockers(conn: aiopg.Connection, host_prefix: str) -> list[str]
     return [row["locked_by"] for row in rows]
 
 
+def _release_held(held: str, reason: str) -> str:
+    """One statement: of each gone locker's tasks, charge the lowest id, hand back the rest.
+
+    A worker runs its claim in id order, so its lowest still-running id is the task it was on (or
+    one it had finished but not yet written); the higher ones never started. Charging every held
+    task would spend attempts of prefetched tasks that never ran. `held` selects (id, locked_by)
+    and locks its rows, so a concurrent sweeper waits, then finds them gone.
+    """
+    return (
+        f"WITH held AS ({held}),"
+        " first AS (SELECT min(id) AS id FROM held GROUP BY locked_by),"
+        f" charged AS (UPDATE tasks AS t SET last_error = {reason},"
+        + _GIVE_UP_OR_RETRY
+        + "   FROM first WHERE t.id = first.id AND t.state = 'running' RETURNING 1),"
+        " back AS (UPDATE tasks AS t SET"
+        + _HAND_BACK
+        + "   FROM held WHERE t.id = held.id AND t.state = 'running'"
+        "   AND held.id NOT IN (SELECT id FROM first) RETURNING 1)"
+        " SELECT (SELECT count(*) FROM charged) + (SELECT count(*) FROM back)"
+    )
+
+
 async def release_orphans(
     conn: aiopg.Connection, lockers: Sequence[str], reason: str, delay_ms: int
 ) -> int:
-    """Release every running task of processes known to be gone, counting the attempt."""
+    """Release the running tasks of processes known to be gone; returns how many."""
     if not lockers:
         return 0
-    return await _execute(
+    rows = await _rows(
         conn,
-        "UPDATE tasks SET last_error = %(reason)s || ' (' || locked_by || ')',"
-        + _GIVE_UP_OR_RETRY
-        + " WHERE state = 'running' AND locked_by = ANY(%(lockers)s)",
+        _release_held(
+            "SELECT id, locked_by FROM tasks WHERE state = 'running'"
+            " AND locked_by = ANY(%(lockers)s) FOR UPDATE",
+            "%(reason)s || ' (' || t.locked_by || ')'",
+        ),
         {"reason": reason, "delay_ms": delay_ms, "lockers": list(lockers)},
     )
+    return int(next(iter(rows[0].values())))
 
 
 async def rescue_expired(conn: aiopg.Connection, delay_ms: int, limit: int = 1000) -> int:
-    """Rescue running tasks whose lease ran out (their host died): count the attempt, retry."""
-    return await _execute(
+    """Rescue running tasks whose lease ran out (their host died); returns how many."""
+    rows = await _rows(
         conn,
-        "UPDATE tasks SET last_error = 'lease expired: worker ' || locked_by"
-        "  || ' stopped renewing its claim',"
-        + _GIVE_UP_OR_RETRY
-        + " WHERE id IN (SELECT id FROM tasks WHERE state = 'running'"
-        "   AND lease_expires_at < now() ORDER BY lease_expires_at LIMIT %(limit)s"
-        "   FOR UPDATE SKIP LOCKED)",
+        _release_held(
+            "SELECT id, locked_by FROM tasks WHERE state = 'running'"
+            " AND lease_expires_at < now() ORDER BY lease_expires_at LIMIT %(limit)s"
+            " FOR UPDATE SKIP LOCKED",
+            "'lease expired: worker ' || t.locked_by || ' stopped renewing its claim'",
+        ),
         {"delay_ms": delay_ms, "limit": limit},
     )
+    return int(next(iter(rows[0].values())))
 
 
 async def listen(conn: aiopg.Connection, channel: str) -> None:

@@ -165,22 +165,43 @@ async def test_orphans_of_dead_processes_are_found_and_released(conn, sql) -> No
     assert await db.release_orphans(conn, [], "x", 0) == 0
 
 
+async def test_orphan_release_charges_one_attempt_per_dead_process(conn, sql) -> None:
+    sql.execute(
+        "INSERT INTO tasks (type, priority, max_attempts) SELECT 'ok', 1, 1 FROM"
+        " generate_series(1, 4)"
+    )
+    await _claim(conn, limit=3, slot="high_1")  # prefetched 1..3, was running 1
+    await _claim(conn, limit=1, slot="high_2")
+    gone = [f"{HOST}:1:high_1", f"{HOST}:1:high_2"]
+    assert await db.release_orphans(conn, gone, "gone", 0) == 4
+    assert [_state(sql, i)[:2] for i in (1, 2, 3, 4)] == [
+        ("failed", 1),
+        ("available", 0),
+        ("available", 0),
+        ("failed", 1),
+    ]
+
+
 async def test_expired_leases_are_rescued_and_extended_ones_are_not(conn, sql) -> None:
     sql.execute(
-        "INSERT INTO tasks (type, priority, max_attempts) VALUES ('ok', 1, 5), ('ok', 1, 1)"
+        "INSERT INTO tasks (type, priority, max_attempts) VALUES ('ok', 1, 5), ('ok', 1, 5),"
+        " ('ok', 1, 1)"
     )
-    token, _ = await _claim(conn)
+    token, _ = await _claim(conn, limit=2, slot="high_1")
+    other, _ = await _claim(conn, limit=1, slot="high_2")
     assert await db.rescue_expired(conn, delay_ms=0) == 0
     sql.execute("UPDATE tasks SET lease_expires_at = now() - interval '1 second'")
-    assert await db.extend_leases(conn, [token], 30) == 2
+    assert await db.extend_leases(conn, [token, other], 30) == 3
     assert await db.rescue_expired(conn, delay_ms=0) == 0
     assert await db.extend_leases(conn, [], 30) == 0
     sql.execute("UPDATE tasks SET lease_expires_at = now() - interval '1 second'")
-    assert await db.rescue_expired(conn, delay_ms=0) == 2
+    assert await db.rescue_expired(conn, delay_ms=0) == 3
+    # Per dead worker, the lowest id was the one it was on: charged; the rest never started.
     state, attempts, error = _state(sql, 1)
     assert (state, attempts) == ("retrying", 1)
     assert error.startswith("lease expired: worker testhost:1:high_1")
-    assert _state(sql, 2)[0] == "failed"
+    assert _state(sql, 2) == ("available", 0, None)
+    assert _state(sql, 3)[:2] == ("failed", 1)  # its only attempt was spent
     # The rescued claim's token no longer finishes anything.
     assert await db.finish(conn, [db.Outcome(1, token, "completed")]) == 0
 
@@ -284,3 +305,18 @@ async def test_ensure_database_without_create_privilege_names_the_url(database_u
         async with admin.cursor() as cur:
             await cur.execute(f"DROP ROLE {role}")
         admin.close()
+
+
+async def test_concurrent_sweepers_charge_a_dead_process_once(database_url: str, conn, sql) -> None:
+    sql.execute("INSERT INTO tasks (type, priority) SELECT 'ok', 1 FROM generate_series(1, 50)")
+    await _claim(conn, limit=50, slot="high_1")
+    others = [await db.connect(database_url) for _ in range(4)]
+    try:
+        gone = [f"{HOST}:1:high_1"]
+        released = await asyncio.gather(*(db.release_orphans(c, gone, "gone", 0) for c in others))
+    finally:
+        for c in others:
+            c.close()
+    assert sum(released) == 50
+    sql.execute("SELECT sum(attempts), count(*) FILTER (WHERE state = 'running') FROM tasks")
+    assert sql.fetchone() == (1, 0)

@@ -269,7 +269,10 @@ class Supervisor:
         if now - child.started > STABLE_SECONDS:
             child.failures = 0
         child.failures += 1
-        delay = backoff.restart_delay(child.failures)
+        # The first crash of a stable slot is replaced at once: its unwritten completions and
+        # running task wait for the replacement, and the slot's share of the queue idles until
+        # then. Backoff starts with the second crash in a row, so a crash loop still cannot spin.
+        delay = backoff.restart_delay(child.failures - 1)
         fields["restart_in"] = round(delay, 3)
         log.error(
             "%s (pid %s) died: %s; restarting in %.2f s", name, pid, cause, delay, extra=fields
