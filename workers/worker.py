@@ -22,6 +22,7 @@ from service import db
 from service.config import Config
 from service.errors import DatabaseUnavailable, HandlerImportError
 from service.logs import setup_logging
+from service.loops import new_event_loop
 from service.models import PRIORITY_NUMBERS, Task, channel_for
 from workers import backoff, prefetch, registry
 from workers.acks import AckBuffer, Mirror
@@ -70,7 +71,8 @@ def run_worker(
         log.error("worker %s cannot start: %s", slot.name, exc)
         sys.exit(EXIT_CONFIG_ERROR)
     worker = Worker(config, slot, handlers, heartbeat, current, dead, unwritten)
-    code = asyncio.run(worker.run())
+    with asyncio.Runner(loop_factory=new_event_loop) as runner:
+        code = runner.run(worker.run())
     if code == EXIT_REPLACE_NOW:
         # A handler thread is stuck and would block interpreter exit (executor threads are
         # joined at exit); everything is flushed already, so leave without waiting for it.
