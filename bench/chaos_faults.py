@@ -155,7 +155,7 @@ class Chaos:
         self.events.append(Event(SUPERVISOR_RESTART, time.time()))
         # Let the new generation start up (and sweep) before the next kill: a worker killed in
         # the middle of its siblings' start-up sweep is released by the sweep, not by its
-        # replacement (a known race, see bench/README.md), and its account would be unreadable.
+        # replacement (a known race, see "Known limits" in bench/README.md).
         wait_gone(orphans, 30)
         wait_for(lambda: listening(self.url) >= len(orphans), 30)
 
