@@ -50,24 +50,14 @@ async def migrate(config: Config) -> None:
     url = str(config.database.url)
     if await db.ensure_database(url):
         log.info("created database %s", db.redact(url))
-    conn = await db.connect(url, timeout=config.database.connect_timeout_seconds)
-    try:
-        with db.translate_errors(url):
-            await db.apply_schema(conn)
-    finally:
-        conn.close()
+    await db.with_connection(url, config.database.connect_timeout_seconds, db.apply_schema)
     log.info("schema applied to %s", db.redact(url))
 
 
 async def read_stats(config: Config) -> stats.Snapshot:
     """One statistics snapshot straight from the database (no cache: one run, one query)."""
-    url = str(config.database.url)
-    conn = await db.connect(url, timeout=config.database.connect_timeout_seconds)
-    try:
-        with db.translate_errors(url):
-            return await stats.read_snapshot(conn)
-    finally:
-        conn.close()
+    url, timeout = str(config.database.url), config.database.connect_timeout_seconds
+    return await db.with_connection(url, timeout, stats.read_snapshot)
 
 
 def stats_table(snapshot: stats.Snapshot) -> str:

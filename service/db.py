@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from importlib import resources
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 import aiopg
@@ -60,6 +60,24 @@ async def connect(url: str, timeout: float = 5.0, **kwargs: Any) -> aiopg.Connec
     """One dedicated connection (a worker's query or LISTEN connection)."""
     with translate_errors(url):
         return await aiopg.connect(url, timeout=timeout, **kwargs)
+
+
+_T = TypeVar("_T")
+
+
+async def with_connection(
+    url: str, timeout: float, operation: Callable[[aiopg.Connection], Awaitable[_T]]
+) -> _T:
+    """Open one connection, run `operation` on it (driver errors translated), close it.
+
+    For the one-shot commands (migrate, stats, the connection-budget check).
+    """
+    conn = await connect(url, timeout=timeout)
+    try:
+        with translate_errors(url):
+            return await operation(conn)
+    finally:
+        conn.close()
 
 
 async def create_pool(url: str, maxsize: int, timeout: float) -> aiopg.Pool:

@@ -88,6 +88,12 @@ def count(sql: Cursor, condition: str = "true") -> int:
     return int(fetch(sql)[0])
 
 
+def executed(sql: Cursor, task_id: int) -> int:
+    """How many times the `record` handler ran this task."""
+    sql.execute("SELECT count(*) FROM executions WHERE task_id = %s", (task_id,))
+    return int(fetch(sql)[0])
+
+
 def kill_tree(process: SpawnProcess) -> None:
     if process.pid is None:
         return

@@ -22,7 +22,8 @@ from service.config import Config
 from service.errors import DatabaseUnavailable
 from service.middlewares import token_middleware
 from service.schemas import ATTEMPTS_RANGE
-from tests.conftest import ADMIN_DSN, make_config
+from tests.conftest import make_config
+from tests.outage import database_down, database_name
 
 Client = TestClient[web.Request, web.Application]
 MakeClient = Callable[..., Awaitable[Client]]
@@ -455,23 +456,14 @@ async def test_a_database_that_went_away_is_503_and_health_stays_200(
     client: Client, sql: Cursor, database_url: str
 ) -> None:
     assert (await client.get("/ready")).status == 200
-    name = psycopg2.extensions.parse_dsn(database_url)["dbname"]
-    admin = psycopg2.connect(ADMIN_DSN)
-    admin.autocommit = True
-    with admin.cursor() as cur:
-        cur.execute(f"ALTER DATABASE {name} ALLOW_CONNECTIONS false")
-    admin.close()
-    sql.execute(
-        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
-        " WHERE datname = %s AND pid <> pg_backend_pid()",
-        (name,),
-    )
-    for _ in range(2):  # first the dead pooled connection, then a refused new one
-        response = await client.get("/api/tasks/1")
-        body = await _error(response, 503)
-        assert response.headers["Retry-After"] == "1" and name not in body["error"]
-    assert (await client.get("/ready")).status == 503
-    assert (await client.get("/health")).status == 200
+    name = database_name(database_url)
+    with database_down(database_url):
+        for _ in range(2):  # first the dead pooled connection, then a refused new one
+            response = await client.get("/api/tasks/1")
+            body = await _error(response, 503)
+            assert response.headers["Retry-After"] == "1" and name not in body["error"]
+        assert (await client.get("/ready")).status == 503
+        assert (await client.get("/health")).status == 200
 
 
 async def test_database_unavailable_anywhere_is_503(

@@ -17,7 +17,8 @@ from service import db, keys, stats
 from service.app import create_app
 from service.config import Config
 from service.metrics import UNMATCHED
-from tests.conftest import ADMIN_DSN, make_config
+from tests.conftest import make_config
+from tests.outage import database_down
 
 Client = TestClient[web.Request, web.Application]
 MakeClient = Callable[..., Awaitable[Client]]
@@ -53,21 +54,6 @@ def insert(sql: Cursor, priority: int, state: str, n: int = 1, **columns: str) -
         f"INSERT INTO tasks (type, priority, state{extra})"
         f" SELECT 'ok', %s, %s{values} FROM generate_series(1, %s)",
         (priority, state, n),
-    )
-
-
-def cut_off(sql: Cursor, database_url: str) -> None:
-    """Kill every connection to the test database and refuse new ones (a database gone away)."""
-    name = psycopg2.extensions.parse_dsn(database_url)["dbname"]
-    admin = psycopg2.connect(ADMIN_DSN)
-    admin.autocommit = True
-    with admin.cursor() as cur:
-        cur.execute(f"ALTER DATABASE {name} ALLOW_CONNECTIONS false")
-    admin.close()
-    sql.execute(
-        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
-        " WHERE datname = %s AND pid <> pg_backend_pid()",
-        (name,),
     )
 
 
@@ -183,8 +169,8 @@ async def test_with_the_database_gone_a_scrape_is_200_without_the_task_gauges(
     client = await aiohttp_client(app)
     assert (await scrape(client))["asynctask_database_up"] == {(): 1}
     assert (await client.get("/api/tasks/1")).status == 404
-    cut_off(sql, database_url)
-    samples = await scrape(client)  # the clock moved past the window: this one queries
+    with database_down(database_url):
+        samples = await scrape(client)  # the clock moved past the window: this one queries
     assert samples["asynctask_database_up"] == {(): 0}
     assert "asynctask_tasks" not in samples and "asynctask_queue_lag_seconds" not in samples
     requests = samples["asynctask_http_requests_total"]

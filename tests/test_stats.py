@@ -17,7 +17,8 @@ from service.errors import DatabaseUnavailable
 from service.models import STATES
 from service.stats import CachedStats, Snapshot
 from tests.conftest import make_config
-from tests.test_metrics import cut_off, insert
+from tests.outage import database_down
+from tests.test_metrics import insert
 
 Client = TestClient[web.Request, web.Application]
 MakeClient = Callable[..., Awaitable[Client]]
@@ -60,8 +61,8 @@ async def test_stats_of_an_empty_table(client: Client) -> None:
 async def test_stats_is_503_when_the_database_is_gone(
     client: Client, sql: Cursor, database_url: str
 ) -> None:
-    cut_off(sql, database_url)
-    response = await client.get("/api/stats")
+    with database_down(database_url):
+        response = await client.get("/api/stats")
     assert response.status == 503 and response.headers["Retry-After"] == "1"
     assert "unavailable" in (await response.json())["error"]
 

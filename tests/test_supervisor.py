@@ -29,6 +29,7 @@ from tests.procs import (
     CTX,
     children,
     count,
+    executed,
     insert_many,
     kill_tree,
     listening,
@@ -180,7 +181,7 @@ def test_sigkill_mid_task_restarts_the_slot_and_loses_nothing(
     with supervisor(config, sql) as process:
         assert process.pid is not None
         first = wait_until(lambda: children(pid_of(process)).get("asynctask worker high_1"))
-        wait_until(lambda: _executed(sql, slow) == 1)
+        wait_until(lambda: executed(sql, slow) == 1)
         os.kill(first, signal.SIGKILL)
         killed_at = time.monotonic()
         second = wait_until(
@@ -205,18 +206,13 @@ def test_sigkill_mid_task_restarts_the_slot_and_loses_nothing(
     assert f"worker high_1 (pid {first}) died while running this task: killed by SIGKILL" in (
         last_error
     )
-    assert _executed(sql, slow) == 2  # at-least-once: the killed attempt ran, then the retry
+    assert executed(sql, slow) == 2  # at-least-once: the killed attempt ran, then the retry
     sql.execute("SELECT count(*), count(DISTINCT task_id) FROM executions")
     assert fetch(sql) == (22, 21)
 
 
 def replacement_ms(seconds: float) -> str:
     return f"{seconds * 1000:.0f} ms"
-
-
-def _executed(sql: Cursor, task_id: int) -> int:
-    sql.execute("SELECT count(*) FROM executions WHERE task_id = %s", (task_id,))
-    return int(fetch(sql)[0])
 
 
 def test_sigkill_of_the_whole_supervisor_leaves_nothing_running(

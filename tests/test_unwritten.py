@@ -8,7 +8,7 @@ import signal
 import psycopg2.extensions
 
 from tests.conftest import make_config
-from tests.procs import children, count, pid_of, stop, supervisor, wait_until
+from tests.procs import children, count, executed, pid_of, stop, supervisor, wait_until
 from workers.acks import completion_mirror, mirrored_ids
 
 Cursor = psycopg2.extensions.cursor
@@ -42,22 +42,15 @@ def test_sigkill_does_not_rerun_completions_waiting_in_the_ack_buffer(
     )
     with supervisor(config, sql) as process:
         first = wait_until(lambda: children(pid_of(process)).get("asynctask worker high_1"))
-        wait_until(lambda: count(sql, "true") == 0 or _executed(sql, 5) == 1)
-        assert _executed(sql, 4) == 1
+        wait_until(lambda: count(sql, "true") == 0 or executed(sql, 5) == 1)
+        assert executed(sql, 4) == 1
         sql.execute("SELECT state FROM tasks WHERE id = 4")
         assert sql.fetchone() == ("running",)  # ran, but its completion is not written yet
         os.kill(first, signal.SIGKILL)
         wait_until(lambda: count(sql, "id = 4 AND state = 'completed'") == 1)
-        wait_until(lambda: _executed(sql, 5) == 2)  # the running task is the one that re-runs
+        wait_until(lambda: executed(sql, 5) == 2)  # the running task is the one that re-runs
         sql.execute("SELECT attempts, last_error LIKE '%SIGKILL%' FROM tasks WHERE id = 5")
         assert sql.fetchone() == (2, True)
         assert stop(process) == 0
     sql.execute("SELECT task_id, count(*) FROM executions GROUP BY task_id ORDER BY task_id")
     assert sql.fetchall() == [(2, 1), (3, 1), (4, 1), (5, 2)]
-
-
-def _executed(sql: Cursor, task_id: int) -> int:
-    sql.execute("SELECT count(*) FROM executions WHERE task_id = %s", (task_id,))
-    row = sql.fetchone()
-    assert row is not None
-    return int(row[0])

@@ -21,13 +21,8 @@ def required_connections(workers: int, api_pool: int = 0) -> int:
 
 
 async def _server_limits(config: Config) -> tuple[int, int]:
-    url = str(config.database.url)
-    conn = await db.connect(url, timeout=config.database.connect_timeout_seconds)
-    try:
-        with db.translate_errors(url):
-            return await db.connection_limits(conn)
-    finally:
-        conn.close()
+    url, timeout = str(config.database.url), config.database.connect_timeout_seconds
+    return await db.with_connection(url, timeout, db.connection_limits)
 
 
 def check_connection_budget(config: Config, workers: int, api_pool: int = 0) -> int:
