@@ -42,6 +42,20 @@ def _write_config(path: Path, url: str, **extra: object) -> Path:
     return path
 
 
+def _api_command(config: Path, port: int) -> list[str]:
+    """`asynctask --config CONFIG api --port PORT`, run from this checkout."""
+    return [
+        sys.executable,
+        "-m",
+        "service.cli",
+        "--config",
+        str(config),
+        "api",
+        "--port",
+        str(port),
+    ]
+
+
 def _schema_fingerprint(sql: Cursor) -> list[tuple[object, ...]]:
     sql.execute(
         "SELECT c.relname, c.relkind, c.reloptions::text, pg_get_indexdef(i.indexrelid)"
@@ -120,16 +134,7 @@ def test_api_serves_logs_its_url_and_stops_on_sigterm(tmp_path: Path, database_u
     log_path = tmp_path / "api.log"
     with log_path.open("w") as log:
         process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "service.cli",
-                "--config",
-                str(config),
-                "api",
-                "--port",
-                str(port),
-            ],
+            _api_command(config, port),
             stderr=log,
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )
@@ -156,16 +161,7 @@ def test_api_exits_1_when_the_database_is_unreachable(tmp_path: Path) -> None:
     url = f"postgresql://postgres@127.0.0.1:{_free_port()}/nowhere"
     config = _write_config(tmp_path / "config.yaml", url)
     result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "service.cli",
-            "--config",
-            str(config),
-            "api",
-            "--port",
-            str(_free_port()),
-        ],
+        _api_command(config, _free_port()),
         capture_output=True,
         text=True,
         timeout=60,
