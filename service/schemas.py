@@ -43,6 +43,7 @@ NOT_STRING: Final = "Not a valid string."
 NUL_OR_SURROGATE: Final = (
     "Must not contain \\u0000 or unpaired surrogates (jsonb cannot store them)."
 )
+NOT_FINITE: Final = "Numbers must fit a double: a literal such as 1e400 overflows to infinity."
 ATTEMPTS_RANGE: Final = f"Must be greater than or equal to 1 and less than or equal to {MAX_INT32}."
 BATCH_LENGTH: Final = f"Length must be between 1 and {BATCH_MAX}."
 
@@ -104,9 +105,16 @@ class TaskRules:
         if type(data) is not dict:
             errors[f"{prefix}data"] = [NOT_OBJECT]
         elif data:
-            data_json = json.dumps(data, ensure_ascii=False, separators=(",", ":"))
-            if not _storable(data_json):
-                errors[f"{prefix}data"] = [NUL_OR_SURROGATE]
+            try:
+                # Python reads 1e400 as inf, which json.dumps would write as Infinity: not JSON.
+                data_json = json.dumps(
+                    data, ensure_ascii=False, separators=(",", ":"), allow_nan=False
+                )
+            except ValueError:
+                errors[f"{prefix}data"] = [NOT_FINITE]
+            else:
+                if not _storable(data_json):
+                    errors[f"{prefix}data"] = [NUL_OR_SURROGATE]
         if errors:
             return None, errors
         # No errors: type_ is one of the str types and attempts an int.
