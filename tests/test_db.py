@@ -99,6 +99,28 @@ async def test_claim_takes_only_due_tasks_of_its_priority_oldest_first(conn, sql
     assert rows[0]["data"] == {}
 
 
+async def _setting(conn: aiopg.Connection) -> str:
+    async with conn.cursor() as cur:
+        await cur.execute("SELECT current_setting('synchronous_commit')")
+        return str((await cur.fetchone())[0])
+
+
+async def test_a_claim_commits_asynchronously_and_nothing_else_does(conn, sql) -> None:
+    sql.execute("INSERT INTO tasks (type, priority) VALUES ('a', 1), ('b', 1)")
+    # Inside an explicit transaction the claim's local setting is still visible after it.
+    async with conn.cursor() as cur:
+        await cur.execute("BEGIN")
+        assert len((await _claim(conn, limit=1))[1]) == 1
+        assert await _setting(conn) == "off"
+        await cur.execute("COMMIT")
+    # On its own (autocommit, as workers run it) the setting ends with the claim's transaction:
+    # the connection's acknowledgements commit synchronously.
+    assert len((await _claim(conn, limit=1))[1]) == 1
+    assert await _setting(conn) == "on"
+    sql.execute("SELECT count(*) FROM tasks WHERE state = 'running'")
+    assert sql.fetchone() == (2,)
+
+
 async def test_finish_checks_the_claim_token(conn, sql) -> None:
     sql.execute("INSERT INTO tasks (type, priority) VALUES ('ok', 1), ('ok', 1)")
     token, rows = await _claim(conn)
