@@ -104,6 +104,23 @@ async def _rows(conn: aiopg.Connection, sql: str, params: Any = None) -> list[di
         return [dict(row) for row in await cur.fetchall()] if cur.description else []
 
 
+async def _prepared_rows(
+    conn: aiopg.Connection, name: str, signature: str, sql: str, params: tuple[Any, ...]
+) -> list[dict[str, Any]]:
+    """`sql` (with $n parameters) as a statement prepared once per connection, on first use.
+
+    Saves re-planning a hot statement on every call (0.2 ms for the claim, about a third of an
+    idle claim). A new connection has no prepared statements: the first EXECUTE fails, the
+    statement is prepared, and the call is repeated.
+    """
+    execute = f"EXECUTE {name} ({', '.join(['%s'] * len(params))})"
+    try:
+        return await _rows(conn, execute, params)
+    except psycopg2.errors.InvalidSqlStatementName:
+        await _execute(conn, f"PREPARE {name} ({signature}) AS {sql}")
+        return await _rows(conn, execute, params)
+
+
 async def _execute(conn: aiopg.Connection, sql: str, params: Any = None) -> int:
     async with conn.cursor() as cur:
         await cur.execute(sql, params)
@@ -345,27 +362,22 @@ async def claim(
     `basic.ex` note). SKIP LOCKED lets any number of workers and supervisors claim side by side.
     The claim alone commits without waiting for its WAL flush (see _ASYNC_COMMIT).
     """
-    rows = await _rows(
+    rows = await _prepared_rows(
         conn,
+        "asynctask_claim",
+        "smallint, int, text, uuid, float8",
         "WITH due AS ("
         "  SELECT id FROM tasks"
-        "  WHERE state IN ('available', 'retrying') AND priority = %(priority)s"
-        "    AND scheduled_at <= now()"
-        "  ORDER BY scheduled_at, id LIMIT %(limit)s"
+        "  WHERE state IN ('available', 'retrying') AND priority = $1 AND scheduled_at <= now()"
+        "  ORDER BY scheduled_at, id LIMIT $2"
         "  FOR UPDATE SKIP LOCKED)"
         " UPDATE tasks AS t SET state = 'running', attempts = t.attempts + 1,"
-        "  locked_by = %(locked_by)s, lock_token = %(token)s,"
-        "  lease_expires_at = now() + %(lease)s * interval '1 second',"
+        "  locked_by = $3, lock_token = $4,"
+        "  lease_expires_at = now() + $5 * interval '1 second',"
         "  started_at = now(), updated_at = now()"
         f" FROM due, {_ASYNC_COMMIT} WHERE t.id = due.id"
         " RETURNING t.id, t.type, t.attempts, t.max_attempts, t.data",
-        {
-            "priority": priority,
-            "limit": limit,
-            "locked_by": locked_by,
-            "token": token,
-            "lease": lease_seconds,
-        },
+        (priority, limit, locked_by, token, lease_seconds),
     )
     rows.sort(key=lambda row: row["id"])
     return rows

@@ -107,18 +107,36 @@ async def _setting(conn: aiopg.Connection) -> str:
 
 async def test_a_claim_commits_asynchronously_and_nothing_else_does(conn, sql) -> None:
     sql.execute("INSERT INTO tasks (type, priority) VALUES ('a', 1), ('b', 1)")
+    # On its own (autocommit, as workers run it) the setting ends with the claim's transaction:
+    # the connection's acknowledgements commit synchronously.
+    assert len((await _claim(conn, limit=1))[1]) == 1
+    assert await _setting(conn) == "on"
     # Inside an explicit transaction the claim's local setting is still visible after it.
     async with conn.cursor() as cur:
         await cur.execute("BEGIN")
         assert len((await _claim(conn, limit=1))[1]) == 1
         assert await _setting(conn) == "off"
         await cur.execute("COMMIT")
-    # On its own (autocommit, as workers run it) the setting ends with the claim's transaction:
-    # the connection's acknowledgements commit synchronously.
-    assert len((await _claim(conn, limit=1))[1]) == 1
-    assert await _setting(conn) == "on"
     sql.execute("SELECT count(*) FROM tasks WHERE state = 'running'")
     assert sql.fetchone() == (2,)
+
+
+async def _prepared(conn: aiopg.Connection) -> list[str]:
+    async with conn.cursor() as cur:
+        await cur.execute("SELECT name FROM pg_prepared_statements ORDER BY name")
+        return [row[0] for row in await cur.fetchall()]
+
+
+async def test_the_claim_is_prepared_once_per_connection_and_again_when_lost(conn, sql) -> None:
+    sql.execute("INSERT INTO tasks (type, priority) SELECT 'a', 1 FROM generate_series(1, 3)")
+    assert await _prepared(conn) == []
+    assert len((await _claim(conn, limit=1))[1]) == 1
+    assert len((await _claim(conn, limit=1))[1]) == 1
+    assert await _prepared(conn) == ["asynctask_claim"]
+    async with conn.cursor() as cur:
+        await cur.execute("DEALLOCATE ALL")  # what a server-side reset would leave
+    assert len((await _claim(conn, limit=1))[1]) == 1
+    assert await _prepared(conn) == ["asynctask_claim"]
 
 
 async def test_finish_checks_the_claim_token(conn, sql) -> None:
