@@ -14,7 +14,13 @@ async def test_notification_sets_the_event_and_reconnects(
     database_url: str, sql: psycopg2.extensions.cursor
 ) -> None:
     wake = asyncio.Event()
-    listener = Listener(database_url, "tasks_normal", wake, keepalive=0.2)
+    payloads: list[str] = []
+
+    def notified(payload: str) -> None:
+        payloads.append(payload)
+        wake.set()
+
+    listener = Listener(database_url, "tasks_normal", notified, keepalive=0.2)
     task = asyncio.create_task(listener.run())
     try:
         await wait_until(listener.connected.is_set)
@@ -34,6 +40,7 @@ async def test_notification_sets_the_event_and_reconnects(
         wake.clear()
         sql.execute("SELECT pg_notify('tasks_normal', '2')")
         await wait_until(wake.is_set)
+        assert payloads == ["", "1", "", "2"]  # "" after each (re)connect: look now
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)

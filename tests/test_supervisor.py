@@ -146,6 +146,40 @@ def test_notify_wakes_an_idle_worker_well_before_the_poll(database_url: str, sql
     assert worst < 2.5  # well under the 5 s poll interval: each one was woken by NOTIFY
 
 
+def test_a_task_whose_chosen_worker_is_busy_starts_on_a_sibling(
+    database_url: str, sql: Cursor
+) -> None:
+    # A NOTIFY naming task id N wakes worker N % 2 of the high pool at once, the other one a
+    # moment later: a busy chosen worker must not leave the task waiting for the 5 s poll.
+    config = make_config(
+        database_url, priority_queues={"high": 2, "normal": 0, "low": 0}, timeout_milliseconds=5000
+    )
+
+    async def create(type_: str, data: dict[str, Any]) -> int:
+        conn = await db.connect(database_url)
+        try:
+            # Spend ids on low tasks (no low workers) until the next one is even: high_1's turn.
+            while (await db.insert_task(conn, "ok", 3, 1, {}))["id"] % 2 == 0:
+                pass
+            task = await db.insert_task(conn, type_, 1, 1, data)
+            assert task["id"] % 2 == 0
+            return int(task["id"])
+        finally:
+            conn.close()
+
+    with supervisor(config, sql) as process:
+        time.sleep(0.3)  # both workers settle into their idle wait
+        busy = asyncio.run(create("sleepy", {"seconds": 3}))
+        wait_until(lambda: count(sql, f"id = {busy} AND state = 'running'") == 1)
+        sql.execute("SELECT locked_by FROM tasks WHERE id = %s", (busy,))
+        assert fetch(sql)[0].endswith(":high_1")
+        waiting = asyncio.run(create("sleepy", {"seconds": 3}))
+        wait_until(lambda: count(sql, f"id = {waiting} AND state = 'running'") == 1, timeout=2.5)
+        sql.execute("SELECT locked_by FROM tasks WHERE id = %s", (waiting,))
+        assert fetch(sql)[0].endswith(":high_2")
+        assert stop(process) == 0
+
+
 async def _wait_started(conn: Any, task_id: int) -> float:
     """Seconds from insert to claim (both on the database clock), once the task completed."""
     for _ in range(5000):

@@ -1,4 +1,4 @@
-"""LISTEN tasks_<priority> on a dedicated connection; a notification only sets an event.
+"""LISTEN tasks_<priority> on a dedicated connection and hand each payload to a callback.
 
 A notification is a hint (the claim is the truth), so a lost connection only costs latency: the
 worker keeps polling while this reconnects with capped, jittered backoff (procrastinate's aiopg
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 
 import psycopg2
 
@@ -24,19 +25,22 @@ KEEPALIVE_SECONDS = 10.0
 
 
 class Listener:
-    """Keeps one LISTEN connection up and sets `wake` on every notification."""
+    """Keeps one LISTEN connection up and calls `notified(payload)` for every notification.
+
+    After (re)connecting it calls `notified("")`: anything sent meanwhile was missed.
+    """
 
     def __init__(
         self,
         url: str,
         channel: str,
-        wake: asyncio.Event,
+        notified: Callable[[str], None],
         connect_timeout: float = 5.0,
         keepalive: float = KEEPALIVE_SECONDS,
     ) -> None:
         self.url = url
         self.channel = channel
-        self.wake = wake
+        self.notified = notified
         self.connect_timeout = connect_timeout
         self.keepalive = keepalive
         self.connected = asyncio.Event()
@@ -69,14 +73,13 @@ class Listener:
                     log.info("LISTEN %s re-established", self.channel)
                 self.failures = 0
                 self.connected.set()
-                # Anything sent while we were away was missed: make the worker look now.
-                self.wake.set()
+                self.notified("")
                 while True:
                     try:
-                        await asyncio.wait_for(conn.notifies.get(), self.keepalive)
+                        message = await asyncio.wait_for(conn.notifies.get(), self.keepalive)
                     except TimeoutError:
                         await asyncio.wait_for(db.ping(conn), self.connect_timeout)
                         continue
-                    self.wake.set()
+                    self.notified(message.payload)
         finally:
             conn.close()

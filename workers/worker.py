@@ -43,6 +43,7 @@ from workers.slots import (
     locked_by,
     spawner_pid,
 )
+from workers.wakeup import Wakeup
 
 log = logging.getLogger("asynctask.worker")
 BEAT_SECONDS = 1.0
@@ -107,8 +108,12 @@ class Worker:
         url = str(config.database.url)
         self.conn = QueryConnection(url, max(config.database.connect_timeout_seconds, 30.0))
         self.wake = asyncio.Event()
+        self.wakeup = Wakeup(self.wake, slot.index, slot.pool_size)
         self.listener = Listener(
-            url, channel_for(slot.priority), self.wake, config.database.connect_timeout_seconds
+            url,
+            channel_for(slot.priority),
+            self.wakeup.notified,
+            config.database.connect_timeout_seconds,
         )
         self.stopping = False
         self.limit = 1
@@ -164,7 +169,7 @@ class Worker:
         log.info("worker %s stopping (%s)", self.slot.name, reason, extra=fields)
         self.stopping = True
         self.attempts.stop_deadline = time.monotonic() + self.config.shutdown_timeout_seconds
-        self.wake.set()
+        self.wakeup.now()
 
     async def _serve(self) -> None:
         failures = 0
