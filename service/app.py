@@ -11,6 +11,7 @@ from aiohttp import web
 
 from service import db, keys, stats, views
 from service.config import Config
+from service.group_commit import GroupCommit
 from service.metrics import ApiMetrics
 from service.middlewares import error_middleware, metrics_middleware, token_middleware
 from service.openapi import DOCS_PATH, METRICS_PATH, setup_openapi
@@ -55,9 +56,11 @@ async def _pool(app: web.Application) -> AsyncIterator[None]:
     config = app[keys.CONFIG]
     url = str(config.database.url)
     app[keys.POOL] = await db.create_pool(url, config.database.pool_size, QUERY_TIMEOUT_SECONDS)
+    app[keys.CREATES] = GroupCommit(app[keys.POOL], config.database.connect_timeout_seconds)
     try:
         yield
     finally:
+        await app[keys.CREATES].close()
         app[keys.POOL].close()
         await app[keys.POOL].wait_closed()
 

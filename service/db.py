@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from importlib import resources
@@ -202,46 +203,54 @@ async def ping(conn: aiopg.Connection) -> None:
 async def insert_task(
     conn: aiopg.Connection, type_: str, priority: int, max_attempts: int, data: dict[str, Any]
 ) -> dict[str, Any]:
-    """Insert one task and NOTIFY its priority's channel, in one statement (one transaction).
+    """Insert one task and NOTIFY its priority's channel with its id (see insert_task_rows)."""
+    rows = await insert_task_rows(conn, [(type_, priority, max_attempts, json.dumps(data))])
+    return rows[0]
 
-    NOTIFY is delivered at commit, so a worker is never woken for a task it cannot see yet.
+
+async def insert_task_rows(
+    conn: aiopg.Connection, tasks: Sequence[tuple[str, int, int, str]]
+) -> list[dict[str, Any]]:
+    """Insert tasks (type, priority, max_attempts, data as JSON text); the new rows in input order.
+
+    One statement, one transaction, one NOTIFY per priority touched, delivered at commit (so a
+    worker is never woken for a task it cannot see yet). The payload is the task's id when the
+    statement created one task of that priority (workers/wakeup.py picks one worker by it), else
+    empty (wake everyone).
     """
-    rows = await _rows(
-        conn,
-        f"INSERT INTO tasks (type, priority, max_attempts, data)"
-        f" VALUES (%s, %s, %s, %s)"
-        f" RETURNING {_TASK_COLUMNS}, pg_notify({_CHANNEL}, id::text) AS notified",
-        (type_, priority, max_attempts, psycopg2.extras.Json(data)),
-    )
-    row = rows[0]
-    del row["notified"]
-    return _api_task(row)
+    rows = await _rows(conn, _insert_sql(_TASK_COLUMNS), _columns(tasks))
+    return [_api_task(row) for row in rows]
 
 
 async def insert_tasks(
     conn: aiopg.Connection, tasks: Sequence[tuple[str, int, int, str]]
 ) -> list[int]:
-    """Insert many tasks (type, priority, max_attempts, data as JSON text) in one statement.
+    """As insert_task_rows, but only the ids (in input order): the batch route's answer."""
+    rows = await _rows(conn, _insert_sql("id, priority"), _columns(tasks))
+    return [row["id"] for row in rows]
 
-    Returns the ids in input order; sends one NOTIFY per priority touched, at commit.
-    """
-    types, priorities, attempts, datas = zip(*tasks, strict=True)
-    rows = await _rows(
-        conn,
+
+def _insert_sql(returning: str) -> str:
+    # Identity values are handed out in insertion order, and rows are inserted in input order, so
+    # ORDER BY id gives the input order back.
+    return (
         "WITH input AS ("
         "  SELECT * FROM unnest(%s::text[], %s::smallint[], %s::int[], %s::jsonb[])"
         "    WITH ORDINALITY AS i(type, priority, max_attempts, data, n)),"
         " inserted AS ("
         "  INSERT INTO tasks (type, priority, max_attempts, data)"
         "  SELECT type, priority, max_attempts, data FROM input ORDER BY n"
-        "  RETURNING id, priority),"
-        f" notified AS (SELECT pg_notify({_CHANNEL}, '') FROM"
-        "  (SELECT DISTINCT priority FROM inserted) AS p)"
-        " SELECT id FROM inserted, (SELECT count(*) FROM notified) AS n ORDER BY id",
-        (_text_array(types), _int_array(priorities), _int_array(attempts), _text_array(datas)),
+        f"  RETURNING {returning}),"
+        f" notified AS (SELECT pg_notify({_CHANNEL},"
+        "    CASE WHEN count(*) = 1 THEN min(id)::text ELSE '' END)"
+        "  FROM inserted GROUP BY priority)"
+        f" SELECT {returning} FROM inserted, (SELECT count(*) FROM notified) AS n ORDER BY id"
     )
-    # Identity values are handed out in insertion order, and we inserted in input order.
-    return [row["id"] for row in rows]
+
+
+def _columns(tasks: Sequence[tuple[str, int, int, str]]) -> tuple[str, str, str, str]:
+    types, priorities, attempts, datas = zip(*tasks, strict=True)
+    return _text_array(types), _int_array(priorities), _int_array(attempts), _text_array(datas)
 
 
 # psycopg2 sends a list as ARRAY['a', 'b', ...]: with 10,000 elements per column that expression

@@ -74,6 +74,10 @@ class NewTask(NamedTuple):
     data: dict[str, Any]
     data_json: str
 
+    def columns(self) -> tuple[str, int, int, str]:
+        """(type, priority, max_attempts, data as JSON text): one row of db.insert_tasks."""
+        return self.type, self.priority, self.max_attempts, self.data_json
+
 
 @dataclass(frozen=True)
 class TaskRules:

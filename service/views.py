@@ -93,10 +93,9 @@ def decode_cursor(cursor: str) -> int | None:
 @operation("Create a task", (201, TaskSchema, "The new task."), BODY_ERRORS, headers=LOCATION)
 @body(TaskCreateSchema)
 async def create_task(request: web.Request) -> web.Response:
-    """POST /api/tasks: insert one task (and NOTIFY its priority) in one statement."""
+    """POST /api/tasks: insert one task (and NOTIFY its priority), committed before the 201."""
     task = request.app[keys.RULES].one(await read_json(request))
-    async with db.acquire(request.app[keys.POOL], _timeout(request)) as conn:
-        row = await db.insert_task(conn, task.type, task.priority, task.max_attempts, task.data)
+    row = await request.app[keys.CREATES].create(task)
     request.app[keys.METRICS].tasks_created((task.priority,))
     headers = {"Location": f"/api/tasks/{row['id']}"}
     return web.json_response(task_json(row), status=201, headers=headers)
@@ -109,9 +108,8 @@ async def create_task(request: web.Request) -> web.Response:
 async def create_tasks(request: web.Request) -> web.Response:
     """POST /api/tasks/batch: validate every item, then insert all in one statement."""
     tasks = request.app[keys.RULES].batch(await read_json(request))
-    rows = [(task.type, task.priority, task.max_attempts, task.data_json) for task in tasks]
     async with db.acquire(request.app[keys.POOL], _timeout(request)) as conn:
-        ids = await db.insert_tasks(conn, rows)
+        ids = await db.insert_tasks(conn, [task.columns() for task in tasks])
     request.app[keys.METRICS].tasks_created(task.priority for task in tasks)
     return web.json_response({"ids": ids}, status=201)
 

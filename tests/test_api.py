@@ -228,10 +228,16 @@ async def test_a_notification_is_not_delivered_before_commit(
 async def test_batch_sends_one_notification_per_priority_touched(
     client: Client, listener: psycopg2.extensions.connection
 ) -> None:
-    tasks = [{"type": "ok", "priority": p} for p in ("high", "low", "high", "low", "high")]
+    tasks = [{"type": "ok", "priority": p} for p in ("high", "low", "high", "normal", "high")]
     response = await client.post("/api/tasks/batch", json={"tasks": tasks})
     assert response.status == 201
-    assert sorted(_notifications(listener)) == [("tasks_high", ""), ("tasks_low", "")]
+    ids = (await response.json())["ids"]
+    # Several new high tasks: wake every high worker (""); one low task: its id picks one worker.
+    assert sorted(_notifications(listener)) == [
+        ("tasks_high", ""),
+        ("tasks_low", str(ids[1])),
+        ("tasks_normal", str(ids[3])),
+    ]
 
 
 # --- batch ---------------------------------------------------------------------------------------
