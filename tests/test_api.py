@@ -215,6 +215,8 @@ async def test_a_notification_is_not_delivered_before_commit(
 ) -> None:
     conn = await db.connect(database_url)
     try:
+        await db.insert_task(conn, "ok", 3, 5, {})  # prepares the statement outside the block
+        assert _notifications(listener) == [("tasks_low", "1")]
         async with conn.cursor() as cur:
             await cur.execute("BEGIN")  # aiopg is autocommit; an explicit block holds the commit
             task = await db.insert_task(conn, "ok", 1, 5, {})
