@@ -76,7 +76,8 @@ class Listener:
                 self.notified("")
                 while True:
                     try:
-                        message = await asyncio.wait_for(conn.notifies.get(), self.keepalive)
+                        async with asyncio.timeout(self.keepalive):
+                            message = await conn.notifies.get()
                     except TimeoutError:
                         await asyncio.wait_for(db.ping(conn), self.connect_timeout)
                         continue

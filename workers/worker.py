@@ -206,7 +206,8 @@ class Worker:
     async def _sleep(self, seconds: float) -> None:
         """Wait for a NOTIFY (or stop), at most `seconds`: the poll interval."""
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self.wake.wait(), seconds)
+            async with asyncio.timeout(seconds):
+                await self.wake.wait()
 
     async def _claim(self) -> tuple[list[dict[str, Any]], str]:
         token = str(uuid.uuid4())
