@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from service import db, keys, stats, views
+from service import db, keys, loops, stats, views
 from service.config import Config
 from service.group_commit import GroupCommit
 from service.metrics import ApiMetrics
@@ -106,4 +106,4 @@ def serve(config: Config, host: str, port: int) -> None:
 
     # Access lines stay on aiohttp.access, which setup_logging keeps at WARNING: at thousands of
     # requests per second they would drown everything else.
-    web.run_app(app, host=host, port=port, print=started)
+    web.run_app(app, host=host, port=port, print=started, loop=loops.new_event_loop())
