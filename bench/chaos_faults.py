@@ -183,9 +183,10 @@ class Chaos:
 
 
 def listening(url: str) -> int:
+    """Worker connections open (each LISTENs, then looks for work, as soon as it is open)."""
     sql = (
         "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
-        " AND query LIKE 'LISTEN%%'"
+        " AND application_name LIKE 'asynctask worker %%'"
     )
     return int(scalar(url, sql))
 

@@ -76,9 +76,10 @@ def wait_until(check: Callable[[], Any], timeout: float = 20.0, interval: float 
 
 
 def listening(sql: Cursor) -> int:
+    """Worker connections open (each LISTENs, then looks for work, as soon as it is open)."""
     sql.execute(
         "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
-        " AND query LIKE 'LISTEN%%'"
+        " AND application_name LIKE 'asynctask worker %%'"
     )
     return int(fetch(sql)[0])
 

@@ -12,11 +12,11 @@ from service import db
 from service.config import Config
 from service.errors import ConfigError
 
-CONNECTIONS_PER_WORKER = 2  # one for queries, one for LISTEN
+CONNECTIONS_PER_WORKER = 1  # its queries and its LISTEN share one (workers/connection.py)
 
 
 def required_connections(workers: int, api_pool: int = 0) -> int:
-    """Connections a deployment needs: 2 per worker process plus the API pool."""
+    """Connections a deployment needs: 1 per worker process plus the API pool."""
     return CONNECTIONS_PER_WORKER * workers + api_pool
 
 

@@ -28,7 +28,6 @@ from workers import backoff, prefetch, registry
 from workers.acks import AckBuffer, Mirror
 from workers.attempt import AttemptRunner
 from workers.connection import QueryConnection, raise_if_cancelled
-from workers.listener import Listener
 from workers.metrics import worker_metrics
 from workers.outcome import describe_error, next_state
 from workers.pruner import Pruner
@@ -106,14 +105,14 @@ class Worker:
         self.locked_by = locked_by(self.host, os.getpid(), slot.name)
         self.priority = PRIORITY_NUMBERS[slot.priority]
         url = str(config.database.url)
-        self.conn = QueryConnection(url, max(config.database.connect_timeout_seconds, 30.0))
         self.wake = asyncio.Event()
         self.wakeup = Wakeup(self.wake, slot.index, slot.pool_size)
-        self.listener = Listener(
+        self.conn = QueryConnection(
             url,
+            max(config.database.connect_timeout_seconds, 30.0),
             channel_for(slot.priority),
             self.wakeup.notified,
-            config.database.connect_timeout_seconds,
+            application_name=f"asynctask worker {slot.name}",
         )
         self.stopping = False
         self.limit = 1
@@ -134,7 +133,7 @@ class Worker:
         background = [
             asyncio.create_task(coro)
             for coro in (
-                self.listener.run(),
+                self.conn.forward(),
                 self._beat(),
                 self._housekeep(),
                 self.acks.run_timer(),

@@ -1,0 +1,85 @@
+"""The worker's connection LISTENs too: notifications reach the worker across reconnects."""
+
+from __future__ import annotations
+
+import asyncio
+
+import aiopg
+import psycopg2.errors
+import psycopg2.extensions
+import pytest
+
+from service import db
+from service.errors import DatabaseUnavailable
+from tests.test_worker import wait_until
+from workers.connection import QueryConnection
+
+
+async def test_notifications_are_forwarded_across_a_reconnect(
+    database_url: str, sql: psycopg2.extensions.cursor
+) -> None:
+    payloads: list[str] = []
+    conn = QueryConnection(database_url, 5, "tasks_normal", payloads.append)
+    forward = asyncio.create_task(conn.forward())
+    try:
+        await conn.run(db.ping)
+        assert conn.listening.is_set() and payloads == [""]  # (re)connected: look now
+        sql.execute("SELECT pg_notify('tasks_normal', '1'), pg_notify('tasks_high', '9')")
+        await wait_until(lambda: len(payloads) == 2)
+        sql.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+            " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
+        # The loss itself wakes the worker, whose next call reconnects and LISTENs again.
+        await wait_until(lambda: len(payloads) == 3 and not conn.listening.is_set())
+        await conn.run(db.ping)  # finds the connection closed and opens a new one
+        assert conn.connects == 2 and conn.listening.is_set()
+        sql.execute("SELECT pg_notify('tasks_normal', '2')")
+        await wait_until(lambda: len(payloads) == 5)
+        assert payloads == ["", "1", "", "", "2"]
+    finally:
+        forward.cancel()
+        await asyncio.gather(forward, return_exceptions=True)
+        conn.close()
+
+
+async def test_an_unreachable_server_is_database_unavailable() -> None:
+    payloads: list[str] = []
+    conn = QueryConnection(
+        "postgresql://postgres@127.0.0.1:1/none", 1, "tasks_low", payloads.append
+    )
+    forward = asyncio.create_task(conn.forward())
+    with pytest.raises(DatabaseUnavailable):
+        await conn.run(db.ping)
+    await asyncio.sleep(0.1)
+    assert not conn.listening.is_set() and payloads == []
+    forward.cancel()
+    await asyncio.gather(forward, return_exceptions=True)
+
+
+async def _bad_statement(conn: aiopg.Connection) -> None:
+    async with conn.cursor() as cur:
+        await cur.execute("SELECT no_such_column FROM tasks")
+
+
+async def test_an_sql_error_does_not_silence_notifications(
+    database_url: str, sql: psycopg2.extensions.cursor
+) -> None:
+    # aiopg closes a connection's notification queue on the first error a poll raises, SQL errors
+    # included: the connection is replaced so that notifications keep coming.
+    payloads: list[str] = []
+    conn = QueryConnection(database_url, 5, "tasks_low", payloads.append)
+    forward = asyncio.create_task(conn.forward())
+    try:
+        await conn.run(db.ping)
+        with pytest.raises(psycopg2.errors.UndefinedColumn):
+            await conn.run(_bad_statement)
+        await wait_until(lambda: payloads == ["", ""] and not conn.listening.is_set())
+        await conn.run(db.ping)
+        assert conn.connects == 2 and payloads == ["", "", ""]
+        sql.execute("SELECT pg_notify('tasks_low', '7')")
+        await wait_until(lambda: payloads[-1:] == ["7"])
+    finally:
+        forward.cancel()
+        await asyncio.gather(forward, return_exceptions=True)
+        conn.close()
