@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import gc
 import logging
 import os
 import signal
@@ -71,6 +72,7 @@ def run_worker(
         log.error("worker %s cannot start: %s", slot.name, exc)
         sys.exit(EXIT_CONFIG_ERROR)
     worker = Worker(config, slot, handlers, heartbeat, current, dead, unwritten)
+    gc.freeze()  # as the API does (service/app.py): full collections skip what lives forever
     with asyncio.Runner(loop_factory=new_event_loop) as runner:
         code = runner.run(worker.run())
     if code == EXIT_REPLACE_NOW:
