@@ -31,7 +31,7 @@ def main() -> None:
             time.sleep(args.seconds)
             used = cpu_seconds(processes) - before
             rss = {
-                " ".join(p.cmdline()) or str(p.pid): round(p.memory_info().rss / 2**20, 1)
+                " ".join(p.cmdline()).strip() or str(p.pid): round(p.memory_info().rss / 2**20, 1)
                 for p in processes
                 if p.is_running()
             }
