@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
 import aiopg
 import psycopg2.errors
@@ -79,6 +80,32 @@ async def test_an_sql_error_does_not_silence_notifications(
         assert conn.connects == 2 and payloads == ["", "", ""]
         sql.execute("SELECT pg_notify('tasks_low', '7')")
         await wait_until(lambda: payloads[-1:] == ["7"])
+    finally:
+        forward.cancel()
+        await asyncio.gather(forward, return_exceptions=True)
+        conn.close()
+
+
+async def test_a_notification_read_together_with_a_result_is_not_left_behind(
+    database_url: str, sql: psycopg2.extensions.cursor
+) -> None:
+    # Found under CPU load as a 5 s (poll-long) wait: the worker read a statement's result and a
+    # notification sent just after it in one go; libpq parsed the result and left the notification
+    # in its buffer, and with the socket drained aiopg's reader never ran again.
+    payloads: list[str] = []
+    conn = QueryConnection(database_url, 5, "tasks_high", payloads.append)
+    forward = asyncio.create_task(conn.forward())
+    try:
+        await conn.run(db.ping)
+        for n in range(3):
+            statement = asyncio.create_task(conn.run(db.ping))
+            for _ in range(3):
+                await asyncio.sleep(0)  # the query goes out
+            time.sleep(0.1)  # noqa: ASYNC251 - the loop must stand still: the answer waits...
+            sql.execute("SELECT pg_notify('tasks_high', %s)", (str(n),))  # ...and this behind it
+            time.sleep(0.1)  # noqa: ASYNC251
+            await statement
+            await wait_until(lambda n=n: str(n) in payloads, timeout=1)
     finally:
         forward.cancel()
         await asyncio.gather(forward, return_exceptions=True)

@@ -149,34 +149,35 @@ def test_notify_wakes_an_idle_worker_well_before_the_poll(database_url: str, sql
 def test_a_task_whose_chosen_worker_is_busy_starts_on_a_sibling(
     database_url: str, sql: Cursor
 ) -> None:
-    # A NOTIFY naming task id N wakes worker N % 2 of the high pool at once, the other one a
-    # moment later: a busy chosen worker must not leave the task waiting for the 5 s poll.
+    # A NOTIFY naming task id N wakes worker high_(N % 2 + 1) at once, the other one a moment
+    # later: a busy chosen worker must not leave the task waiting for the 5 s poll.
     config = make_config(
         database_url, priority_queues={"high": 2, "normal": 0, "low": 0}, timeout_milliseconds=5000
     )
 
-    async def create(type_: str, data: dict[str, Any]) -> int:
+    async def create(parity: int) -> int:
         conn = await db.connect(database_url)
         try:
-            # Spend ids on low tasks (no low workers) until the next one is even: high_1's turn.
-            while (await db.insert_task(conn, "ok", 3, 1, {}))["id"] % 2 == 0:
+            # Spend ids on low tasks (no low workers) until the next id has this parity.
+            while (await db.insert_task(conn, "ok", 3, 1, {}))["id"] % 2 == parity:
                 pass
-            task = await db.insert_task(conn, type_, 1, 1, data)
-            assert task["id"] % 2 == 0
+            task = await db.insert_task(conn, "sleepy", 1, 1, {"seconds": 3})
+            assert task["id"] % 2 == parity
             return int(task["id"])
         finally:
             conn.close()
 
+    def runner(task_id: int) -> str:
+        wait_until(lambda: count(sql, f"id = {task_id} AND state = 'running'") == 1, timeout=2.5)
+        sql.execute("SELECT locked_by FROM tasks WHERE id = %s", (task_id,))
+        return str(fetch(sql)[0]).rsplit(":", 1)[1]
+
     with supervisor(config, sql) as process:
         time.sleep(0.3)  # both workers settle into their idle wait
-        busy = asyncio.run(create("sleepy", {"seconds": 3}))
-        wait_until(lambda: count(sql, f"id = {busy} AND state = 'running'") == 1)
-        sql.execute("SELECT locked_by FROM tasks WHERE id = %s", (busy,))
-        assert fetch(sql)[0].endswith(":high_1")
-        waiting = asyncio.run(create("sleepy", {"seconds": 3}))
-        wait_until(lambda: count(sql, f"id = {waiting} AND state = 'running'") == 1, timeout=2.5)
-        sql.execute("SELECT locked_by FROM tasks WHERE id = %s", (waiting,))
-        assert fetch(sql)[0].endswith(":high_2")
+        busy_slot = runner(asyncio.run(create(0)))
+        # The next task's id picks the busy worker; the idle one must start it well before the poll.
+        waiting = asyncio.run(create(int(busy_slot == "high_2")))
+        assert runner(waiting) != busy_slot
         assert stop(process) == 0
 
 

@@ -14,6 +14,7 @@ statement anyway. A notification is only a hint (the claim is the truth); the wo
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Concatenate, ParamSpec, TypeVar
@@ -68,10 +69,24 @@ class QueryConnection:
             assert self._conn is not None
             try:
                 with db.translate_errors(self.url):
-                    return await fn(self._conn, *args, **kwargs)
+                    result = await fn(self._conn, *args, **kwargs)
             except DatabaseUnavailable:
                 self.close()
                 raise
+            # The statement's outcome stands even if the connection breaks right here: a broken
+            # connection is found, and replaced, by the next call.
+            with contextlib.suppress(psycopg2.Error):
+                self._drain(self._conn)
+            return result
+
+    def _drain(self, conn: aiopg.Connection) -> None:
+        # A notification that arrived with a statement's last result can stay behind in libpq's
+        # buffer (or psycopg2's list): the socket has nothing more to read, so aiopg's reader never
+        # runs and the worker would sleep to its next poll. Parse what is buffered, hand it on.
+        raw = conn.raw
+        raw.poll()
+        while raw.notifies:
+            self.notified(raw.notifies.pop(0).payload)
 
     async def _open(self) -> None:
         self.close()
