@@ -175,6 +175,17 @@ def percentile(values: list[float], fraction: float) -> float:
     return ordered[index]
 
 
+def spread(ms: list[float]) -> dict[str, float]:
+    """How many, and the p50 / p90 / p99 / max of latencies in milliseconds."""
+    return {
+        "tasks": len(ms),
+        "p50_ms": round(percentile(ms, 0.50), 2),
+        "p90_ms": round(percentile(ms, 0.90), 2),
+        "p99_ms": round(percentile(ms, 0.99), 2),
+        "max_ms": round(max(ms), 2),
+    }
+
+
 def median(values: list[float]) -> float:
     """The median, for summaries of repeated runs."""
     return float(statistics.median(values))

@@ -22,6 +22,7 @@ from bench.common import (
     percentile,
     report,
     scratch_database,
+    spread,
     start,
     wait_http,
 )
@@ -63,11 +64,7 @@ def main() -> None:
     report(
         "latency",
         {
-            "tasks": len(ms),
-            "p50_ms": round(percentile(ms, 0.50), 2),
-            "p90_ms": round(percentile(ms, 0.90), 2),
-            "p99_ms": round(percentile(ms, 0.99), 2),
-            "max_ms": round(max(ms), 2),
+            **spread(ms),
             # The API's share: from sending the POST to reading its 201.
             "post_p50_ms": round(percentile(answered_ms, 0.50), 2),
         },

@@ -18,7 +18,7 @@ import uuid
 
 import psycopg2
 
-from bench.common import base_parser, percentile, report, scratch_database
+from bench.common import base_parser, report, scratch_database, spread
 
 CLAIM = (
     "PREPARE claim (uuid) AS"
@@ -88,16 +88,7 @@ def main() -> None:
             process.terminate()
             process.join()
             conn.close()
-    report(
-        "latency_floor",
-        {
-            "tasks": len(latencies),
-            "p50_ms": round(percentile(latencies, 0.50), 2),
-            "p90_ms": round(percentile(latencies, 0.90), 2),
-            "p99_ms": round(percentile(latencies, 0.99), 2),
-        },
-        args.json,
-    )
+    report("latency_floor", spread(latencies), args.json)
 
 
 if __name__ == "__main__":

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
+from collections.abc import AsyncIterator
 
 import aiopg
 import psycopg2.errors
@@ -16,13 +18,24 @@ from tests.test_worker import wait_until
 from workers.connection import QueryConnection
 
 
+@contextlib.asynccontextmanager
+async def listening(url: str, channel: str, payloads: list[str]) -> AsyncIterator[QueryConnection]:
+    """A worker's connection on `channel`, forwarding notification payloads into `payloads`."""
+    conn = QueryConnection(url, 5, channel, payloads.append)
+    forward = asyncio.create_task(conn.forward())
+    try:
+        yield conn
+    finally:
+        forward.cancel()
+        await asyncio.gather(forward, return_exceptions=True)
+        conn.close()
+
+
 async def test_notifications_are_forwarded_across_a_reconnect(
     database_url: str, sql: psycopg2.extensions.cursor
 ) -> None:
     payloads: list[str] = []
-    conn = QueryConnection(database_url, 5, "tasks_normal", payloads.append)
-    forward = asyncio.create_task(conn.forward())
-    try:
+    async with listening(database_url, "tasks_normal", payloads) as conn:
         await conn.run(db.ping)
         assert conn.listening.is_set() and payloads == [""]  # (re)connected: look now
         sql.execute("SELECT pg_notify('tasks_normal', '1'), pg_notify('tasks_high', '9')")
@@ -38,24 +51,15 @@ async def test_notifications_are_forwarded_across_a_reconnect(
         sql.execute("SELECT pg_notify('tasks_normal', '2')")
         await wait_until(lambda: len(payloads) == 5)
         assert payloads == ["", "1", "", "", "2"]
-    finally:
-        forward.cancel()
-        await asyncio.gather(forward, return_exceptions=True)
-        conn.close()
 
 
 async def test_an_unreachable_server_is_database_unavailable() -> None:
     payloads: list[str] = []
-    conn = QueryConnection(
-        "postgresql://postgres@127.0.0.1:1/none", 1, "tasks_low", payloads.append
-    )
-    forward = asyncio.create_task(conn.forward())
-    with pytest.raises(DatabaseUnavailable):
-        await conn.run(db.ping)
-    await asyncio.sleep(0.1)
-    assert not conn.listening.is_set() and payloads == []
-    forward.cancel()
-    await asyncio.gather(forward, return_exceptions=True)
+    async with listening("postgresql://postgres@127.0.0.1:1/none", "tasks_low", payloads) as conn:
+        with pytest.raises(DatabaseUnavailable):
+            await conn.run(db.ping)
+        await asyncio.sleep(0.1)
+        assert not conn.listening.is_set() and payloads == []
 
 
 async def _bad_statement(conn: aiopg.Connection) -> None:
@@ -69,9 +73,7 @@ async def test_an_sql_error_does_not_silence_notifications(
     # aiopg closes a connection's notification queue on the first error a poll raises, SQL errors
     # included: the connection is replaced so that notifications keep coming.
     payloads: list[str] = []
-    conn = QueryConnection(database_url, 5, "tasks_low", payloads.append)
-    forward = asyncio.create_task(conn.forward())
-    try:
+    async with listening(database_url, "tasks_low", payloads) as conn:
         await conn.run(db.ping)
         with pytest.raises(psycopg2.errors.UndefinedColumn):
             await conn.run(_bad_statement)
@@ -80,10 +82,6 @@ async def test_an_sql_error_does_not_silence_notifications(
         assert conn.connects == 2 and payloads == ["", "", ""]
         sql.execute("SELECT pg_notify('tasks_low', '7')")
         await wait_until(lambda: payloads[-1:] == ["7"])
-    finally:
-        forward.cancel()
-        await asyncio.gather(forward, return_exceptions=True)
-        conn.close()
 
 
 async def test_a_notification_read_together_with_a_result_is_not_left_behind(
@@ -93,9 +91,7 @@ async def test_a_notification_read_together_with_a_result_is_not_left_behind(
     # notification sent just after it in one go; libpq parsed the result and left the notification
     # in its buffer, and with the socket drained aiopg's reader never ran again.
     payloads: list[str] = []
-    conn = QueryConnection(database_url, 5, "tasks_high", payloads.append)
-    forward = asyncio.create_task(conn.forward())
-    try:
+    async with listening(database_url, "tasks_high", payloads) as conn:
         await conn.run(db.ping)
         for n in range(3):
             statement = asyncio.create_task(conn.run(db.ping))
@@ -106,7 +102,3 @@ async def test_a_notification_read_together_with_a_result_is_not_left_behind(
             time.sleep(0.1)  # noqa: ASYNC251
             await statement
             await wait_until(lambda n=n: str(n) in payloads, timeout=1)
-    finally:
-        forward.cancel()
-        await asyncio.gather(forward, return_exceptions=True)
-        conn.close()
