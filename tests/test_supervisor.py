@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import importlib.util
 import itertools
+import json
 import multiprocessing
 import os
 import signal
@@ -146,38 +147,81 @@ def test_notify_wakes_an_idle_worker_well_before_the_poll(database_url: str, sql
     assert worst < 2.5  # well under the 5 s poll interval: each one was woken by NOTIFY
 
 
-def test_a_task_whose_chosen_worker_is_busy_starts_on_a_sibling(
-    database_url: str, sql: Cursor
-) -> None:
-    # A NOTIFY naming task id N wakes worker high_(N % 2 + 1) at once, the other one a moment
-    # later: a busy chosen worker must not leave the task waiting for the 5 s poll.
-    config = make_config(
-        database_url, priority_queues={"high": 2, "normal": 0, "low": 0}, timeout_milliseconds=5000
-    )
+def _slot_running(sql: Cursor, task_id: int, within: float = 2.5) -> str:
+    """The slot (high_2) running a task, which must start within `within` seconds."""
+    wait_until(lambda: count(sql, f"id = {task_id} AND state = 'running'") == 1, within)
+    sql.execute("SELECT locked_by FROM tasks WHERE id = %s", (task_id,))
+    return str(fetch(sql)[0]).rsplit(":", 1)[1]
 
-    async def create(parity: int) -> int:
+
+def _create(database_url: str, type_: str, data: dict[str, Any], count: int = 1) -> list[int]:
+    async def create() -> list[int]:
         conn = await db.connect(database_url)
         try:
-            # Spend ids on low tasks (no low workers) until the next id has this parity.
-            while (await db.insert_task(conn, "ok", 3, 1, {}))["id"] % 2 == parity:
-                pass
-            task = await db.insert_task(conn, "sleepy", 1, 1, {"seconds": 3})
-            assert task["id"] % 2 == parity
-            return int(task["id"])
+            tasks = [(type_, 1, 1, json.dumps(data))] * count
+            return await db.insert_tasks(conn, tasks)
         finally:
             conn.close()
 
-    def runner(task_id: int) -> str:
-        wait_until(lambda: count(sql, f"id = {task_id} AND state = 'running'") == 1, timeout=2.5)
-        sql.execute("SELECT locked_by FROM tasks WHERE id = %s", (task_id,))
-        return str(fetch(sql)[0]).rsplit(":", 1)[1]
+    return asyncio.run(create())
 
-    with supervisor(config, sql) as process:
-        time.sleep(0.3)  # both workers settle into their idle wait
-        busy_slot = runner(asyncio.run(create(0)))
-        # The next task's id picks the busy worker; the idle one must start it well before the poll.
-        waiting = asyncio.run(create(int(busy_slot == "high_2")))
-        assert runner(waiting) != busy_slot
+
+def _pool_of_two(database_url: str, sql: Cursor) -> Config:
+    # A poll interval far past each test's waits: every start below was woken, none polled.
+    return make_config(
+        database_url,
+        priority_queues={"high": 2, "normal": 0, "low": 0},
+        timeout_milliseconds=60_000,
+    )
+
+
+def test_an_idle_pool_wakes_only_its_leader_for_a_single_task(
+    database_url: str, sql: Cursor
+) -> None:
+    with supervisor(_pool_of_two(database_url, sql), sql) as process:
+        time.sleep(0.5)  # both workers made their first claim and wait for 60 s
+        slots = []
+        for _ in range(10):
+            (task_id,) = _create(database_url, "sleepy", {"seconds": 0.2})
+            slots.append(_slot_running(sql, task_id))
+            wait_until(lambda: count(sql, "state = 'completed'") == len(slots))
+        assert stop(process) == 0
+    assert slots == ["high_1"] * 10  # high_2 never LISTENed and was never nudged
+
+
+def test_a_task_created_while_the_leader_is_busy_starts_on_a_sibling(
+    database_url: str, sql: Cursor
+) -> None:
+    with supervisor(_pool_of_two(database_url, sql), sql) as process:
+        time.sleep(0.5)
+        (first,) = _create(database_url, "sleepy", {"seconds": 5})
+        assert _slot_running(sql, first) == "high_1"
+        # The leader hears the next one too, but is busy: it nudges high_2 through its pipe.
+        (second,) = _create(database_url, "sleepy", {"seconds": 5})
+        assert _slot_running(sql, second) == "high_2"
+        assert stop(process) == 0
+
+
+def test_a_batch_wakes_the_whole_pool_and_a_restarted_sibling_rejoins_it(
+    database_url: str, sql: Cursor
+) -> None:
+    with supervisor(_pool_of_two(database_url, sql), sql) as process:
+        time.sleep(0.5)
+        ids = _create(database_url, "sleepy", {"seconds": 0.5}, count=2)
+        assert {_slot_running(sql, task_id) for task_id in ids} == {"high_1", "high_2"}
+        wait_until(lambda: count(sql, "state = 'completed'") == 2)
+        # A replacement process of high_2 is reached through the same pipe.
+        sibling = children(pid_of(process))["asynctask worker high_2"]
+        os.kill(sibling, signal.SIGKILL)
+        wait_until(
+            lambda: (
+                children(pid_of(process)).get("asynctask worker high_2", sibling) != sibling
+                and listening(sql) == 2
+            )
+        )
+        time.sleep(0.5)  # its first claim found nothing: it waits for 60 s
+        ids = _create(database_url, "sleepy", {"seconds": 0.5}, count=2)
+        assert {_slot_running(sql, task_id) for task_id in ids} == {"high_1", "high_2"}
         assert stop(process) == 0
 
 

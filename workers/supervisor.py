@@ -37,6 +37,7 @@ from workers.slots import (
     locked_by,
     slots_for,
 )
+from workers.wakeup import pool_pipes
 from workers.worker import run_worker
 
 log = logging.getLogger("asynctask.supervisor")
@@ -115,6 +116,8 @@ class Supervisor:
         self.host = socket.gethostname()
         self.stale_after = registry.max_timeout(config) + watchdog_grace
         self.children = [self._child(slot) for slot in slots]
+        # Made once: every process of a slot gets the same ends, so a restart rejoins its pool.
+        self.pipes = pool_pipes(self.ctx, slots)
         if api is not None:
             self.children.append(self._child(Slot("api", ""), is_api=True))
         self.signals: list[int] = []
@@ -212,6 +215,7 @@ class Supervisor:
                 child.current,
                 child.dead,
                 child.unwritten,
+                self.pipes.get(child.slot.name),
             )
         process = self.ctx.Process(target=target, args=args, name=child.slot.name, daemon=False)
         # The API keeps its own in-memory registry: in multiprocess mode its HTTP metrics would

@@ -1,52 +1,106 @@
-"""Turn NOTIFY payloads into wake-ups without waking every idle sibling into the same claim.
+"""Wake one worker per new task, not its whole pool.
 
-Every LISTENer of a channel gets every notification. When a single create names its task id, the
-pool's idle workers would all claim at once, one would win, and the others' claims would compete
-with the winner for the CPU and the database (about 1 ms of a 4-worker idle wake-up on 2 cores).
-So the id picks one worker of the pool, which claims at once; its siblings claim FOLLOW_SECONDS
-later, which still finds the task quickly when the chosen worker is busy, dead or restarting. A
-notification without an id (a batch, a retry sweep, a re-established LISTEN) wakes everyone now.
+Every LISTENer of a channel gets every notification, and waking all of a pool's idle workers (and
+their backends) for one task slowed the one that ran it: on 2 cores, 4 listeners cost ~0.4 ms of
+the idle wake-up against 1 (bench/README.md). So only a pool's first worker, its leader, LISTENs
+on tasks_<priority>. It claims alone when it is idle and the notification names one task (a
+single create). Otherwise, when it is busy or already about to claim, or the notification stands
+for any number of tasks (a batch, a re-established LISTEN, a bare NOTIFY sent from SQL), it also
+wakes its siblings through pipes: one per sibling slot, made once by the supervisor and handed to
+every process of that slot, so a restarted worker is reachable at once. A notification stays a
+hint: every worker also polls, which is how tasks are found while a leader is being replaced.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass
+from multiprocessing.connection import Connection
+from multiprocessing.context import BaseContext
 
-# Long enough for the chosen worker's claim (~1 ms idle) to finish first; short enough that a task
-# whose chosen worker is busy still starts within a few milliseconds on an idle sibling.
-FOLLOW_SECONDS = 0.002
+from workers.slots import Slot
+
+
+@dataclass(frozen=True)
+class WakePipes:
+    """A process's pipe ends: `mine` to be woken through (a sibling), `siblings` (the leader's)."""
+
+    mine: Connection | None = None
+    siblings: tuple[Connection, ...] = ()
+
+
+def pool_pipes(ctx: BaseContext, slots: Iterable[Slot]) -> dict[str, WakePipes]:
+    """For each slot name, its ends of its pool's pipes: one pipe per slot past the first."""
+    pipes = {slot.name: ctx.Pipe(duplex=False) for slot in slots if slot.index > 0}
+    for pipe in pipes.values():
+        for end in pipe:
+            # The flag belongs to the pipe, not to this process's descriptor: the children's
+            # copies never block either (a full pipe is not worth waiting for).
+            os.set_blocking(end.fileno(), False)
+    ends: dict[str, WakePipes] = {}
+    for slot in slots:
+        if slot.index > 0:
+            ends[slot.name] = WakePipes(mine=pipes[slot.name][0])
+        else:
+            siblings = [pipes[name][1] for name in _siblings(slot)]
+            ends[slot.name] = WakePipes(siblings=tuple(siblings))
+    return ends
+
+
+def _siblings(leader: Slot) -> list[str]:
+    return [f"{leader.priority}_{n}" for n in range(2, leader.pool_size + 1)]
 
 
 class Wakeup:
-    """Sets `event` for a notification: at once if it is this worker's turn, else a bit later."""
+    """Sets `event` for a notification or a sibling's nudge; a leader passes work on when it must.
 
-    def __init__(
-        self, event: asyncio.Event, index: int, pool_size: int, follow: float = FOLLOW_SECONDS
-    ) -> None:
+    `idle` is True while the worker waits for work (set by the worker around its wait).
+    """
+
+    def __init__(self, event: asyncio.Event, pipes: WakePipes | None = None) -> None:
         self.event = event
-        self.index = index
-        self.pool_size = pool_size
-        self.follow = follow
-        self._later: asyncio.TimerHandle | None = None
+        self.pipes = pipes or WakePipes()
+        self.idle = False
+        self._reading: int | None = None
 
     def notified(self, payload: str) -> None:
         """Handle one notification's payload ("" or a task id)."""
-        if self.event.is_set():
+        alone = self.idle and not self.event.is_set() and payload.isascii() and payload.isdigit()
+        if not alone:
+            self.wake_siblings()
+        self.now()
+
+    def wake_siblings(self) -> None:
+        """Nudge every sibling: each claims as soon as it is free."""
+        for end in self.pipes.siblings:
+            # Full: that sibling has nudges enough waiting. Broken: nobody is left to read.
+            with contextlib.suppress(BlockingIOError, BrokenPipeError):
+                os.write(end.fileno(), b"\x01")
+
+    def start(self) -> None:
+        """Wake on nudges from the leader (a no-op for a leader); call on the running loop."""
+        if self.pipes.mine is None:
             return
-        if (
-            self.pool_size > 1
-            and payload.isascii()
-            and payload.isdigit()
-            and int(payload) % self.pool_size != self.index
-        ):
-            if self._later is None:
-                self._later = asyncio.get_running_loop().call_later(self.follow, self.now)
+        fd = self.pipes.mine.fileno()
+        asyncio.get_running_loop().add_reader(fd, self._nudged, fd)
+        self._reading = fd
+
+    def close(self) -> None:
+        """Stop reading nudges."""
+        if self._reading is not None:
+            asyncio.get_running_loop().remove_reader(self._reading)
+            self._reading = None
+
+    def _nudged(self, fd: int) -> None:
+        try:
+            os.read(fd, 4096)  # every nudge so far: one claim answers them all
+        except BlockingIOError:
             return
         self.now()
 
     def now(self) -> None:
         """Wake the worker now."""
-        if self._later is not None:
-            self._later.cancel()
-            self._later = None
         self.event.set()

@@ -43,7 +43,7 @@ from workers.slots import (
     locked_by,
     spawner_pid,
 )
-from workers.wakeup import Wakeup
+from workers.wakeup import WakePipes, Wakeup
 
 log = logging.getLogger("asynctask.worker")
 BEAT_SECONDS = 1.0
@@ -56,6 +56,7 @@ def run_worker(
     current: ctypes.c_longlong,
     dead: DeadWorker | None = None,
     unwritten: Mirror | None = None,
+    pipes: WakePipes | None = None,
 ) -> None:
     """Entry point of a spawned worker process (picklable: a top-level function)."""
     from setproctitle import setproctitle
@@ -71,7 +72,7 @@ def run_worker(
     except HandlerImportError as exc:
         log.error("worker %s cannot start: %s", slot.name, exc)
         sys.exit(EXIT_CONFIG_ERROR)
-    worker = Worker(config, slot, handlers, heartbeat, current, dead, unwritten)
+    worker = Worker(config, slot, handlers, heartbeat, current, dead, unwritten, pipes)
     gc.freeze()  # as the API does (service/app.py): full collections skip what lives forever
     with asyncio.Runner(loop_factory=new_event_loop) as runner:
         code = runner.run(worker.run())
@@ -96,6 +97,7 @@ class Worker:
         current: ctypes.c_longlong,
         dead: DeadWorker | None = None,
         unwritten: Mirror | None = None,
+        pipes: WakePipes | None = None,
     ) -> None:
         self.config = config
         self.slot = slot
@@ -108,11 +110,12 @@ class Worker:
         self.priority = PRIORITY_NUMBERS[slot.priority]
         url = str(config.database.url)
         self.wake = asyncio.Event()
-        self.wakeup = Wakeup(self.wake, slot.index, slot.pool_size)
+        self.wakeup = Wakeup(self.wake, pipes)
         self.conn = QueryConnection(
             url,
             max(config.database.connect_timeout_seconds, 30.0),
-            channel_for(slot.priority),
+            # Only the pool's leader LISTENs; it wakes the others when it must (workers/wakeup.py).
+            channel_for(slot.priority) if slot.index == 0 else None,
             self.wakeup.notified,
             application_name=f"asynctask worker {slot.name}",
         )
@@ -135,13 +138,15 @@ class Worker:
         background = [
             asyncio.create_task(coro)
             for coro in (
-                self.conn.forward(),
                 self._beat(),
                 self._housekeep(),
                 self.acks.run_timer(),
                 self.pruner.run(),
             )
         ]
+        if self.conn.channel is not None:
+            background.append(asyncio.create_task(self.conn.forward()))
+        self.wakeup.start()
         fields = {"slot": self.slot.name, "pid": os.getpid()}
         log.info("worker %s started (%s)", self.slot.name, self.locked_by, extra=fields)
         try:
@@ -151,6 +156,7 @@ class Worker:
                 task.cancel()
             # Bounded: a background task must never keep a stopping worker alive.
             await asyncio.wait(background, timeout=5)
+            self.wakeup.close()
             await self.acks.final_flush()
             self.conn.close()
             self.attempts.close()
@@ -201,8 +207,12 @@ class Worker:
         rows, token = await self._claim()
         if rows:
             await self._run_batch(rows, token)
-        else:
+            return
+        self.wakeup.idle = True  # a leader claims a lone new task itself only while idle
+        try:
             await self._sleep(self.config.timeout_milliseconds / 1000)
+        finally:
+            self.wakeup.idle = False
 
     async def _sleep(self, seconds: float) -> None:
         """Wait for a NOTIFY (or stop), at most `seconds`: the poll interval."""
