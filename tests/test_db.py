@@ -267,6 +267,30 @@ async def test_api_reads_and_transitions(conn, sql) -> None:
         await db.retry_task(conn, 999)
 
 
+async def test_one_task_and_many_give_the_same_rows_and_notify_their_priority(
+    database_url: str, conn
+) -> None:
+    # One task goes through its own VALUES statement, several through unnest: same answer.
+    listener = await db.connect(database_url)
+    try:
+        await db.listen(listener, "tasks_normal")
+        (one,) = await db.insert_task_rows(conn, [("ok", 2, 3, '{"k": [1, 2]}')])
+        two = await db.insert_task_rows(conn, [("ok", 2, 3, '{"k": [1, 2]}')] * 2)
+        await asyncio.sleep(0.2)
+        payloads = []
+        while not listener.notifies.empty():
+            payloads.append(listener.notifies.get_nowait().payload)
+    finally:
+        listener.close()
+    assert payloads == [str(one["id"]), ""]  # a lone task names itself; a group does not
+    assert one == await db.get_task(conn, one["id"])
+    different = {"id", "inserted_at", "updated_at", "scheduled_at"}
+    assert {k: v for k, v in one.items() if k not in different} == {
+        k: v for k, v in two[0].items() if k not in different
+    }
+    assert await _prepared(conn) == ["asynctask_insert_one", "asynctask_insert_rows"]
+
+
 async def test_list_tasks_filters_and_pages_by_keyset(conn) -> None:
     for i in range(5):
         await db.insert_task(conn, "ok" if i % 2 else "report", 1 + i % 3, 5, {})

@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-from collections.abc import Iterable
+from collections.abc import Sequence
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from multiprocessing.context import BaseContext
@@ -32,7 +32,7 @@ class WakePipes:
     siblings: tuple[Connection, ...] = ()
 
 
-def pool_pipes(ctx: BaseContext, slots: Iterable[Slot]) -> dict[str, WakePipes]:
+def pool_pipes(ctx: BaseContext, slots: Sequence[Slot]) -> dict[str, WakePipes]:
     """For each slot name, its ends of its pool's pipes: one pipe per slot past the first."""
     pipes = {slot.name: ctx.Pipe(duplex=False) for slot in slots if slot.index > 0}
     for pipe in pipes.values():
@@ -45,13 +45,9 @@ def pool_pipes(ctx: BaseContext, slots: Iterable[Slot]) -> dict[str, WakePipes]:
         if slot.index > 0:
             ends[slot.name] = WakePipes(mine=pipes[slot.name][0])
         else:
-            siblings = [pipes[name][1] for name in _siblings(slot)]
+            siblings = [pipes[s.name][1] for s in slots if s.priority == slot.priority and s.index]
             ends[slot.name] = WakePipes(siblings=tuple(siblings))
     return ends
-
-
-def _siblings(leader: Slot) -> list[str]:
-    return [f"{leader.priority}_{n}" for n in range(2, leader.pool_size + 1)]
 
 
 class Wakeup:
