@@ -202,26 +202,34 @@ def test_a_task_created_while_the_leader_is_busy_starts_on_a_sibling(
         assert stop(process) == 0
 
 
-def test_a_batch_wakes_the_whole_pool_and_a_restarted_sibling_rejoins_it(
-    database_url: str, sql: Cursor
-) -> None:
+def _replace(process: Any, sql: Cursor, slot: str) -> None:
+    """SIGKILL a worker and wait until its replacement is connected and has looked for work."""
+    title = f"asynctask worker {slot}"
+    killed = children(pid_of(process))[title]
+    os.kill(killed, signal.SIGKILL)
+    wait_until(
+        lambda: children(pid_of(process)).get(title, killed) != killed and listening(sql) == 2
+    )
+    time.sleep(0.5)  # its first claim found nothing: it waits for 60 s
+
+
+def test_a_batch_wakes_the_whole_pool_also_after_restarts(database_url: str, sql: Cursor) -> None:
+    def batch_runs_on_both() -> None:
+        ids = _create(database_url, "sleepy", {"seconds": 0.5}, count=2)
+        assert {_slot_running(sql, task_id) for task_id in ids} == {"high_1", "high_2"}
+        wait_until(lambda: count(sql, "state = 'available' OR state = 'running'") == 0)
+        time.sleep(0.3)  # both made their next claim (which found nothing) and wait for 60 s
+
     with supervisor(_pool_of_two(database_url, sql), sql) as process:
         time.sleep(0.5)
-        ids = _create(database_url, "sleepy", {"seconds": 0.5}, count=2)
-        assert {_slot_running(sql, task_id) for task_id in ids} == {"high_1", "high_2"}
-        wait_until(lambda: count(sql, "state = 'completed'") == 2)
-        # A replacement process of high_2 is reached through the same pipe.
-        sibling = children(pid_of(process))["asynctask worker high_2"]
-        os.kill(sibling, signal.SIGKILL)
-        wait_until(
-            lambda: (
-                children(pid_of(process)).get("asynctask worker high_2", sibling) != sibling
-                and listening(sql) == 2
-            )
-        )
-        time.sleep(0.5)  # its first claim found nothing: it waits for 60 s
-        ids = _create(database_url, "sleepy", {"seconds": 0.5}, count=2)
-        assert {_slot_running(sql, task_id) for task_id in ids} == {"high_1", "high_2"}
+        batch_runs_on_both()
+        # A replacement of high_2 reads the same pipe; one of high_1 LISTENs and holds its end.
+        _replace(process, sql, "high_2")
+        batch_runs_on_both()
+        _replace(process, sql, "high_1")
+        batch_runs_on_both()
+        (task_id,) = _create(database_url, "sleepy", {"seconds": 0.2})
+        assert _slot_running(sql, task_id) == "high_1"
         assert stop(process) == 0
 
 
