@@ -23,8 +23,7 @@ class Slot:
 
     name: str
     priority: str
-    index: int = 0  # high_2 is index 1 ...
-    pool_size: int = 1  # ... of the `high` pool's size
+    index: int = 0  # high_2 is index 1; index 0 is its pool's leader (workers/wakeup.py)
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,7 +40,7 @@ def slots_for(priority_queues: Mapping[str, int]) -> list[Slot]:
     """high_1..high_N, normal_1.., low_1..: one slot per configured worker, in priority order."""
     sizes = {priority: priority_queues.get(priority, 0) for priority in PRIORITIES}
     return [
-        Slot(f"{priority}_{n}", priority, n - 1, size)
+        Slot(f"{priority}_{n}", priority, n - 1)
         for priority, size in sizes.items()
         for n in range(1, size + 1)
     ]
