@@ -1,14 +1,15 @@
-"""A worker's one database connection: its queries and its LISTEN, reconnected lazily.
+"""A worker's one database connection: its queries and, for a pool's leader, its LISTEN.
 
 aiopg refuses two queries at once on one connection, and the worker has several coroutines (claim,
 flush, lease extension, rescue) that need it, so every call takes a lock. A lost connection is
 dropped and re-opened on the next call; the caller sees DatabaseUnavailable and backs off.
 
-The same connection LISTENs. A notification reaches the backend that then runs the claim, so the
-claim does not have to wake a second, idle backend (0.2 ms of an idle wake-up), and a worker costs
-the server one connection, not two. PostgreSQL delivers notifications between transactions, so
-one that arrives during a query waits for it to end: the worker looks for work after every
-statement anyway. A notification is only a hint (the claim is the truth); the worker also polls.
+A leader's connection also LISTENs (workers/wakeup.py). A notification reaches the backend that
+then runs the claim, so the claim does not have to wake a second, idle backend (0.2 ms of an idle
+wake-up), and a worker costs the server one connection, not two. PostgreSQL delivers
+notifications between transactions, so one that arrives during a query waits for it to end: the
+worker looks for work after every statement anyway. A notification is only a hint (the claim is
+the truth); every worker also polls.
 """
 
 from __future__ import annotations
@@ -73,10 +74,11 @@ class QueryConnection:
             except DatabaseUnavailable:
                 self.close()
                 raise
-            # The statement's outcome stands even if the connection breaks right here: a broken
-            # connection is found, and replaced, by the next call.
-            with contextlib.suppress(psycopg2.Error):
-                self._drain(self._conn)
+            if self.channel is not None:
+                # The statement's outcome stands even if the connection breaks right here: a
+                # broken connection is found, and replaced, by the next call.
+                with contextlib.suppress(psycopg2.Error):
+                    self._drain(self._conn)
             return result
 
     def _drain(self, conn: aiopg.Connection) -> None:

@@ -38,11 +38,10 @@ class DeadWorker:
 
 def slots_for(priority_queues: Mapping[str, int]) -> list[Slot]:
     """high_1..high_N, normal_1.., low_1..: one slot per configured worker, in priority order."""
-    sizes = {priority: priority_queues.get(priority, 0) for priority in PRIORITIES}
     return [
         Slot(f"{priority}_{n}", priority, n - 1)
-        for priority, size in sizes.items()
-        for n in range(1, size + 1)
+        for priority in PRIORITIES
+        for n in range(1, priority_queues.get(priority, 0) + 1)
     ]
 
 
