@@ -20,10 +20,12 @@ FROM python:3.11-slim-bookworm AS base
 # --- builder: every dependency as a wheel, plus asynctask's own --------------------------------
 FROM base AS builder
 WORKDIR /src
-# Only what the package build reads. schema.sql and config.yaml sit at the top level; the package
-# holds symlinks to them (service/schema.sql, service/default_config.yaml) that setuptools copies
+# Only what the package build reads. schema.sql and config.yaml sit at the top level, and so do
+# service/ and workers/; the package asynctask/ holds symlinks to all four (asynctask/core/schema.sql,
+# asynctask/core/default_config.yaml, asynctask/service, asynctask/workers) that setuptools copies
 # into the wheel as real files.
 COPY pyproject.toml setup.py README.md config.yaml schema.sql ./
+COPY asynctask/ asynctask/
 COPY service/ service/
 COPY workers/ workers/
 # Every dependency ships manylinux wheels, so no compiler is installed here; if one ever needs

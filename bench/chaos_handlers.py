@@ -9,7 +9,7 @@ import uuid
 import psycopg2
 import psycopg2.extensions
 
-from service.models import Task
+from asynctask.core.models import Task
 
 RECORD_DSN_ENV = "ASYNCTASK_CHAOS_RECORD_DSN"
 RECORD_PATIENCE_SECONDS = 60.0

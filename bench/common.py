@@ -78,7 +78,7 @@ def scratch_database() -> Iterator[str]:
 
 def asynctask() -> list[str]:
     """The command line that runs asynctask from this checkout."""
-    return [sys.executable, "-m", "service.cli"]
+    return [sys.executable, "-m", "asynctask.cli"]
 
 
 def env(url: str, **overrides: str) -> dict[str, str]:

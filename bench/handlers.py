@@ -5,7 +5,7 @@ from __future__ import annotations
 import socket
 import time
 
-from service.models import Task
+from asynctask.core.models import Task
 
 _sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 

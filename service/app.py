@@ -10,13 +10,14 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from service import db, keys, loops, stats, views
-from service.config import Config
-from service.group_commit import GroupCommit
-from service.metrics import ApiMetrics
-from service.middlewares import error_middleware, metrics_middleware, token_middleware
-from service.openapi import DOCS_PATH, METRICS_PATH, setup_openapi
-from service.schemas import TaskRules
+from asynctask.core import db, loops, stats
+from asynctask.core.config import Config
+from asynctask.service import keys, views
+from asynctask.service.group_commit import GroupCommit
+from asynctask.service.metrics import ApiMetrics
+from asynctask.service.middlewares import error_middleware, metrics_middleware, token_middleware
+from asynctask.service.openapi import DOCS_PATH, METRICS_PATH, setup_openapi
+from asynctask.service.schemas import TaskRules
 
 log = logging.getLogger("asynctask.api")
 

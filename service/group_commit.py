@@ -15,9 +15,9 @@ from typing import Any
 
 import aiopg
 
-from service import db
-from service.errors import DatabaseUnavailable
-from service.schemas import NewTask
+from asynctask.core import db
+from asynctask.core.errors import DatabaseUnavailable
+from asynctask.service.schemas import NewTask
 
 log = logging.getLogger("asynctask.api")
 

@@ -7,11 +7,11 @@ from typing import Final
 import aiopg
 from aiohttp import web
 
-from service.config import Config
-from service.group_commit import GroupCommit
-from service.metrics import ApiMetrics
-from service.schemas import TaskRules
-from service.stats import CachedStats
+from asynctask.core.config import Config
+from asynctask.core.stats import CachedStats
+from asynctask.service.group_commit import GroupCommit
+from asynctask.service.metrics import ApiMetrics
+from asynctask.service.schemas import TaskRules
 
 CONFIG: Final = web.AppKey("config", Config)
 POOL: Final = web.AppKey("pool", aiopg.Pool)

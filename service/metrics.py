@@ -14,9 +14,9 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from service.config import PRIORITIES
-from service.models import PRIORITY_NAMES
-from service.stats import CachedStats
+from asynctask.core.config import PRIORITIES
+from asynctask.core.models import PRIORITY_NAMES
+from asynctask.core.stats import CachedStats
 
 UNMATCHED = "unmatched"
 # Any token is a valid HTTP method, so a client could mint label values; these are the real ones.

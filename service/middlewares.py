@@ -13,11 +13,11 @@ from typing import Any
 from aiohttp import hdrs, web
 from aiohttp.typedefs import Handler
 
-from service import keys
-from service.errors import DatabaseUnavailable, InvalidTransition, TaskNotFound
-from service.metrics import method_label, route_label
-from service.openapi import PUBLIC_PREFIXES
-from service.schemas import MalformedRequest, ValidationFailed
+from asynctask.core.errors import DatabaseUnavailable, InvalidTransition, TaskNotFound
+from asynctask.service import keys
+from asynctask.service.metrics import method_label, route_label
+from asynctask.service.openapi import PUBLIC_PREFIXES
+from asynctask.service.schemas import MalformedRequest, ValidationFailed
 
 log = logging.getLogger("asynctask.api")
 

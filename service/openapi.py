@@ -15,8 +15,8 @@ from aiohttp_apigami import AiohttpApiSpec, OpenApiVersion, docs, querystring_sc
 from aiohttp_apigami.constants import SWAGGER_DICT
 from marshmallow import Schema
 
-from service.config import Config
-from service.schemas import MAX_BIGINT, ErrorSchema, one_of
+from asynctask.core.config import Config
+from asynctask.service.schemas import MAX_BIGINT, ErrorSchema, one_of
 
 OPENAPI_PATH = "/api/openapi"
 DOCS_PATH = "/api/docs"

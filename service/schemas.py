@@ -15,9 +15,9 @@ from typing import Any, Final, NamedTuple
 
 from marshmallow import RAISE, Schema, fields, validate
 
-from service.config import MAX_INT32
-from service.errors import AsyncTaskError
-from service.models import PRIORITY_NUMBERS, STATES
+from asynctask.core.config import MAX_INT32
+from asynctask.core.errors import AsyncTaskError
+from asynctask.core.models import PRIORITY_NUMBERS, STATES
 
 PRIORITIES: Final = tuple(PRIORITY_NUMBERS)  # high, normal, low
 DEFAULT_PRIORITY: Final = "normal"

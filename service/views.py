@@ -12,11 +12,13 @@ from aiohttp import hdrs, web
 from marshmallow import ValidationError
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from service import db, keys
-from service.errors import DatabaseUnavailable, TaskNotFound
-from service.models import PRIORITY_NUMBERS
-from service.openapi import BODY_ERRORS, LOCATION, body, operation, query, text_operation
-from service.schemas import (
+from asynctask.core import db
+from asynctask.core.errors import DatabaseUnavailable, TaskNotFound
+from asynctask.core.models import PRIORITY_NUMBERS
+from asynctask.core.stats import StatsSchema
+from asynctask.service import keys
+from asynctask.service.openapi import BODY_ERRORS, LOCATION, body, operation, query, text_operation
+from asynctask.service.schemas import (
     CURSOR_PATTERN,
     MAX_BIGINT,
     BatchCreatedSchema,
@@ -30,7 +32,6 @@ from service.schemas import (
     ValidationFailed,
     task_json,
 )
-from service.stats import StatsSchema
 
 log = logging.getLogger("asynctask.api")
 

@@ -11,13 +11,13 @@ import psycopg2
 import psycopg2.extensions
 import pytest
 
-from service import db
-from service.config import Config, parse_config
+from asynctask.core import db
+from asynctask.core.config import Config, parse_config
 
 ADMIN_DSN = os.environ.get("ASYNCTASK_TEST_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
 TEST_HANDLERS = {
-    "report": "workers.handlers:report",
-    "finances": "workers.handlers:finances",
+    "report": "asynctask.workers.handlers:report",
+    "finances": "asynctask.workers.handlers:finances",
     "ok": "tests.handlers:ok",
     "flaky": "tests.handlers:flaky",
     "boom": "tests.handlers:boom",

@@ -8,7 +8,7 @@ import time
 
 import psycopg2
 
-from service.models import Task
+from asynctask.core.models import Task
 
 
 async def ok(task: Task) -> None:

@@ -15,11 +15,11 @@ from typing import Any
 
 import psycopg2.extensions
 
-from service.config import Config
-from service.logs import setup_logging
+from asynctask.core.config import Config
+from asynctask.core.logs import setup_logging
+from asynctask.workers.slots import slots_for
+from asynctask.workers.supervisor import Supervisor, run_workers
 from tests.test_worker import fetch
-from workers.slots import slots_for
-from workers.supervisor import Supervisor, run_workers
 
 Cursor = psycopg2.extensions.cursor
 CTX = multiprocessing.get_context("spawn")

@@ -16,12 +16,13 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, make_mocked_request
 
-from service import db, views
-from service.app import create_app, is_loopback, serve
-from service.config import Config
-from service.errors import DatabaseUnavailable
-from service.middlewares import token_middleware
-from service.schemas import ATTEMPTS_RANGE, NOT_FINITE
+from asynctask.core import db
+from asynctask.core.config import Config
+from asynctask.core.errors import DatabaseUnavailable
+from asynctask.service import views
+from asynctask.service.app import create_app, is_loopback, serve
+from asynctask.service.middlewares import token_middleware
+from asynctask.service.schemas import ATTEMPTS_RANGE, NOT_FINITE
 from tests.conftest import make_config
 from tests.outage import database_down, database_name
 

@@ -9,10 +9,10 @@ import os
 import time
 from pathlib import Path
 
+from asynctask.workers.slots import spawner_pid
 from bench.chaos import run_chaos
 from bench.chaos_account import UNEXPLAINED, render
 from tests.procs import CTX, wait_until
-from workers.slots import spawner_pid
 
 
 def test_kills_lose_nothing_and_every_duplicate_is_a_killed_attempt(database_url: str) -> None:

@@ -20,7 +20,7 @@ import psycopg2.extensions
 import pytest
 import yaml
 
-from service.cli import main
+from asynctask.cli import main
 from tests.conftest import ADMIN_DSN, TEST_HANDLERS
 
 Cursor = psycopg2.extensions.cursor
@@ -47,7 +47,7 @@ def _api_command(config: Path, port: int) -> list[str]:
     return [
         sys.executable,
         "-m",
-        "service.cli",
+        "asynctask.cli",
         "--config",
         str(config),
         "api",

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from service.config import Config, env_name, load_config, parse_config
-from service.errors import ConfigError
+from asynctask.core.config import Config, env_name, load_config, parse_config
+from asynctask.core.errors import ConfigError
 
 
 def test_repository_config_yaml_loads_with_the_originals_shape() -> None:
@@ -18,7 +18,7 @@ def test_repository_config_yaml_loads_with_the_originals_shape() -> None:
     assert config.database.url is None
     assert config.api.port == 4000
     assert config.task_types == ("finances", "report")
-    assert config.handlers["report"].target == "workers.handlers:report"
+    assert config.handlers["report"].target == "asynctask.workers.handlers:report"
 
 
 def test_missing_default_file_falls_back_to_the_packaged_copy(

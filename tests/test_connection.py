@@ -12,10 +12,10 @@ import psycopg2.errors
 import psycopg2.extensions
 import pytest
 
-from service import db
-from service.errors import DatabaseUnavailable
+from asynctask.core import db
+from asynctask.core.errors import DatabaseUnavailable
+from asynctask.workers.connection import QueryConnection
 from tests.test_worker import wait_until
-from workers.connection import QueryConnection
 
 
 @contextlib.asynccontextmanager

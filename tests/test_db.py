@@ -10,8 +10,13 @@ import aiopg
 import psycopg2.extensions
 import pytest
 
-from service import db
-from service.errors import DatabaseError, DatabaseUnavailable, InvalidTransition, TaskNotFound
+from asynctask.core import db
+from asynctask.core.errors import (
+    DatabaseError,
+    DatabaseUnavailable,
+    InvalidTransition,
+    TaskNotFound,
+)
 
 HOST = "testhost"
 

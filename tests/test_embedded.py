@@ -7,9 +7,9 @@ from pathlib import Path
 import psycopg2
 import pytest
 
-from service.cli import main
-from service.config import Config
-from service.embedded import with_database
+from asynctask.cli import main
+from asynctask.core.config import Config
+from asynctask.embedded import with_database
 
 
 def test_configured_url_never_starts_the_embedded_server(tmp_path: Path) -> None:
@@ -26,7 +26,9 @@ def test_migrate_without_url_uses_an_embedded_server_under_dot_asynctask(
     monkeypatch.delenv("DATABASE_URL", raising=False)
     monkeypatch.delenv("ASYNCTASK_DATABASE_URL", raising=False)
     monkeypatch.delenv("ASYNCTASK_CONFIG", raising=False)
-    (tmp_path / "config.yaml").write_text("handlers: {report: 'workers.handlers:report'}\n")
+    (tmp_path / "config.yaml").write_text(
+        "handlers: {report: 'asynctask.workers.handlers:report'}\n"
+    )
     assert main(["migrate"]) == 0
     assert (tmp_path / ".asynctask" / "pgdata" / "PG_VERSION").exists()
     logged = [line for line in capsys.readouterr().err.splitlines() if "embedded" in line]

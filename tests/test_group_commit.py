@@ -11,10 +11,10 @@ import aiopg
 import psycopg2.extensions
 import pytest
 
-from service import db
-from service.errors import DatabaseUnavailable
-from service.group_commit import GroupCommit
-from service.schemas import NewTask
+from asynctask.core import db
+from asynctask.core.errors import DatabaseUnavailable
+from asynctask.service.group_commit import GroupCommit
+from asynctask.service.schemas import NewTask
 
 Cursor = psycopg2.extensions.cursor
 

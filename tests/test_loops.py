@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uvloop
 
-from service import loops
+from asynctask.core import loops
 
 
 def test_new_event_loop_is_uvloop() -> None:

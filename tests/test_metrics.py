@@ -13,10 +13,11 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
-from service import db, keys, stats
-from service.app import create_app
-from service.config import Config
-from service.metrics import UNMATCHED
+from asynctask.core import db, stats
+from asynctask.core.config import Config
+from asynctask.service import keys
+from asynctask.service.app import create_app
+from asynctask.service.metrics import UNMATCHED
 from tests.conftest import make_config
 from tests.outage import database_down
 

@@ -11,10 +11,10 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 from marshmallow import ValidationError
 
-from service.app import create_app
-from service.config import Config
-from service.models import STATES
-from service.schemas import TaskCreateSchema, TaskRules
+from asynctask.core.config import Config
+from asynctask.core.models import STATES
+from asynctask.service.app import create_app
+from asynctask.service.schemas import TaskCreateSchema, TaskRules
 from tests.conftest import make_config
 
 Client = TestClient[web.Request, web.Application]

@@ -17,7 +17,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
-from service.app import create_app
+from asynctask.service.app import create_app
 from tests.conftest import make_config
 from tests.outage import database_down, terminate_sessions
 from tests.procs import children, count, insert_many, listening, pid_of, stop, supervisor

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from workers import backoff
-from workers.outcome import MAX_ERROR_CHARS, Next, describe_error, next_state
+from asynctask.workers import backoff
+from asynctask.workers.outcome import MAX_ERROR_CHARS, Next, describe_error, next_state
 
 
 def test_fixed_backoff_is_the_poll_interval() -> None:

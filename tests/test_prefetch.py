@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import psycopg2.extensions
 
+from asynctask.workers.prefetch import WINDOW_SECONDS, next_limit, update_average
 from tests.conftest import make_config
 from tests.test_worker import running, wait_until
-from workers.prefetch import WINDOW_SECONDS, next_limit, update_average
 
 
 def test_limit_doubles_while_claims_come_back_full_and_resets_when_short() -> None:

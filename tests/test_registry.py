@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from service.errors import HandlerImportError
+from asynctask.core.errors import HandlerImportError
+from asynctask.workers import registry
 from tests.conftest import make_config
-from workers import registry
 
 
 def test_loads_sync_and_async_handlers_with_timeouts(database_url: str) -> None:
@@ -31,8 +31,8 @@ def test_loads_sync_and_async_handlers_with_timeouts(database_url: str) -> None:
     [
         ("tests.no_such_module:fn", "cannot be imported: ModuleNotFoundError"),
         ("tests.handlers:no_such_fn", "has no attribute 'no_such_fn'"),
-        ("service.models:PRIORITY_NAMES", "is not callable (it is dict)"),
-        ("service.cli:__name__", "is not callable (it is str)"),
+        ("asynctask.core.models:PRIORITY_NAMES", "is not callable (it is dict)"),
+        ("asynctask.cli:__name__", "is not callable (it is str)"),
     ],
 )
 def test_bad_targets_name_the_key_and_target(target: str, expected: str) -> None:

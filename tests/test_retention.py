@@ -7,11 +7,11 @@ import asyncio
 import psycopg2
 import pytest
 
+from asynctask.workers import pruner
+from asynctask.workers.connection import QueryConnection
+from asynctask.workers.pruner import LOCK_KEY, Pruner
 from tests.conftest import make_config
 from tests.test_worker import fetch, running, wait_until
-from workers import pruner
-from workers.connection import QueryConnection
-from workers.pruner import LOCK_KEY, Pruner
 
 Cursor = psycopg2.extensions.cursor
 

@@ -10,12 +10,12 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
-from service import stats
-from service.app import create_app
-from service.config import Config
-from service.errors import DatabaseUnavailable
-from service.models import STATES
-from service.stats import CachedStats, Snapshot
+from asynctask.core import stats
+from asynctask.core.config import Config
+from asynctask.core.errors import DatabaseUnavailable
+from asynctask.core.models import STATES
+from asynctask.core.stats import CachedStats, Snapshot
+from asynctask.service.app import create_app
 from tests.conftest import make_config
 from tests.outage import database_down
 from tests.test_metrics import insert

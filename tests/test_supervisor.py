@@ -21,10 +21,12 @@ from typing import Any
 import psycopg2.extensions
 import pytest
 
-from service import db
-from service.config import Config
-from service.errors import ConfigError, HandlerImportError
-from service.logs import setup_logging
+from asynctask.core import db
+from asynctask.core.config import Config
+from asynctask.core.errors import ConfigError, HandlerImportError
+from asynctask.core.logs import setup_logging
+from asynctask.workers.slots import EXIT_CONFIG_ERROR, Slot, describe_exit
+from asynctask.workers.supervisor import rss_mb, run_all, run_workers
 from tests.conftest import TEST_HANDLERS, make_config
 from tests.procs import (
     CTX,
@@ -42,8 +44,6 @@ from tests.procs import (
     wait_until,
 )
 from tests.test_worker import fetch
-from workers.slots import EXIT_CONFIG_ERROR, Slot, describe_exit
-from workers.supervisor import rss_mb, run_all, run_workers
 
 Cursor = psycopg2.extensions.cursor
 ROOT = Path(__file__).resolve().parent.parent
@@ -74,7 +74,7 @@ async def block_loop(task: Any) -> None:
 
 def middle(config: Config, pids: Any) -> None:
     """Start a worker, report its pid, and vanish without stopping it."""
-    from workers.worker import run_worker
+    from asynctask.workers.worker import run_worker
 
     ctx = multiprocessing.get_context("spawn")
     started = time.monotonic()
@@ -451,7 +451,7 @@ def test_handler_import_error_stops_before_starting(database_url: str, tmp_path:
         f"database: {{url: '{database_url}'}}\nhandlers: {{bad: 'tests.no_such_module:fn'}}\n"
     )
     result = subprocess.run(
-        [sys.executable, "-m", "service.cli", "--config", str(config_file), "workers"],
+        [sys.executable, "-m", "asynctask.cli", "--config", str(config_file), "workers"],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -568,7 +568,7 @@ def test_describe_exit() -> None:
     assert describe_exit(-200) == "killed by signal 200"
 
 
-@pytest.mark.skipif(importlib.util.find_spec("service.app") is None, reason="no API yet")
+@pytest.mark.skipif(importlib.util.find_spec("asynctask.service.app") is None, reason="no API yet")
 def test_run_all_starts_the_api_and_the_workers(database_url: str, sql: Cursor) -> None:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))

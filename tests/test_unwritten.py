@@ -7,9 +7,9 @@ import signal
 
 import psycopg2.extensions
 
+from asynctask.workers.acks import completion_mirror, mirrored_ids
 from tests.conftest import make_config
 from tests.procs import children, count, executed, pid_of, stop, supervisor, wait_until
-from workers.acks import completion_mirror, mirrored_ids
 
 Cursor = psycopg2.extensions.cursor
 

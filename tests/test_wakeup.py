@@ -9,8 +9,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from workers.slots import slots_for
-from workers.wakeup import WakePipes, Wakeup, pool_pipes
+from asynctask.workers.slots import slots_for
+from asynctask.workers.wakeup import WakePipes, Wakeup, pool_pipes
 
 CTX = multiprocessing.get_context("spawn")
 

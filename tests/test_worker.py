@@ -15,15 +15,15 @@ from typing import Any
 import psycopg2.extensions
 import pytest
 
-from service import db
-from service.config import Config
+from asynctask.core import db
+from asynctask.core.config import Config
+from asynctask.workers import registry
+from asynctask.workers.acks import AckBuffer
+from asynctask.workers.connection import QueryConnection
+from asynctask.workers.recovery import dead_lockers, pid_alive, pid_of
+from asynctask.workers.slots import EXIT_REPLACE_NOW, DeadWorker, Slot
+from asynctask.workers.worker import Worker
 from tests.conftest import TEST_HANDLERS, make_config
-from workers import registry
-from workers.acks import AckBuffer
-from workers.connection import QueryConnection
-from workers.recovery import dead_lockers, pid_alive, pid_of
-from workers.slots import EXIT_REPLACE_NOW, DeadWorker, Slot
-from workers.worker import Worker
 
 Cursor = psycopg2.extensions.cursor
 HIGH = Slot("high_1", "high")

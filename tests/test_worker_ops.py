@@ -22,9 +22,11 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from service.config import Config
-from service.errors import ConfigError
-from service.logs import JsonFormatter, setup_logging
+from asynctask.core.config import Config
+from asynctask.core.errors import ConfigError
+from asynctask.core.logs import JsonFormatter, setup_logging
+from asynctask.workers import metrics
+from asynctask.workers.supervisor import run_all
 from tests.conftest import TEST_HANDLERS, make_config
 from tests.procs import (
     CTX,
@@ -39,8 +41,6 @@ from tests.procs import (
 )
 from tests.procs import wait_until as wait_for
 from tests.test_worker import insert, running, states_are, wait_until
-from workers import metrics
-from workers.supervisor import run_all
 
 Cursor = psycopg2.extensions.cursor
 Samples = dict[str, dict[tuple[tuple[str, str], ...], float]]
@@ -230,7 +230,7 @@ def test_json_lines_of_a_real_supervisor(tmp_path: Path, database_url: str, sql:
     # Format and level from the environment, as a container would set them.
     env = {**os.environ, "ASYNCTASK_LOG_FORMAT": "json", "ASYNCTASK_LOG_LEVEL": "debug"}
     log_path = tmp_path / "workers.log"
-    command = [sys.executable, "-m", "service.cli", "--config", str(tmp_path / "config.yaml")]
+    command = [sys.executable, "-m", "asynctask.cli", "--config", str(tmp_path / "config.yaml")]
     with log_path.open("w") as log:
         process = subprocess.Popen([*command, "workers"], stderr=log, env=env)
     try:

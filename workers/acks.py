@@ -15,10 +15,10 @@ import asyncio
 import ctypes
 import logging
 
-from service import db
-from service.errors import DatabaseUnavailable
-from workers import backoff
-from workers.connection import QueryConnection, raise_if_cancelled
+from asynctask.core import db
+from asynctask.core.errors import DatabaseUnavailable
+from asynctask.workers import backoff
+from asynctask.workers.connection import QueryConnection, raise_if_cancelled
 
 log = logging.getLogger("asynctask.worker")
 FLUSH_AT = 100

@@ -13,8 +13,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from service.models import Task
-from workers.registry import Handler
+from asynctask.core.models import Task
+from asynctask.workers.registry import Handler
 
 log = logging.getLogger("asynctask.worker")
 SLICE_SECONDS = 1.0

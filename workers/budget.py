@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import asyncio
 
-from service import db
-from service.config import Config
-from service.errors import ConfigError
+from asynctask.core import db
+from asynctask.core.config import Config
+from asynctask.core.errors import ConfigError
 
 CONNECTIONS_PER_WORKER = 1  # its queries and its LISTEN share one (workers/connection.py)
 

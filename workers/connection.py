@@ -23,8 +23,8 @@ from typing import Concatenate, ParamSpec, TypeVar
 import aiopg
 import psycopg2
 
-from service import db
-from service.errors import DatabaseUnavailable
+from asynctask.core import db
+from asynctask.core.errors import DatabaseUnavailable
 
 P = ParamSpec("P")
 T = TypeVar("T")

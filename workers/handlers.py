@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from service.models import Task
+from asynctask.core.models import Task
 
 log = logging.getLogger("asynctask.handlers")
 

@@ -17,8 +17,8 @@ import threading
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, cast
 
-from service.config import Config
-from service.errors import ConfigError
+from asynctask.core.config import Config
+from asynctask.core.errors import ConfigError
 
 if TYPE_CHECKING:
     from wsgiref.simple_server import WSGIServer

@@ -6,7 +6,7 @@ import random
 import traceback
 from dataclasses import dataclass
 
-from workers import backoff
+from asynctask.workers import backoff
 
 MAX_ERROR_CHARS = 4000
 TRACEBACK_FRAMES = 5

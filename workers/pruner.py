@@ -12,10 +12,10 @@ import logging
 import random
 import time
 
-from service import db
-from service.config import RetentionConfig
-from service.errors import DatabaseUnavailable
-from workers.connection import QueryConnection, raise_if_cancelled
+from asynctask.core import db
+from asynctask.core.config import RetentionConfig
+from asynctask.core.errors import DatabaseUnavailable
+from asynctask.workers.connection import QueryConnection, raise_if_cancelled
 
 log = logging.getLogger("asynctask.worker")
 PRUNE_EVERY_SECONDS = 60.0  # per worker; tests patch it

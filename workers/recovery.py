@@ -11,9 +11,9 @@ from __future__ import annotations
 import logging
 import os
 
-from service import db
-from workers.connection import QueryConnection
-from workers.slots import DeadWorker
+from asynctask.core import db
+from asynctask.workers.connection import QueryConnection
+from asynctask.workers.slots import DeadWorker
 
 log = logging.getLogger("asynctask.worker")
 

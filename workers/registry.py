@@ -8,8 +8,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from service.config import Config, HandlerConfig
-from service.errors import HandlerImportError
+from asynctask.core.config import Config, HandlerConfig
+from asynctask.core.errors import HandlerImportError
 
 
 @dataclass(frozen=True, slots=True)

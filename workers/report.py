@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import logging
 
-from service.models import Task
-from workers.metrics import WorkerMetrics
+from asynctask.core.models import Task
+from asynctask.workers.metrics import WorkerMetrics
 
 log = logging.getLogger("asynctask.worker")
 LEVELS = {"completed": logging.DEBUG, "retrying": logging.INFO, "failed": logging.WARNING}

@@ -8,7 +8,7 @@ import signal
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from service.config import PRIORITIES
+from asynctask.core.config import PRIORITIES
 
 # Exit-code contract between a child and the supervisor (gunicorn's WORKER_BOOT_ERROR idea).
 EXIT_CONFIG_ERROR = 4  # handlers cannot be imported / bad config: stop everything, do not loop

@@ -22,12 +22,16 @@ from multiprocessing.context import SpawnContext, SpawnProcess
 from types import FrameType
 from typing import Any
 
-from service.config import Config
-from service.errors import ConfigError
-from workers import acks, backoff, registry
-from workers.budget import check_connection_budget
-from workers.metrics import SupervisorMetrics, serve_supervisor_metrics, without_multiproc_env
-from workers.slots import (
+from asynctask.core.config import Config
+from asynctask.core.errors import ConfigError
+from asynctask.workers import acks, backoff, registry
+from asynctask.workers.budget import check_connection_budget
+from asynctask.workers.metrics import (
+    SupervisorMetrics,
+    serve_supervisor_metrics,
+    without_multiproc_env,
+)
+from asynctask.workers.slots import (
     EXIT_CONFIG_ERROR,
     EXIT_REPLACE_NOW,
     RECOVERING,
@@ -37,8 +41,8 @@ from workers.slots import (
     locked_by,
     slots_for,
 )
-from workers.wakeup import pool_pipes
-from workers.worker import run_worker
+from asynctask.workers.wakeup import pool_pipes
+from asynctask.workers.worker import run_worker
 
 log = logging.getLogger("asynctask.supervisor")
 TICK_SECONDS = 1.0
@@ -69,8 +73,8 @@ def run_api(config: Config, host: str, port: int) -> None:
     """Entry point of the API child of `asynctask run`."""
     from setproctitle import setproctitle
 
-    from service.app import serve
-    from service.logs import setup_logging
+    from asynctask.core.logs import setup_logging
+    from asynctask.service.app import serve
 
     setproctitle("asynctask api")
     for signum in (signal.SIGTERM, signal.SIGINT):

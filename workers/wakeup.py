@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from multiprocessing.context import BaseContext
 
-from workers.slots import Slot
+from asynctask.workers.slots import Slot
 
 
 @dataclass(frozen=True)

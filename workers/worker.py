@@ -19,23 +19,23 @@ import time
 import uuid
 from typing import Any
 
-from service import db
-from service.config import Config
-from service.errors import DatabaseUnavailable, HandlerImportError
-from service.logs import setup_logging
-from service.loops import new_event_loop
-from service.models import PRIORITY_NUMBERS, Task, channel_for
-from workers import backoff, prefetch, registry
-from workers.acks import AckBuffer, Mirror
-from workers.attempt import AttemptRunner
-from workers.connection import QueryConnection, raise_if_cancelled
-from workers.metrics import worker_metrics
-from workers.outcome import describe_error, next_state
-from workers.pruner import Pruner
-from workers.recovery import release_leftovers
-from workers.registry import Handler
-from workers.report import TaskReport
-from workers.slots import (
+from asynctask.core import db
+from asynctask.core.config import Config
+from asynctask.core.errors import DatabaseUnavailable, HandlerImportError
+from asynctask.core.logs import setup_logging
+from asynctask.core.loops import new_event_loop
+from asynctask.core.models import PRIORITY_NUMBERS, Task, channel_for
+from asynctask.workers import backoff, prefetch, registry
+from asynctask.workers.acks import AckBuffer, Mirror
+from asynctask.workers.attempt import AttemptRunner
+from asynctask.workers.connection import QueryConnection, raise_if_cancelled
+from asynctask.workers.metrics import worker_metrics
+from asynctask.workers.outcome import describe_error, next_state
+from asynctask.workers.pruner import Pruner
+from asynctask.workers.recovery import release_leftovers
+from asynctask.workers.registry import Handler
+from asynctask.workers.report import TaskReport
+from asynctask.workers.slots import (
     EXIT_CONFIG_ERROR,
     EXIT_REPLACE_NOW,
     DeadWorker,
@@ -43,7 +43,7 @@ from workers.slots import (
     locked_by,
     spawner_pid,
 )
-from workers.wakeup import WakePipes, Wakeup
+from asynctask.workers.wakeup import WakePipes, Wakeup
 
 log = logging.getLogger("asynctask.worker")
 BEAT_SECONDS = 1.0

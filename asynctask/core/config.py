@@ -16,7 +16,7 @@ from typing import Any
 
 import yaml
 
-from service.errors import ConfigError
+from asynctask.core.errors import ConfigError
 
 PRIORITIES: tuple[str, ...] = ("high", "normal", "low")
 RETRY_BACKOFFS: tuple[str, ...] = ("fixed", "exponential")
@@ -295,7 +295,7 @@ def _parse_handlers(raw: Any) -> dict[str, HandlerConfig]:
             )
             spec = spec.get("function")
         if not isinstance(spec, str) or not _TARGET.match(spec):
-            raise _fail(key, spec, "'module:function', e.g. workers.handlers:report")
+            raise _fail(key, spec, "'module:function', e.g. asynctask.workers.handlers:report")
         handlers[task_type] = HandlerConfig(target=spec, timeout_seconds=timeout)
     return handlers
 

@@ -22,8 +22,13 @@ import psycopg2.errors
 import psycopg2.extensions
 import psycopg2.extras
 
-from service.errors import DatabaseError, DatabaseUnavailable, InvalidTransition, TaskNotFound
-from service.models import CANCELLABLE_STATES, PRIORITY_NAMES, RETRYABLE_STATES
+from asynctask.core.errors import (
+    DatabaseError,
+    DatabaseUnavailable,
+    InvalidTransition,
+    TaskNotFound,
+)
+from asynctask.core.models import CANCELLABLE_STATES, PRIORITY_NAMES, RETRYABLE_STATES
 
 # The channel of a row's priority, computed in SQL so a NOTIFY can ride in the same statement.
 _CHANNEL = "'tasks_' || (ARRAY['high', 'normal', 'low'])[priority]"
@@ -167,7 +172,7 @@ def _api_task(row: dict[str, Any]) -> dict[str, Any]:
 
 def schema_sql() -> str:
     """The DDL shipped inside the package (the top-level schema.sql)."""
-    return resources.files("service").joinpath("schema.sql").read_text(encoding="utf-8")
+    return resources.files("asynctask.core").joinpath("schema.sql").read_text(encoding="utf-8")
 
 
 async def ensure_database(url: str) -> bool:

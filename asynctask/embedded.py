@@ -7,8 +7,8 @@ import logging
 import warnings
 from pathlib import Path
 
-from service.config import Config
-from service.errors import DatabaseError
+from asynctask.core.config import Config
+from asynctask.core.errors import DatabaseError
 
 log = logging.getLogger("asynctask.embedded")
 DATA_DIR = Path(".asynctask")

@@ -14,10 +14,10 @@ from typing import Any
 import aiopg
 from marshmallow import Schema, fields
 
-from service import db
-from service.config import PRIORITIES
-from service.errors import DatabaseUnavailable
-from service.models import STATES
+from asynctask.core import db
+from asynctask.core.config import PRIORITIES
+from asynctask.core.errors import DatabaseUnavailable
+from asynctask.core.models import STATES
 
 # One table scan per this many seconds at most, however many scrapes or /api/stats calls come in:
 # a dashboard refreshing every second on several API replicas must not load the database.

@@ -11,11 +11,11 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from service import db, stats
-from service.config import Config, load_config
-from service.embedded import with_database
-from service.errors import AsyncTaskError
-from service.logs import setup_logging
+from asynctask.core import db, stats
+from asynctask.core.config import Config, load_config
+from asynctask.core.errors import AsyncTaskError
+from asynctask.core.logs import setup_logging
+from asynctask.embedded import with_database
 
 log = logging.getLogger("asynctask")
 
@@ -118,13 +118,13 @@ def _dispatch(args: argparse.Namespace, config: Config) -> int:
         asyncio.run(migrate(config))
         return 0
     if args.command == "api":
-        from service.app import serve
+        from asynctask.service.app import serve
 
         host, port = _listen_address(config, args)
         serve(config, host, port)
         return 0
     if args.command == "workers":
-        from workers.supervisor import run_workers
+        from asynctask.workers.supervisor import run_workers
 
         return run_workers(config)
     if args.command == "stats":
@@ -134,7 +134,7 @@ def _dispatch(args: argparse.Namespace, config: Config) -> int:
     # run: the local all-in-one
     host, port = _listen_address(config, args)
     asyncio.run(migrate(config))
-    from workers.supervisor import run_all
+    from asynctask.workers.supervisor import run_all
 
     return run_all(config, host, port)
 
