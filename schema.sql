@@ -26,6 +26,14 @@ CREATE TABLE IF NOT EXISTS tasks (
     lease_expires_at timestamptz
 );
 
+-- The NOTIFY channel of a priority number: tasks_high, tasks_normal, tasks_low. Every statement that
+-- creates or re-queues a task calls it in the same transaction (asynctask/core/queries.sql), and so
+-- can SQL of your own; asynctask.core.models.Priority.channel gives the same names (a test checks).
+-- A plain SQL function, so the planner inlines it.
+CREATE OR REPLACE FUNCTION asynctask_channel(priority smallint) RETURNS text
+    LANGUAGE sql IMMUTABLE PARALLEL SAFE
+    AS $$ SELECT 'tasks_' || (ARRAY['high', 'normal', 'low'])[priority] $$;
+
 -- A queue row is updated two or three times in its life (claim, finish, maybe retry). Leaving 30 %
 -- of each page free lets those updates stay on the page (cheaper writes, less index churn where
 -- HOT applies), and vacuuming after 1 % dead rows instead of 20 % keeps the due-index and the heap

@@ -10,14 +10,15 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from asynctask.core import db, loops, stats
+from asynctask.core import loops, stats
 from asynctask.core.config import Config
+from asynctask.core.connections import acquire, create_pool
 from asynctask.service import keys, views
 from asynctask.service.group_commit import GroupCommit
 from asynctask.service.metrics import ApiMetrics
 from asynctask.service.middlewares import error_middleware, metrics_middleware, token_middleware
 from asynctask.service.openapi import DOCS_PATH, METRICS_PATH, setup_openapi
-from asynctask.service.schemas import TaskRules
+from asynctask.service.rules import TaskRules
 
 log = logging.getLogger("asynctask.api")
 
@@ -57,7 +58,7 @@ def create_app(config: Config) -> web.Application:
 async def _pool(app: web.Application) -> AsyncIterator[None]:
     config = app[keys.CONFIG]
     url = str(config.database.url)
-    app[keys.POOL] = await db.create_pool(url, config.database.pool_size, QUERY_TIMEOUT_SECONDS)
+    app[keys.POOL] = await create_pool(url, config.database.pool_size, QUERY_TIMEOUT_SECONDS)
     app[keys.CREATES] = GroupCommit(app[keys.POOL], config.database.connect_timeout_seconds)
     try:
         yield
@@ -68,9 +69,7 @@ async def _pool(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _read_stats(app: web.Application) -> stats.Snapshot:
-    async with db.acquire(
-        app[keys.POOL], app[keys.CONFIG].database.connect_timeout_seconds
-    ) as conn:
+    async with acquire(app[keys.POOL], app[keys.CONFIG].database.connect_timeout_seconds) as conn:
         return await stats.read_snapshot(conn)
 
 

@@ -16,8 +16,9 @@ from typing import Any
 import aiopg
 
 from asynctask.core import db
+from asynctask.core.connections import acquire
 from asynctask.core.errors import DatabaseUnavailable
-from asynctask.service.schemas import NewTask
+from asynctask.service.rules import NewTask
 
 log = logging.getLogger("asynctask.api")
 
@@ -85,8 +86,8 @@ class GroupCommit:
         if not group:
             return
         try:
-            async with db.acquire(self.pool, self.timeout) as conn:
-                rows = await db.insert_task_rows(conn, [task.columns() for task, _ in group])
+            async with acquire(self.pool, self.timeout) as conn:
+                rows = await db.insert_task_rows(conn, [task.row() for task, _ in group])
         except DatabaseUnavailable as exc:
             for _, future in group:
                 _fail(future, exc)

@@ -11,7 +11,7 @@ from asynctask.core.config import Config
 from asynctask.core.stats import CachedStats
 from asynctask.service.group_commit import GroupCommit
 from asynctask.service.metrics import ApiMetrics
-from asynctask.service.schemas import TaskRules
+from asynctask.service.rules import TaskRules
 
 CONFIG: Final = web.AppKey("config", Config)
 POOL: Final = web.AppKey("pool", aiopg.Pool)

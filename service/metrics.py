@@ -14,8 +14,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from asynctask.core.config import PRIORITIES
-from asynctask.core.models import PRIORITY_NAMES
+from asynctask.core.models import PRIORITIES, Priority
 from asynctask.core.stats import CachedStats
 
 UNMATCHED = "unmatched"
@@ -85,7 +84,7 @@ class ApiMetrics:
         # labels() takes a lock and builds a key per call; at thousands of requests per second
         # keeping the children is cheaper. Bounded: routes x methods x statuses.
         self._children: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
-        self._created = {name: self.created.labels(name) for name in PRIORITIES}
+        self._created = {priority: self.created.labels(priority) for priority in PRIORITIES}
         for child in self._created.values():
             child.inc(0)  # export 0 from the start, so rate() sees the first task
 
@@ -103,10 +102,10 @@ class ApiMetrics:
         count.inc()
         duration.observe(seconds)
 
-    def tasks_created(self, priorities: Iterable[int]) -> None:
-        """Count created tasks, given their priority numbers (one per task)."""
-        for number, n in Tally(priorities).items():
-            self._created[PRIORITY_NAMES[number]].inc(n)
+    def tasks_created(self, priorities: Iterable[Priority]) -> None:
+        """Count created tasks, given their priorities (one per task)."""
+        for priority, n in Tally(priorities).items():
+            self._created[priority].inc(n)
 
     def exposition(self) -> bytes:
         """The registry in Prometheus text format."""

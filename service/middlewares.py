@@ -17,7 +17,7 @@ from asynctask.core.errors import DatabaseUnavailable, InvalidTransition, TaskNo
 from asynctask.service import keys
 from asynctask.service.metrics import method_label, route_label
 from asynctask.service.openapi import PUBLIC_PREFIXES
-from asynctask.service.schemas import MalformedRequest, ValidationFailed
+from asynctask.service.rules import MalformedRequest, ValidationFailed
 
 log = logging.getLogger("asynctask.api")
 

@@ -16,7 +16,8 @@ from aiohttp_apigami.constants import SWAGGER_DICT
 from marshmallow import Schema
 
 from asynctask.core.config import Config
-from asynctask.service.schemas import MAX_BIGINT, ErrorSchema, one_of
+from asynctask.service.rules import MAX_BIGINT, one_of
+from asynctask.service.schemas import ErrorSchema
 
 OPENAPI_PATH = "/api/openapi"
 DOCS_PATH = "/api/docs"

@@ -13,24 +13,28 @@ from marshmallow import ValidationError
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from asynctask.core import db
+from asynctask.core.connections import acquire
 from asynctask.core.errors import DatabaseUnavailable, TaskNotFound
-from asynctask.core.models import PRIORITY_NUMBERS
-from asynctask.core.stats import StatsSchema
+from asynctask.core.models import Priority
 from asynctask.service import keys
 from asynctask.service.openapi import BODY_ERRORS, LOCATION, body, operation, query, text_operation
+from asynctask.service.render import json_text, page_text, task_text
+from asynctask.service.rules import (
+    MAX_BIGINT,
+    TOO_DEEP_TO_PARSE,
+    MalformedRequest,
+    ValidationFailed,
+)
 from asynctask.service.schemas import (
     CURSOR_PATTERN,
-    MAX_BIGINT,
     BatchCreatedSchema,
     HealthSchema,
-    MalformedRequest,
+    StatsSchema,
     TaskBatchSchema,
     TaskCreateSchema,
     TaskListQuerySchema,
     TaskPageSchema,
     TaskSchema,
-    ValidationFailed,
-    task_json,
 )
 
 log = logging.getLogger("asynctask.api")
@@ -49,12 +53,17 @@ def _reject_constant(name: str) -> Any:
 
 
 async def read_json(request: web.Request) -> Any:
-    """The request body parsed as JSON; 413 past client_max_size (raised by aiohttp), else 400."""
+    """The request body parsed as JSON; 413 past client_max_size (raised by aiohttp), else 400.
+
+    A body nested too deep for the parser is valid JSON that breaks the depth rule: a 422.
+    """
     raw = await request.read()
     try:
         return json.loads(raw, parse_constant=_reject_constant)
-    except (ValueError, RecursionError) as exc:
-        reason = exc.args[0] if isinstance(exc, ValueError) and exc.args else "nesting too deep"
+    except RecursionError:
+        raise ValidationFailed({"_schema": [TOO_DEEP_TO_PARSE]}) from None
+    except ValueError as exc:
+        reason = exc.args[0] if exc.args else "cannot be parsed"
         raise MalformedRequest(f"Request body is not valid JSON: {reason}") from None
 
 
@@ -99,7 +108,7 @@ async def create_task(request: web.Request) -> web.Response:
     row = await request.app[keys.CREATES].create(task)
     request.app[keys.METRICS].tasks_created((task.priority,))
     headers = {"Location": f"/api/tasks/{row['id']}"}
-    return web.json_response(task_json(row), status=201, headers=headers)
+    return json_text(task_text(row, task.data_json), status=201, headers=headers)
 
 
 @operation(
@@ -109,8 +118,8 @@ async def create_task(request: web.Request) -> web.Response:
 async def create_tasks(request: web.Request) -> web.Response:
     """POST /api/tasks/batch: validate every item, then insert all in one statement."""
     tasks = request.app[keys.RULES].batch(await read_json(request))
-    async with db.acquire(request.app[keys.POOL], _timeout(request)) as conn:
-        ids = await db.insert_tasks(conn, [task.columns() for task in tasks])
+    async with acquire(request.app[keys.POOL], _timeout(request)) as conn:
+        ids = await db.insert_tasks(conn, [task.row() for task in tasks])
     request.app[keys.METRICS].tasks_created(task.priority for task in tasks)
     return web.json_response({"ids": ids}, status=201)
 
@@ -119,9 +128,9 @@ async def create_tasks(request: web.Request) -> web.Response:
 async def get_task(request: web.Request) -> web.Response:
     """GET /api/tasks/{id}."""
     task_id = _task_id(request)
-    async with db.acquire(request.app[keys.POOL], _timeout(request)) as conn:
+    async with acquire(request.app[keys.POOL], _timeout(request)) as conn:
         row = await db.get_task(conn, task_id)
-    return web.json_response(task_json(row))
+    return json_text(task_text(row))
 
 
 @operation("List tasks, newest first", (200, TaskPageSchema, "One page."), (422, 503))
@@ -135,20 +144,18 @@ async def list_tasks(request: web.Request) -> web.Response:
     before_id = decode_cursor(query["cursor"]) if "cursor" in query else None
     priority = query.get("priority")
     limit = query["limit"]
-    async with db.acquire(request.app[keys.POOL], _timeout(request)) as conn:
+    async with acquire(request.app[keys.POOL], _timeout(request)) as conn:
         # One extra row tells whether another page exists, so the last page has no cursor.
         rows = await db.list_tasks(
             conn,
             limit=limit + 1,
             state=query.get("state"),
-            priority=PRIORITY_NUMBERS[priority] if priority else None,
+            priority=Priority(priority) if priority else None,
             type_=query.get("type"),
             before_id=before_id,
         )
     next_cursor = encode_cursor(rows[limit - 1]["id"]) if len(rows) > limit else None
-    return web.json_response(
-        {"tasks": [task_json(row) for row in rows[:limit]], "next_cursor": next_cursor}
-    )
+    return json_text(page_text(rows[:limit], next_cursor))
 
 
 def _flat(messages: dict[str, Any]) -> dict[str, list[str]]:
@@ -159,18 +166,18 @@ def _flat(messages: dict[str, Any]) -> dict[str, list[str]]:
 async def cancel_task(request: web.Request) -> web.Response:
     """POST /api/tasks/{id}/cancel: only an available or retrying task; else 409."""
     task_id = _task_id(request)
-    async with db.acquire(request.app[keys.POOL], _timeout(request)) as conn:
+    async with acquire(request.app[keys.POOL], _timeout(request)) as conn:
         row = await db.cancel_task(conn, task_id)
-    return web.json_response(task_json(row))
+    return json_text(task_text(row))
 
 
 @operation("Retry a task", (200, TaskSchema, "Available again."), (404, 409, 503), path_id=True)
 async def retry_task(request: web.Request) -> web.Response:
     """POST /api/tasks/{id}/retry: only a failed or cancelled task; else 409."""
     task_id = _task_id(request)
-    async with db.acquire(request.app[keys.POOL], _timeout(request)) as conn:
+    async with acquire(request.app[keys.POOL], _timeout(request)) as conn:
         row = await db.retry_task(conn, task_id)
-    return web.json_response(task_json(row))
+    return json_text(task_text(row))
 
 
 @operation("Liveness", (200, HealthSchema, "The process answers."), (), tags=("probes",))
@@ -190,7 +197,7 @@ async def ready(request: web.Request) -> web.Response:
     """GET /ready: 200 when the database answers `SELECT 1` in time, else 503."""
     try:
         async with asyncio.timeout(READY_TIMEOUT_SECONDS):
-            async with db.acquire(request.app[keys.POOL], READY_TIMEOUT_SECONDS) as conn:
+            async with acquire(request.app[keys.POOL], READY_TIMEOUT_SECONDS) as conn:
                 await db.ping(conn)
     except (DatabaseUnavailable, TimeoutError):
         message = f"The database did not answer SELECT 1 within {READY_TIMEOUT_SECONDS:g} s."

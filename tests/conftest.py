@@ -11,7 +11,7 @@ import psycopg2
 import psycopg2.extensions
 import pytest
 
-from asynctask.core import db
+from asynctask.core import schema
 from asynctask.core.config import Config, parse_config
 
 ADMIN_DSN = os.environ.get("ASYNCTASK_TEST_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
@@ -47,7 +47,7 @@ def template_db() -> Iterator[str]:
     conn = psycopg2.connect(_url_for(name))
     conn.autocommit = True
     with conn.cursor() as cur:
-        cur.execute(db.schema_sql())
+        cur.execute(schema.schema_sql())
     conn.close()
     yield name
     with admin.cursor() as cur:

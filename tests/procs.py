@@ -15,10 +15,11 @@ from typing import Any
 
 import psycopg2.extensions
 
+from asynctask.cli.start import run_workers
 from asynctask.core.config import Config
 from asynctask.core.logs import setup_logging
 from asynctask.workers.slots import slots_for
-from asynctask.workers.supervisor import Supervisor, run_workers
+from asynctask.workers.supervisor import Supervisor
 from tests.test_worker import fetch
 
 Cursor = psycopg2.extensions.cursor

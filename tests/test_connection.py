@@ -14,14 +14,17 @@ import pytest
 
 from asynctask.core import db
 from asynctask.core.errors import DatabaseUnavailable
+from asynctask.core.models import Priority
 from asynctask.workers.connection import QueryConnection
 from tests.test_worker import wait_until
 
 
 @contextlib.asynccontextmanager
-async def listening(url: str, channel: str, payloads: list[str]) -> AsyncIterator[QueryConnection]:
-    """A worker's connection on `channel`, forwarding notification payloads into `payloads`."""
-    conn = QueryConnection(url, 5, channel, payloads.append)
+async def listening(
+    url: str, priority: Priority, payloads: list[str]
+) -> AsyncIterator[QueryConnection]:
+    """A worker's connection LISTENing for `priority`, forwarding payloads into `payloads`."""
+    conn = QueryConnection(url, 5, priority, payloads.append)
     forward = asyncio.create_task(conn.forward())
     try:
         yield conn
@@ -35,7 +38,7 @@ async def test_notifications_are_forwarded_across_a_reconnect(
     database_url: str, sql: psycopg2.extensions.cursor
 ) -> None:
     payloads: list[str] = []
-    async with listening(database_url, "tasks_normal", payloads) as conn:
+    async with listening(database_url, Priority.NORMAL, payloads) as conn:
         await conn.run(db.ping)
         assert conn.listening.is_set() and payloads == [""]  # (re)connected: look now
         sql.execute("SELECT pg_notify('tasks_normal', '1'), pg_notify('tasks_high', '9')")
@@ -55,7 +58,7 @@ async def test_notifications_are_forwarded_across_a_reconnect(
 
 async def test_an_unreachable_server_is_database_unavailable() -> None:
     payloads: list[str] = []
-    async with listening("postgresql://postgres@127.0.0.1:1/none", "tasks_low", payloads) as conn:
+    async with listening("postgresql://postgres@127.0.0.1:1/none", Priority.LOW, payloads) as conn:
         with pytest.raises(DatabaseUnavailable):
             await conn.run(db.ping)
         await asyncio.sleep(0.1)
@@ -73,7 +76,7 @@ async def test_an_sql_error_does_not_silence_notifications(
     # aiopg closes a connection's notification queue on the first error a poll raises, SQL errors
     # included: the connection is replaced so that notifications keep coming.
     payloads: list[str] = []
-    async with listening(database_url, "tasks_low", payloads) as conn:
+    async with listening(database_url, Priority.LOW, payloads) as conn:
         await conn.run(db.ping)
         with pytest.raises(psycopg2.errors.UndefinedColumn):
             await conn.run(_bad_statement)
@@ -91,7 +94,7 @@ async def test_a_notification_read_together_with_a_result_is_not_left_behind(
     # notification sent just after it in one go; libpq parsed the result and left the notification
     # in its buffer, and with the socket drained aiopg's reader never ran again.
     payloads: list[str] = []
-    async with listening(database_url, "tasks_high", payloads) as conn:
+    async with listening(database_url, Priority.HIGH, payloads) as conn:
         await conn.run(db.ping)
         for n in range(3):
             statement = asyncio.create_task(conn.run(db.ping))

@@ -12,16 +12,18 @@ import psycopg2.extensions
 import pytest
 
 from asynctask.core import db
+from asynctask.core.connections import create_pool
 from asynctask.core.errors import DatabaseUnavailable
+from asynctask.core.models import Priority
 from asynctask.service.group_commit import GroupCommit
-from asynctask.service.schemas import NewTask
+from asynctask.service.rules import NewTask
 
 Cursor = psycopg2.extensions.cursor
 
 
 @pytest.fixture
 async def pool(database_url: str) -> AsyncIterator[aiopg.Pool]:
-    pool = await db.create_pool(database_url, 4, 10)
+    pool = await create_pool(database_url, 4, 10)
     yield pool
     pool.close()
     await pool.wait_closed()
@@ -29,7 +31,7 @@ async def pool(database_url: str) -> AsyncIterator[aiopg.Pool]:
 
 def _task(i: int, priority: int = 1, data: dict[str, Any] | None = None) -> NewTask:
     data = {"i": i} if data is None else data
-    return NewTask("ok", priority, 1 + i % 5, data, json.dumps(data))
+    return NewTask("ok", Priority.of(priority), 1 + i % 5, json.dumps(data))
 
 
 def _statements(sql: Cursor) -> int:
@@ -47,11 +49,15 @@ async def test_concurrent_creates_share_one_insert_and_get_their_own_rows(
     tasks = [_task(i, priority=1 + i % 3) for i in range(30)]
     rows = await asyncio.gather(*(creates.create(task) for task in tasks))
     for task, row in zip(tasks, rows, strict=True):
-        assert row["data"] == task.data and row["max_attempts"] == task.max_attempts
-        assert row["priority"] == ("high", "normal", "low")[task.priority - 1]
+        assert row["max_attempts"] == task.max_attempts
+        assert row["priority"] == task.priority
         assert row["state"] == "available"
     sql.execute("SELECT id, data FROM tasks")
-    assert {row[0]: row[1] for row in sql.fetchall()} == {row["id"]: row["data"] for row in rows}
+    stored = {row[0]: row[1] for row in sql.fetchall()}
+    expected = {
+        row["id"]: json.loads(task.data_json) for task, row in zip(tasks, rows, strict=True)
+    }
+    assert stored == expected
     # All 30 were waiting when the first INSERT went out, so it carried all of them.
     assert _statements(sql) == 1
 
@@ -103,7 +109,7 @@ async def test_a_create_cancelled_while_waiting_is_skipped_and_close_waits(
     kept = asyncio.create_task(creates.create(_task(2)))
     await asyncio.sleep(0)
     waiting.cancel()
-    assert (await first)["data"] == {"i": 0} and (await kept)["data"] == {"i": 2}
+    assert (await first)["id"] == 1 and (await kept)["id"] == 2
     await creates.close()
     sql.execute("SELECT data->>'i' FROM tasks ORDER BY id")
     assert [row[0] for row in sql.fetchall()] == ["0", "2"]

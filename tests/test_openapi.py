@@ -14,7 +14,8 @@ from marshmallow import ValidationError
 from asynctask.core.config import Config
 from asynctask.core.models import STATES
 from asynctask.service.app import create_app
-from asynctask.service.schemas import TaskCreateSchema, TaskRules
+from asynctask.service.rules import TaskRules
+from asynctask.service.schemas import TaskCreateSchema
 from tests.conftest import make_config
 
 Client = TestClient[web.Request, web.Application]

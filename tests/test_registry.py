@@ -31,7 +31,7 @@ def test_loads_sync_and_async_handlers_with_timeouts(database_url: str) -> None:
     [
         ("tests.no_such_module:fn", "cannot be imported: ModuleNotFoundError"),
         ("tests.handlers:no_such_fn", "has no attribute 'no_such_fn'"),
-        ("asynctask.core.models:PRIORITY_NAMES", "is not callable (it is dict)"),
+        ("asynctask.core.models:STATES", "is not callable (it is tuple)"),
         ("asynctask.cli:__name__", "is not callable (it is str)"),
     ],
 )

@@ -21,12 +21,16 @@ from typing import Any
 import psycopg2.extensions
 import pytest
 
+from asynctask.cli.start import run_all, run_workers
 from asynctask.core import db
 from asynctask.core.config import Config
+from asynctask.core.connections import connect
 from asynctask.core.errors import ConfigError, HandlerImportError
 from asynctask.core.logs import setup_logging
+from asynctask.core.models import Priority
+from asynctask.workers.link import SlotLink
 from asynctask.workers.slots import EXIT_CONFIG_ERROR, Slot, describe_exit
-from asynctask.workers.supervisor import rss_mb, run_all, run_workers
+from asynctask.workers.supervisor import rss_mb
 from tests.conftest import TEST_HANDLERS, make_config
 from tests.procs import (
     CTX,
@@ -61,7 +65,7 @@ def exit_config_error(*args: Any) -> None:
     sys.exit(EXIT_CONFIG_ERROR)
 
 
-def crash_and_note(slot: Slot, config: Config, *args: Any) -> None:
+def crash_and_note(link: SlotLink, config: Config, *args: Any) -> None:
     with open(os.environ["ASYNCTASK_TEST_CRASH_FILE"], "a") as notes:
         notes.write(f"{time.monotonic()}\n")
     sys.exit(3)
@@ -77,15 +81,14 @@ def middle(config: Config, pids: Any) -> None:
     from asynctask.workers.worker import run_worker
 
     ctx = multiprocessing.get_context("spawn")
-    started = time.monotonic()
-    heartbeat, current = ctx.RawValue("d", started), ctx.RawValue("q", 0)
-    child = ctx.Process(
-        target=run_worker, args=(Slot("high_1", "high"), config, heartbeat, current)
-    )
+    link = SlotLink(ctx, Slot("high_1", Priority.HIGH))
+    link.spawning(None)
+    child = ctx.Process(target=run_worker, args=(link, config))
     child.start()
     # Wait for its first heartbeat: a spawned child fetches its shared memory from this process
     # while unpickling its arguments, so vanishing earlier would leave it stuck before it runs.
-    while heartbeat.value == started and time.monotonic() - started < 20:
+    started = time.monotonic()
+    while link.silent_for() >= time.monotonic() - started and time.monotonic() - started < 20:
         time.sleep(0.05)
     pids.put(child.pid)
     pids.close()
@@ -125,11 +128,11 @@ def test_notify_wakes_an_idle_worker_well_before_the_poll(database_url: str, sql
     )
 
     async def measure() -> list[float]:
-        conn = await db.connect(database_url)
+        conn = await connect(database_url)
         latencies = []
         try:
             for _ in range(100):
-                task = await db.insert_task(conn, "ok", 1, 1, {})
+                task = (await db.insert_task_rows(conn, [db.NewRow("ok", 1, 1, "{}")]))[0]
                 latencies.append(await _wait_started(conn, task["id"]))
         finally:
             conn.close()
@@ -156,7 +159,7 @@ def _slot_running(sql: Cursor, task_id: int, within: float = 2.5) -> str:
 
 def _create(database_url: str, type_: str, data: dict[str, Any], count: int = 1) -> list[int]:
     async def create() -> list[int]:
-        conn = await db.connect(database_url)
+        conn = await connect(database_url)
         try:
             tasks = [(type_, 1, 1, json.dumps(data))] * count
             return await db.insert_tasks(conn, tasks)
@@ -320,7 +323,7 @@ def test_sigkill_of_the_whole_supervisor_leaves_nothing_running(
         assert stop(process) == 0
     assert time.monotonic() - started < 60  # released at start, long before the 120 s lease
     assert count(sql, "state = 'running'") == 0
-    assert count(sql, "last_error LIKE 'worker process died while running this task%'") >= 2
+    assert count(sql, "last_error LIKE 'worker process % died while running this task%'") >= 2
 
 
 def test_hung_sync_handler_times_out_and_its_process_is_replaced(
@@ -388,7 +391,7 @@ def test_second_signal_kills_at_once_and_the_next_start_releases(
     with supervisor(config, sql) as process:
         released_and_rerun = (
             "state = 'running' AND attempts = 2"
-            " AND last_error LIKE 'worker process died while running this task%'"
+            " AND last_error LIKE 'worker process % died while running this task%'"
         )
         wait_until(lambda: count(sql, released_and_rerun) == 1)
         assert stop(process) == 0

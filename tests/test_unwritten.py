@@ -2,25 +2,42 @@
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import signal
 
 import psycopg2.extensions
 
-from asynctask.workers.acks import completion_mirror, mirrored_ids
+from asynctask.core.models import Priority
+from asynctask.workers.link import CLAIMING, DeadWorker, SlotLink
+from asynctask.workers.slots import Slot
 from tests.conftest import make_config
 from tests.procs import children, count, executed, pid_of, stop, supervisor, wait_until
 
 Cursor = psycopg2.extensions.cursor
 
 
-def test_the_mirror_holds_ids_until_the_count_says_otherwise() -> None:
-    mirror = completion_mirror(3)
-    assert mirrored_ids(mirror) == ()
-    mirror[1], mirror[2], mirror[0] = 7, 9, 2
-    assert mirrored_ids(mirror) == (7, 9)
-    mirror[0] = 99  # a torn count never reads past the array
-    assert mirrored_ids(mirror) == (7, 9, 0)
+def test_a_dead_workers_record_is_what_its_link_last_said() -> None:
+    link = SlotLink(multiprocessing.get_context("spawn"), Slot("high_1", Priority.HIGH))
+    link.spawning(None)
+    link.idle()
+    assert link.death("h:1:high_1", "x") == DeadWorker("h:1:high_1", "x")
+    link.unwritten[1], link.unwritten[2], link.unwritten[0] = 7, 9, 2
+    link.running(11)
+    assert link.death("h:1:high_1", "x") == DeadWorker("h:1:high_1", "x", 11, False, (7, 9))
+    link.unwritten[0] = 10**6  # a torn count never reads past the array
+    assert len(link.death("h:1:high_1", "x").completed) == len(link.unwritten) - 1
+    link.unwritten[0] = 0
+    link.claiming()
+    assert link.doing == CLAIMING
+    assert link.death("h:1:high_1", "x") == DeadWorker("h:1:high_1", "x", claiming=True)
+
+
+def test_a_worker_that_dies_recovering_passes_its_predecessor_on() -> None:
+    link = SlotLink(multiprocessing.get_context("spawn"), Slot("high_1", Priority.HIGH))
+    first = DeadWorker("h:1:high_1", "killed by SIGKILL", task_id=5)
+    link.spawning(first)
+    assert link.death("h:2:high_1", "killed again") == first
 
 
 def test_sigkill_does_not_rerun_completions_waiting_in_the_ack_buffer(

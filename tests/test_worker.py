@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import json
+import multiprocessing
 import os
 import socket
 import time
@@ -17,16 +17,19 @@ import pytest
 
 from asynctask.core import db
 from asynctask.core.config import Config
+from asynctask.core.lifecycle import Decision, Outcome
+from asynctask.core.models import Priority, State
 from asynctask.workers import registry
 from asynctask.workers.acks import AckBuffer
 from asynctask.workers.connection import QueryConnection
+from asynctask.workers.link import DeadWorker, SlotLink
 from asynctask.workers.recovery import dead_lockers, pid_alive, pid_of
-from asynctask.workers.slots import EXIT_REPLACE_NOW, DeadWorker, Slot
+from asynctask.workers.slots import EXIT_REPLACE_NOW, Slot
 from asynctask.workers.worker import Worker
 from tests.conftest import TEST_HANDLERS, make_config
 
 Cursor = psycopg2.extensions.cursor
-HIGH = Slot("high_1", "high")
+HIGH = Slot("high_1", Priority.HIGH)
 
 
 def fetch(sql: Cursor) -> tuple[Any, ...]:
@@ -69,8 +72,9 @@ def states_are(sql: Cursor, ids: list[int], *states: str) -> Callable[[], bool]:
 async def running(
     config: Config, dead: DeadWorker | None = None
 ) -> AsyncIterator[tuple[Worker, asyncio.Task[int]]]:
-    heartbeat, current = ctypes.c_double(0.0), ctypes.c_longlong(0)
-    worker = Worker(config, HIGH, registry.load_handlers(config), heartbeat, current, dead)
+    link = SlotLink(multiprocessing.get_context("spawn"), HIGH)
+    link.spawning(dead)
+    worker = Worker(config, link, registry.load_handlers(config))
     task = asyncio.create_task(worker.run())
     try:
         yield worker, task
@@ -92,7 +96,7 @@ async def test_polls_retries_and_fails(database_url: str, sql: Cursor) -> None:
         await wait_until(
             states_are(sql, [ids[k] for k in ids if k != "low"], "completed", "failed")
         )
-        assert worker.heartbeat.value > 0
+        assert worker.link.silent_for() < 5
     rows = {name: task_row(sql, task_id) for name, task_id in ids.items()}
     assert rows["ok"]["state"] == "completed" and rows["ok"]["attempts"] == 1
     assert rows["flaky"]["state"] == "completed" and rows["flaky"]["attempts"] == 3
@@ -137,7 +141,7 @@ async def test_stop_finishes_the_running_task_and_releases_the_rest(
     ids = [insert(sql, "ok")] + [insert(sql, "sleepy", {"seconds": 0.3}) for _ in range(3)]
     async with running(config) as (worker, task):
         await wait_until(lambda: worker.limit == 4)  # the second claim took 2 tasks
-        await wait_until(lambda: worker.current.value == ids[1])
+        await wait_until(lambda: worker.link.doing == ids[1])
         worker.stop("test")
         assert await task == 0
     rows = [task_row(sql, i) for i in ids]
@@ -162,7 +166,7 @@ async def test_coroutine_timeout_and_shutdown_cut_off(database_url: str, sql: Cu
     config = make_config(database_url, shutdown_timeout_seconds=0.3, timeout_milliseconds=50)
     cut = insert(sql, "sleepy", {"seconds": 30}, max_attempts=3)
     async with running(config) as (worker, task):
-        await wait_until(lambda: worker.current.value == cut)
+        await wait_until(lambda: worker.link.doing == cut)
         worker.stop("test")
         assert await asyncio.wait_for(task, 5) == 0
     row = task_row(sql, cut)
@@ -226,7 +230,7 @@ async def test_releases_dead_predecessor_and_orphans(database_url: str, sql: Cur
     alive_id = insert(
         sql, "ok", priority=3, state="running", attempts=1, locked_by=f"{host}:{os.getppid()}:low_2"
     )
-    dead = DeadWorker(dead_locker, running_id, "killed by SIGKILL")
+    dead = DeadWorker(dead_locker, "killed by SIGKILL", task_id=running_id)
     async with running(make_config(database_url, timeout_milliseconds=50), dead):
         await wait_until(states_are(sql, [running_id, queued_id], "completed"))
     assert task_row(sql, running_id)["attempts"] == 2
@@ -258,10 +262,12 @@ async def test_extends_its_lease_and_rescues_expired_ones(database_url: str, sql
 
 async def test_ack_buffer_keeps_outcomes_while_the_database_is_away() -> None:
     conn = QueryConnection("postgresql://postgres@127.0.0.1:1/none", timeout=1)
-    acks = AckBuffer(conn, flush_ms=0, flush_at=2)
-    await acks.record(db.Outcome(1, "00000000-0000-0000-0000-000000000001", "completed"))
+    mirror = SlotLink(multiprocessing.get_context("spawn"), HIGH).unwritten
+    acks = AckBuffer(conn, 0, mirror, flush_at=2)
+    done = Decision(State.COMPLETED)
+    await acks.record(Outcome(1, "00000000-0000-0000-0000-000000000001", done))
     assert not await acks.try_flush()
-    await acks.record(db.Outcome(2, "00000000-0000-0000-0000-000000000002", "completed"))
+    await acks.record(Outcome(2, "00000000-0000-0000-0000-000000000002", done))
     assert len(acks.pending) == 2 and len(acks.tokens()) == 2
     await acks.final_flush(tries=1)
     assert len(acks.pending) == 2

@@ -22,11 +22,11 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
+from asynctask.cli.start import run_all
 from asynctask.core.config import Config
 from asynctask.core.errors import ConfigError
 from asynctask.core.logs import JsonFormatter, setup_logging
 from asynctask.workers import metrics
-from asynctask.workers.supervisor import run_all
 from tests.conftest import TEST_HANDLERS, make_config
 from tests.procs import (
     CTX,

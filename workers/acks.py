@@ -12,32 +12,17 @@ ran (a batched ack would otherwise cost one duplicate per buffered completion, n
 from __future__ import annotations
 
 import asyncio
-import ctypes
 import logging
 
-from asynctask.core import db
+from asynctask.core import backoff, db
 from asynctask.core.errors import DatabaseUnavailable
-from asynctask.workers import backoff
+from asynctask.core.lifecycle import Outcome
+from asynctask.core.models import State
 from asynctask.workers.connection import QueryConnection, raise_if_cancelled
+from asynctask.workers.link import ACK_CAPACITY, Mirror
 
 log = logging.getLogger("asynctask.worker")
-FLUSH_AT = 100
-# [count, id_1, ..., id_capacity], in memory the supervisor shares with the worker.
-Mirror = ctypes.Array[ctypes.c_longlong]
-
-
-def completion_mirror(capacity: int = FLUSH_AT) -> Mirror:
-    """A process-local mirror; the supervisor passes a shared one of the same layout instead.
-
-    Layout: [count, id_1, ..., id_capacity].
-    """
-    return (ctypes.c_longlong * (capacity + 1))()
-
-
-def mirrored_ids(mirror: Mirror) -> tuple[int, ...]:
-    """The completed task ids a (dead) worker had not written yet."""
-    count = max(0, min(mirror[0], len(mirror) - 1))
-    return tuple(mirror[1 : count + 1])
+FLUSH_AT = ACK_CAPACITY
 
 
 class AckBuffer:
@@ -47,15 +32,15 @@ class AckBuffer:
         self,
         conn: QueryConnection,
         flush_ms: int,
+        mirror: Mirror,
         flush_at: int = FLUSH_AT,
-        mirror: Mirror | None = None,
     ) -> None:
         self.conn = conn
         self.flush_ms = flush_ms
         self.flush_at = flush_at
-        self.mirror = completion_mirror() if mirror is None else mirror
+        self.mirror = mirror
         self.mirror[0] = 0
-        self.pending: list[db.Outcome] = []
+        self.pending: list[Outcome] = []
         self._nonempty = asyncio.Event()
         self._lock = asyncio.Lock()
 
@@ -63,11 +48,11 @@ class AckBuffer:
         """Claim tokens of buffered outcomes: their leases must still be extended."""
         return {outcome.token for outcome in self.pending}
 
-    async def record(self, outcome: db.Outcome) -> None:
+    async def record(self, outcome: Outcome) -> None:
         """Buffer one outcome; flush at once when the buffer is full."""
         self.pending.append(outcome)
         count = self.mirror[0]
-        if outcome.state == "completed" and count < len(self.mirror) - 1:
+        if outcome.state is State.COMPLETED and count < len(self.mirror) - 1:
             # The id first, then the count: a kill between the two loses one mirror entry (that
             # task re-runs), never exposes a stale one.
             self.mirror[count + 1] = outcome.task_id
@@ -99,7 +84,7 @@ class AckBuffer:
     def _remirror(self) -> None:
         # Written ids may linger past the count while this runs; replaying one is a no-op (the
         # task is no longer `running` under this worker's name).
-        completed = [o.task_id for o in self.pending if o.state == "completed"]
+        completed = [o.task_id for o in self.pending if o.state is State.COMPLETED]
         completed = completed[: len(self.mirror) - 1]
         for index, task_id in enumerate(completed, start=1):
             self.mirror[index] = task_id

@@ -10,6 +10,7 @@ import asyncio
 
 from asynctask.core import db
 from asynctask.core.config import Config
+from asynctask.core.connections import redact, with_connection
 from asynctask.core.errors import ConfigError
 
 CONNECTIONS_PER_WORKER = 1  # its queries and its LISTEN share one (workers/connection.py)
@@ -22,7 +23,7 @@ def required_connections(workers: int, api_pool: int = 0) -> int:
 
 async def _server_limits(config: Config) -> tuple[int, int]:
     url, timeout = str(config.database.url), config.database.connect_timeout_seconds
-    return await db.with_connection(url, timeout, db.connection_limits)
+    return await with_connection(url, timeout, db.connection_limits)
 
 
 def check_connection_budget(config: Config, workers: int, api_pool: int = 0) -> int:
@@ -35,7 +36,7 @@ def check_connection_budget(config: Config, workers: int, api_pool: int = 0) -> 
         raise ConfigError(
             f"not enough database connections: {workers} worker processes (priority_queues)"
             f" need {CONNECTIONS_PER_WORKER} each = {CONNECTIONS_PER_WORKER * workers}{api},"
-            f" {need} in all, but the server at {db.redact(str(config.database.url))} allows"
+            f" {need} in all, but the server at {redact(str(config.database.url))} allows"
             f" {available} (max_connections {max_connections} - superuser_reserved_connections"
             f" {reserved}); lower priority_queues or database.pool_size, or raise max_connections"
         )

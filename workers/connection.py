@@ -24,7 +24,9 @@ import aiopg
 import psycopg2
 
 from asynctask.core import db
+from asynctask.core.connections import connect, first_line, translate_errors
 from asynctask.core.errors import DatabaseUnavailable
+from asynctask.core.models import Priority
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -34,23 +36,27 @@ log = logging.getLogger("asynctask.worker")
 class QueryConnection:
     """One lazily (re)opened connection; `run(db.fn, ...)` calls one db function on it.
 
-    With a `channel`, every (re)opened connection LISTENs on it, and `forward()` hands each
-    notification's payload to `notified`; `notified("")` follows every (re)connect (anything sent
-    meanwhile was missed) and every loss of the connection (so the worker reconnects now).
+    With `listen_to`, every (re)opened connection LISTENs on that priority's channel, and
+    `forward()` hands each notification's payload to `notified`; `notified("")` follows every
+    (re)connect (anything sent meanwhile was missed) and every loss of the connection (so the
+    worker reconnects now).
     """
 
     def __init__(
         self,
         url: str,
         timeout: float,
-        channel: str | None = None,
+        listen_to: Priority | None = None,
         notified: Callable[[str], None] | None = None,
         application_name: str = "asynctask worker",
+        prepared_statements: bool = True,
     ) -> None:
         self.url = url
         self.application_name = application_name  # what pg_stat_activity shows for it
         self.timeout = timeout
-        self.channel = channel
+        self.listen_to = listen_to
+        self.channel = None if listen_to is None else listen_to.channel
+        self.prepared_statements = prepared_statements
         self.notified = notified or (lambda payload: None)
         self.connects = 0  # connections opened so far
         self.listening = asyncio.Event()  # set while a connection LISTENs on `channel`
@@ -69,7 +75,7 @@ class QueryConnection:
                 await self._open()
             assert self._conn is not None
             try:
-                with db.translate_errors(self.url):
+                with translate_errors(self.url):
                     result = await fn(self._conn, *args, **kwargs)
             except DatabaseUnavailable:
                 self.close()
@@ -92,14 +98,17 @@ class QueryConnection:
 
     async def _open(self) -> None:
         self.close()
-        conn = await db.connect(
-            self.url, timeout=self.timeout, application_name=self.application_name
+        conn = await connect(
+            self.url,
+            timeout=self.timeout,
+            application_name=self.application_name,
+            prepared_statements=self.prepared_statements,
         )
         self.connects += 1
-        if self.channel is not None:
+        if self.listen_to is not None:
             try:
-                with db.translate_errors(self.url):
-                    await db.listen(conn, self.channel)
+                with translate_errors(self.url):
+                    await db.listen(conn, self.listen_to)
             except DatabaseUnavailable:
                 conn.close()
                 raise
@@ -124,7 +133,7 @@ class QueryConnection:
                 # notifications come through it, so drop it; the worker's next call (now, woken
                 # below) opens a new one, with backoff while the server is away.
                 if self._conn is conn:
-                    log.warning("LISTEN %s lost (%s); reconnecting", self.channel, _first_line(exc))
+                    log.warning("LISTEN %s lost (%s); reconnecting", self.channel, first_line(exc))
                     self.close()
                     self.notified("")
                 continue
@@ -136,11 +145,6 @@ class QueryConnection:
         if self._conn is not None and not self._conn.closed:
             self._conn.close()
         self._conn = None
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def raise_if_cancelled() -> None:

@@ -1,57 +1,130 @@
-"""Start-up recovery of a worker: release what dead processes on this host left `running`.
+"""Settling the tasks of processes that died holding them: take them over, then decide as usual.
 
-The supervisor tells a replacement whom it replaces (plain data, no DB in the supervisor); every
-worker of a supervisor's first generation also sweeps the host for lockers whose pid is gone,
-which covers a supervisor that was SIGKILLed with all its children. Tasks of other hosts are left
-to lease expiry.
+Recovery never writes a state of its own. It re-claims the dead process's running rows under a
+fresh claim token (db.reclaim_*), names what happened to each (an Event), and sends every row
+through lifecycle.decide and db.finish, exactly as a live worker's outcome. Three ways in:
+
+- a replacement, told by the supervisor whom it replaces (SlotLink.predecessor): the task that was
+  running is charged, completions it had not written are recorded, the rest go back uncounted;
+- the first workers of a supervisor sweep their host for lockers whose pid is gone (a supervisor
+  SIGKILLed with its children) and charge each such process one attempt, its lowest claimed id
+  (a worker runs its claim in id order, so that is the task it was on, or one it had finished);
+- any worker rescues tasks whose lease expired (their host died or was cut off), alike.
+
+Tasks of other hosts are left to lease expiry.
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
+import uuid
+from collections.abc import Iterable
 
 from asynctask.core import db
+from asynctask.core.config import Config
+from asynctask.core.lifecycle import Event, Outcome, decide
 from asynctask.workers.connection import QueryConnection
-from asynctask.workers.slots import DeadWorker
+from asynctask.workers.link import DeadWorker
 
 log = logging.getLogger("asynctask.worker")
+# What happened to one taken-over task, and the last_error it gets if it is charged.
+Blame = tuple[db.Held, Event, str | None]
+
+
+def blame_predecessor(held: Iterable[db.Held], dead: DeadWorker) -> list[Blame]:
+    """Events for a dead worker's tasks, from what it told the supervisor before it died."""
+    slot, pid = dead.locked_by.rsplit(":", 1)[-1], pid_of(dead.locked_by)
+    reason = f"worker {slot} (pid {pid}) died while running this task: {dead.cause}"
+    if dead.claiming:
+        reason = f"worker {slot} (pid {pid}) died claiming this task: {dead.cause}"
+    blamed: list[Blame] = []
+    for task in held:
+        if task.id in dead.completed:
+            blamed.append((task, Event.ALREADY_DONE, None))
+        elif task.id == dead.task_id or dead.claiming:
+            blamed.append((task, Event.WORKER_CRASHED, reason))
+        else:
+            blamed.append((task, Event.NOT_STARTED, None))
+    return blamed
+
+
+def blame_lowest(held: Iterable[db.Held], event: Event, reason: str) -> list[Blame]:
+    """Nobody knows what ran: charge each previous holder's lowest id, hand back the rest.
+
+    `reason` names the holder as `{holder}`.
+    """
+    blamed: list[Blame] = []
+    by_holder = sorted(held, key=lambda task: (task.previous, task.id))
+    for holder, tasks in itertools.groupby(by_holder, key=lambda task: task.previous):
+        first, *rest = tasks
+        blamed.append((first, event, reason.format(holder=holder)))
+        blamed += [(task, Event.NOT_STARTED, None) for task in rest]
+    return blamed
+
+
+def outcomes(blamed: Iterable[Blame], token: str, config: Config) -> list[Outcome]:
+    """The decision for each taken-over task, under our claim token."""
+    return [
+        Outcome(task.id, token, decide(event, task.attempts, task.max_attempts, config.retry), why)
+        for task, event, why in blamed
+    ]
 
 
 async def release_leftovers(
-    conn: QueryConnection, host: str, own: str, dead: DeadWorker | None, delay_ms: int
+    conn: QueryConnection, config: Config, host: str, own: str, dead: DeadWorker | None
 ) -> None:
-    """Release the predecessor's tasks (a replacement), or those of dead processes on this host."""
+    """Settle the predecessor's tasks (a replacement), or those of dead processes on this host."""
+    token = str(uuid.uuid4())
     if dead is not None:
-        slot, pid = dead.locked_by.rsplit(":", 1)[1], pid_of(dead.locked_by)
-        # First what it had finished but not written, so those tasks do not run again.
-        written = await conn.run(db.complete_unacknowledged, dead.locked_by, dead.completed)
-        failed, back = await conn.run(
-            db.release_dead_worker,
-            locked_by=dead.locked_by,
-            running_task_id=dead.task_id,
-            reason=f"worker {slot} (pid {pid}) died while running this task: {dead.cause}",
-            delay_ms=delay_ms,
+        # A replacement does not sweep: a sibling that just died is settled by its own
+        # replacement, which knows the running task and the cause.
+        held = await conn.run(
+            db.reclaim_lockers,
+            [dead.locked_by],
+            locked_by=own,
+            token=token,
+            lease_seconds=config.lease_seconds,
         )
-        log.info(
-            "released the tasks of pid %s: %d completions written, %d failed attempt,"
-            " %d handed back",
-            pid,
-            written,
-            failed,
-            back,
-            extra={"event": "released", "slot": slot, "dead_pid": pid, "count": failed + back},
-        )
-        # A replacement does not sweep: a sibling that just died is released by its own
-        # replacement, which knows the running task and the cause (a sweep would charge an
-        # attempt to every task it held, prefetched ones too, under a generic reason).
+        settled = outcomes(blame_predecessor(held, dead), token, config)
+        await conn.run(db.finish, settled)
+        _report(own, f"pid {pid_of(dead.locked_by)}", settled)
         return
-    gone = dead_lockers(await conn.run(db.running_lockers, f"{host}:"), own)
-    if gone:
-        reason = "worker process died while running this task (found at start of another)"
-        count = await conn.run(db.release_orphans, gone, reason, delay_ms)
-        fields = {"event": "released", "slot": own.rsplit(":", 1)[-1], "count": count}
-        log.warning("released %d tasks of %d dead worker processes", count, len(gone), extra=fields)
+    gone = dead_lockers(await conn.run(db.running_lockers, host), own)
+    if not gone:
+        return
+    held = await conn.run(
+        db.reclaim_lockers, gone, locked_by=own, token=token, lease_seconds=config.lease_seconds
+    )
+    reason = "worker process {holder} died while running this task (found at start of another)"
+    settled = outcomes(blame_lowest(held, Event.WORKER_CRASHED, reason), token, config)
+    await conn.run(db.finish, settled)
+    _report(own, f"{len(gone)} dead worker processes", settled)
+
+
+async def rescue_expired(conn: QueryConnection, config: Config, own: str) -> int:
+    """Settle running tasks whose lease ran out; returns how many."""
+    token = str(uuid.uuid4())
+    held = await conn.run(
+        db.reclaim_expired, locked_by=own, token=token, lease_seconds=config.lease_seconds
+    )
+    if not held:
+        return 0
+    reason = "lease expired: worker {holder} stopped renewing its claim"
+    settled = outcomes(blame_lowest(held, Event.LEASE_EXPIRED, reason), token, config)
+    await conn.run(db.finish, settled)
+    return len(settled)
+
+
+def _report(own: str, whose: str, settled: list[Outcome]) -> None:
+    counts: dict[str, int] = {}
+    for outcome in settled:
+        counts[outcome.state] = counts.get(outcome.state, 0) + 1
+    slot = own.rsplit(":", 1)[-1]
+    summary = ", ".join(f"{n} {state}" for state, n in sorted(counts.items())) or "none"
+    fields = {"event": "released", "slot": slot, "count": len(settled), "states": counts}
+    log.info("settled the tasks of %s: %s", whose, summary, extra=fields)
 
 
 def pid_of(locker: str) -> int | None:

@@ -8,13 +8,11 @@ import signal
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from asynctask.core.config import PRIORITIES
+from asynctask.core.models import PRIORITIES, Priority
 
 # Exit-code contract between a child and the supervisor (gunicorn's WORKER_BOOT_ERROR idea).
 EXIT_CONFIG_ERROR = 4  # handlers cannot be imported / bad config: stop everything, do not loop
 EXIT_REPLACE_NOW = 5  # a sync handler is stuck in its thread: replace this process at once
-# The "current task" a worker shows until it has released its predecessor's tasks.
-RECOVERING = -1
 
 
 @dataclass(frozen=True, slots=True)
@@ -22,21 +20,11 @@ class Slot:
     """One worker process position, e.g. high_2; its name survives restarts."""
 
     name: str
-    priority: str
+    priority: Priority
     index: int = 0  # high_2 is index 1; index 0 is its pool's leader (workers/wakeup.py)
 
 
-@dataclass(frozen=True, slots=True)
-class DeadWorker:
-    """What a replacement child needs to release its predecessor's tasks."""
-
-    locked_by: str
-    task_id: int | None
-    cause: str
-    completed: tuple[int, ...] = ()  # finished, but not yet written when it died
-
-
-def slots_for(priority_queues: Mapping[str, int]) -> list[Slot]:
+def slots_for(priority_queues: Mapping[Priority, int]) -> list[Slot]:
     """high_1..high_N, normal_1.., low_1..: one slot per configured worker, in priority order."""
     return [
         Slot(f"{priority}_{n}", priority, n - 1)

@@ -8,39 +8,29 @@ record; the loop acts. Children are spawned (never forked) and receive plain dat
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import logging
 import multiprocessing
 import os
 import signal
 import socket
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
 from multiprocessing.connection import wait
-from multiprocessing.context import SpawnContext, SpawnProcess
+from multiprocessing.context import SpawnContext
 from types import FrameType
 from typing import Any
 
+from asynctask.core import backoff
 from asynctask.core.config import Config
-from asynctask.core.errors import ConfigError
-from asynctask.workers import acks, backoff, registry
-from asynctask.workers.budget import check_connection_budget
+from asynctask.workers import registry
+from asynctask.workers.children import Child, ServiceChild, ServiceSpec, WorkerChild, close_process
+from asynctask.workers.link import SlotLink
 from asynctask.workers.metrics import (
     SupervisorMetrics,
     serve_supervisor_metrics,
     without_multiproc_env,
 )
-from asynctask.workers.slots import (
-    EXIT_CONFIG_ERROR,
-    EXIT_REPLACE_NOW,
-    RECOVERING,
-    DeadWorker,
-    Slot,
-    describe_exit,
-    locked_by,
-    slots_for,
-)
+from asynctask.workers.slots import EXIT_CONFIG_ERROR, EXIT_REPLACE_NOW, Slot, describe_exit
 from asynctask.workers.wakeup import pool_pipes
 from asynctask.workers.worker import run_worker
 
@@ -51,90 +41,35 @@ STOP_GRACE_SECONDS = 5.0  # beyond shutdown_timeout_seconds, before SIGKILL
 WATCHDOG_GRACE_SECONDS = 10.0  # beyond the longest task timeout, before a silent child is killed
 
 
-def run_workers(config: Config) -> int:
-    """`asynctask workers`: check handlers and the connection budget, then supervise."""
-    slots = slots_for(config.priority_queues)
-    if not slots:
-        raise ConfigError("priority_queues: every pool is 0, so there is no worker to run")
-    registry.load_handlers(config)  # fail here, once, with the config key named
-    check_connection_budget(config, workers=len(slots))
-    return Supervisor(config, slots).run()
-
-
-def run_all(config: Config, host: str, port: int) -> int:
-    """`asynctask run`: the API and the workers under one supervisor."""
-    slots = slots_for(config.priority_queues)
-    registry.load_handlers(config)
-    check_connection_budget(config, workers=len(slots), api_pool=config.database.pool_size)
-    return Supervisor(config, slots, api=(host, port)).run()
-
-
-def run_api(config: Config, host: str, port: int) -> None:
-    """Entry point of the API child of `asynctask run`."""
-    from setproctitle import setproctitle
-
-    from asynctask.core.logs import setup_logging
-    from asynctask.service.app import serve
-
-    setproctitle("asynctask api")
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, signal.SIG_DFL)
-    setup_logging(config.log_level, config.log_format)
-    serve(config, host, port)
-
-
-@dataclass
-class Child:
-    """One slot's state: its current process, shared memory and restart bookkeeping."""
-
-    slot: Slot
-    heartbeat: ctypes.c_double
-    current: ctypes.c_longlong
-    unwritten: Any = None  # ctypes array: completions the worker has not written yet
-    is_api: bool = False
-    process: SpawnProcess | None = None
-    started: float = 0.0
-    failures: int = 0
-    restart_at: float | None = 0.0
-    dead: DeadWorker | None = None
-    kill_reason: str | None = None
-    args: tuple[Any, ...] = field(default=())
-
-
 class Supervisor:
     """Keeps one process per slot alive until told to stop."""
 
     def __init__(
         self,
         config: Config,
-        slots: list[Slot],
+        slots: Sequence[Slot],
         *,
-        api: tuple[str, int] | None = None,
+        services: Sequence[ServiceSpec] = (),
         target: Callable[..., None] = run_worker,
         watchdog_grace: float = WATCHDOG_GRACE_SECONDS,
     ) -> None:
         self.config = config
         self.ctx: SpawnContext = multiprocessing.get_context("spawn")
-        self.target = target
-        self.api = api
         self.host = socket.gethostname()
         self.stale_after = registry.max_timeout(config) + watchdog_grace
-        self.children = [self._child(slot) for slot in slots]
-        # Made once: every process of a slot gets the same ends, so a restart rejoins its pool.
-        self.pipes = pool_pipes(self.ctx, slots)
-        if api is not None:
-            self.children.append(self._child(Slot("api", ""), is_api=True))
+        # Made once per slot: every process of a slot gets the same link (and its pipe ends), so
+        # a restarted worker rejoins its pool at once.
+        pipes = pool_pipes(self.ctx, slots)
+        self.children: list[Child] = [
+            WorkerChild(SlotLink(self.ctx, slot, pipes.get(slot.name)), config, target)
+            for slot in slots
+        ]
+        self.children += [ServiceChild(spec) for spec in services]
         self.signals: list[int] = []
         self.halt: str | None = None
         self.stopping = False
         self._wakeup_r = -1
         self.metrics: SupervisorMetrics | None = None
-
-    def _child(self, slot: Slot, is_api: bool = False) -> Child:
-        heartbeat = self.ctx.RawValue(ctypes.c_double, time.monotonic())
-        current = self.ctx.RawValue(ctypes.c_longlong, 0)
-        unwritten = self.ctx.RawArray(ctypes.c_longlong, acks.FLUSH_AT + 1)
-        return Child(slot, heartbeat, current, unwritten, is_api)
 
     def run(self) -> int:
         """Supervise until SIGTERM/SIGINT (exit 0) or a child's config error (exit 1)."""
@@ -149,10 +84,8 @@ class Supervisor:
         previous = {s: signal.signal(s, self._on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
         try:
             # Before the first spawn: the children must inherit the metrics directory.
-            self.metrics = serve_supervisor_metrics(
-                self.config, [c.slot.name for c in self.children]
-            )
-            log.info("supervisor started: %s", ", ".join(c.slot.name for c in self.children))
+            self.metrics = serve_supervisor_metrics(self.config, [c.name for c in self.children])
+            log.info("supervisor started: %s", ", ".join(c.name for c in self.children))
             while not self.stopping:
                 self._round()
             self._shutdown()
@@ -204,32 +137,14 @@ class Supervisor:
                 self._spawn(child)
 
     def _spawn(self, child: Child) -> None:
-        child.heartbeat.value = time.monotonic()
-        child.current.value = 0 if child.is_api else RECOVERING
-        if child.is_api:
-            assert self.api is not None
-            target: Callable[..., None] = run_api
-            args: tuple[Any, ...] = (self.config, *self.api)
-        else:
-            target = self.target
-            args = (
-                child.slot,
-                self.config,
-                child.heartbeat,
-                child.current,
-                child.dead,
-                child.unwritten,
-                self.pipes.get(child.slot.name),
-            )
-        process = self.ctx.Process(target=target, args=args, name=child.slot.name, daemon=False)
-        # The API keeps its own in-memory registry: in multiprocess mode its HTTP metrics would
-        # also be written to the directory and show up among the workers'.
-        with without_multiproc_env() if child.is_api else contextlib.nullcontext():
+        target, args = child.target()
+        process = self.ctx.Process(target=target, args=args, name=child.name, daemon=False)
+        with contextlib.nullcontext() if child.metrics_env else without_multiproc_env():
             process.start()
         child.process, child.started, child.restart_at = process, time.monotonic(), None
         child.kill_reason = None
-        fields = {"event": "started", "slot": child.slot.name, "pid": process.pid}
-        log.info("started %s (pid %s)", child.slot.name, process.pid, extra=fields)
+        fields = {"event": "started", "slot": child.name, "pid": process.pid}
+        log.info("started %s (pid %s)", child.name, process.pid, extra=fields)
 
     def _reap(self) -> None:
         for child in self.children:
@@ -238,30 +153,19 @@ class Supervisor:
                 continue
             cause = child.kill_reason or describe_exit(process.exitcode)
             pid, code = process.pid, process.exitcode
-            process.close()
-            child.process = None
+            close_process(child)
             if self.metrics is not None:
                 self.metrics.process_exited(pid)
             if self.stopping:
-                log.info("%s (pid %s) exited: %s", child.slot.name, pid, cause)
+                log.info("%s (pid %s) exited: %s", child.name, pid, cause)
                 continue
-            current = child.current.value
-            if current != RECOVERING or child.dead is None:
-                child.dead = DeadWorker(
-                    locked_by(self.host, pid or 0, child.slot.name),
-                    current if current > 0 else None,
-                    cause,
-                    acks.mirrored_ids(child.unwritten) if child.unwritten is not None else (),
-                )
-            # else: it died before releasing its predecessor's tasks (it claimed none of its
-            # own); the next replacement gets the same job, with the running task and unwritten
-            # completions it names, instead of leaving them to lease expiry.
+            child.died(self.host, pid, cause)
             self._after_death(child, pid, code, cause)
         if os.getpid() == 1:
             self._reap_strangers()
 
     def _after_death(self, child: Child, pid: int | None, code: int | None, cause: str) -> None:
-        name = child.slot.name
+        name = child.name
         if code == EXIT_CONFIG_ERROR:
             self.halt = f"{name} could not load its handlers or config (see its error above)"
             return
@@ -302,13 +206,12 @@ class Supervisor:
 
     def _watch(self) -> None:
         """Kill children whose loop stopped beating or whose memory is over the limit."""
-        now = time.monotonic()
         limit_mb = self.config.worker_max_memory_mb
         for child in self.children:
             process = child.process
-            if process is None or child.is_api or process.pid is None:
+            if process is None or not child.watched or process.pid is None:
                 continue
-            silent = now - child.heartbeat.value
+            silent = child.silent_for()
             if silent > self.stale_after:
                 reason = f"killed by the watchdog: no heartbeat for {silent:.0f} s"
                 self._kill(child, process.pid, f"{reason} (a handler blocking the event loop?)")
@@ -317,7 +220,7 @@ class Supervisor:
                 self._kill(child, process.pid, reason)
 
     def _kill(self, child: Child, pid: int, reason: str) -> None:
-        log.error("%s (pid %s) %s", child.slot.name, pid, reason)
+        log.error("%s (pid %s) %s", child.name, pid, reason)
         child.kill_reason = reason
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
@@ -342,9 +245,8 @@ class Supervisor:
             if child.process is not None:
                 child.process.kill()
                 child.process.join()
-                log.info("%s (pid %s) killed", child.slot.name, child.process.pid)
-                child.process.close()
-                child.process = None
+                log.info("%s (pid %s) killed", child.name, child.process.pid)
+                close_process(child)
 
 
 def rss_mb(pid: int) -> float:

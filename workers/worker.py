@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import gc
 import logging
 import os
@@ -19,48 +18,35 @@ import time
 import uuid
 from typing import Any
 
-from asynctask.core import db
+from asynctask.core import backoff, db
 from asynctask.core.config import Config
 from asynctask.core.errors import DatabaseUnavailable, HandlerImportError
+from asynctask.core.lifecycle import Event, Outcome, decide
 from asynctask.core.logs import setup_logging
 from asynctask.core.loops import new_event_loop
-from asynctask.core.models import PRIORITY_NUMBERS, Task, channel_for
-from asynctask.workers import backoff, prefetch, registry
-from asynctask.workers.acks import AckBuffer, Mirror
+from asynctask.workers import prefetch, registry
+from asynctask.workers.acks import AckBuffer
 from asynctask.workers.attempt import AttemptRunner
 from asynctask.workers.connection import QueryConnection, raise_if_cancelled
+from asynctask.workers.execute import TaskExecutor
+from asynctask.workers.link import SlotLink
 from asynctask.workers.metrics import worker_metrics
-from asynctask.workers.outcome import describe_error, next_state
 from asynctask.workers.pruner import Pruner
-from asynctask.workers.recovery import release_leftovers
+from asynctask.workers.recovery import release_leftovers, rescue_expired
 from asynctask.workers.registry import Handler
 from asynctask.workers.report import TaskReport
-from asynctask.workers.slots import (
-    EXIT_CONFIG_ERROR,
-    EXIT_REPLACE_NOW,
-    DeadWorker,
-    Slot,
-    locked_by,
-    spawner_pid,
-)
-from asynctask.workers.wakeup import WakePipes, Wakeup
+from asynctask.workers.slots import EXIT_CONFIG_ERROR, EXIT_REPLACE_NOW, locked_by, spawner_pid
+from asynctask.workers.wakeup import Wakeup
 
 log = logging.getLogger("asynctask.worker")
 BEAT_SECONDS = 1.0
 
 
-def run_worker(
-    slot: Slot,
-    config: Config,
-    heartbeat: ctypes.c_double,
-    current: ctypes.c_longlong,
-    dead: DeadWorker | None = None,
-    unwritten: Mirror | None = None,
-    pipes: WakePipes | None = None,
-) -> None:
+def run_worker(link: SlotLink, config: Config) -> None:
     """Entry point of a spawned worker process (picklable: a top-level function)."""
     from setproctitle import setproctitle
 
+    slot = link.slot
     setproctitle(f"asynctask worker {slot.name}")
     # A spawned child starts with Python's defaults (SIGINT raises KeyboardInterrupt); the loop
     # installs the real handlers. Until then the default action is the right one: nothing is held.
@@ -72,7 +58,7 @@ def run_worker(
     except HandlerImportError as exc:
         log.error("worker %s cannot start: %s", slot.name, exc)
         sys.exit(EXIT_CONFIG_ERROR)
-    worker = Worker(config, slot, handlers, heartbeat, current, dead, unwritten, pipes)
+    worker = Worker(config, link, handlers)
     gc.freeze()  # as the API does (service/app.py): full collections skip what lives forever
     with asyncio.Runner(loop_factory=new_event_loop) as runner:
         code = runner.run(worker.run())
@@ -88,46 +74,33 @@ def run_worker(
 class Worker:
     """The claim → run → acknowledge loop of one slot."""
 
-    def __init__(
-        self,
-        config: Config,
-        slot: Slot,
-        handlers: dict[str, Handler],
-        heartbeat: ctypes.c_double,
-        current: ctypes.c_longlong,
-        dead: DeadWorker | None = None,
-        unwritten: Mirror | None = None,
-        pipes: WakePipes | None = None,
-    ) -> None:
+    def __init__(self, config: Config, link: SlotLink, handlers: dict[str, Handler]) -> None:
         self.config = config
-        self.slot = slot
-        self.handlers = handlers
-        self.heartbeat = heartbeat
-        self.current = current
-        self.dead = dead
+        self.link = link
+        self.slot = slot = link.slot
         self.host = socket.gethostname()
         self.locked_by = locked_by(self.host, os.getpid(), slot.name)
-        self.priority = PRIORITY_NUMBERS[slot.priority]
-        url = str(config.database.url)
         self.wake = asyncio.Event()
-        self.wakeup = Wakeup(self.wake, pipes)
+        self.wakeup = Wakeup(self.wake, link.pipes)
         self.conn = QueryConnection(
-            url,
+            str(config.database.url),
             max(config.database.connect_timeout_seconds, 30.0),
             # Only the pool's leader LISTENs; it wakes the others when it must (workers/wakeup.py).
-            channel_for(slot.priority) if slot.index == 0 else None,
+            slot.priority if slot.index == 0 else None,
             self.wakeup.notified,
             application_name=f"asynctask worker {slot.name}",
+            prepared_statements=config.database.prepared_statements,
         )
         self.stopping = False
         self.limit = 1
         self.avg_task_seconds = 0.0
         self._recovered = False
         self._batch_token: str | None = None
-        self.acks = AckBuffer(self.conn, config.ack_flush_milliseconds, mirror=unwritten)
+        self.acks = AckBuffer(self.conn, config.ack_flush_milliseconds, link.unwritten)
         self._ppid = spawner_pid()
         self.attempts = AttemptRunner(config.shutdown_timeout_seconds, f"handler-{slot.name}")
-        self.report = TaskReport(slot.name, worker_metrics(config, slot.priority))
+        report = TaskReport(slot.name, worker_metrics(config, slot.priority))
+        self.executor = TaskExecutor(config, link, handlers, self.attempts, report)
         self.pruner = Pruner(self.conn, config.retention, slot.name)
 
     async def run(self) -> int:
@@ -184,14 +157,10 @@ class Worker:
             try:
                 if not self._recovered:
                     await release_leftovers(
-                        self.conn,
-                        self.host,
-                        self.locked_by,
-                        self.dead,
-                        self.config.timeout_milliseconds,
+                        self.conn, self.config, self.host, self.locked_by, self.link.predecessor
                     )
                     self._recovered = True
-                    self.current.value = 0  # RECOVERING until now: see Supervisor._reap
+                    self.link.idle()  # recovering until now (see SlotLink.death)
                 await self._cycle()
                 failures = 0
             except DatabaseUnavailable as exc:
@@ -222,14 +191,19 @@ class Worker:
 
     async def _claim(self) -> tuple[list[dict[str, Any]], str]:
         token = str(uuid.uuid4())
-        rows = await self.conn.run(
-            db.claim,
-            priority=self.priority,
-            limit=self.limit,
-            locked_by=self.locked_by,
-            token=token,
-            lease_seconds=self.config.lease_seconds,
-        )
+        self.link.claiming()
+        try:
+            rows = await self.conn.run(
+                db.claim,
+                priority=self.slot.priority,
+                limit=self.limit,
+                locked_by=self.locked_by,
+                token=token,
+                lease_seconds=self.config.lease_seconds,
+                max_bytes=self.config.prefetch_bytes,
+            )
+        finally:
+            self.link.idle()
         self.limit = prefetch.next_limit(
             self.limit, len(rows), self.avg_task_seconds, self.config.prefetch
         )
@@ -241,7 +215,7 @@ class Worker:
         try:
             for index, row in enumerate(rows):
                 if self.stopping or self.stuck:
-                    await self._release([r["id"] for r in rows[index:]], token)
+                    await self._release(rows[index:], token)
                     break
                 await self._run_one(row, token)
                 ran += 1
@@ -251,56 +225,35 @@ class Worker:
                 self.avg_task_seconds, time.monotonic() - started, ran
             )
 
-    async def _release(self, task_ids: list[int], token: str) -> None:
+    async def _release(self, rows: list[dict[str, Any]], token: str) -> None:
+        """Hand back claimed tasks that never started: their attempts are not counted."""
+        outcomes = [
+            Outcome(
+                row["id"],
+                token,
+                decide(Event.NOT_STARTED, row["attempts"], row["max_attempts"], self.config.retry),
+            )
+            for row in rows
+        ]
         try:
-            released = await self.conn.run(db.release_unstarted, task_ids, token)
+            released = await self.conn.run(db.finish, outcomes)
         except DatabaseUnavailable as exc:
-            log.warning("could not release %d unstarted tasks (%s)", len(task_ids), exc)
+            log.warning("could not release %d unstarted tasks (%s)", len(rows), exc)
         else:
             fields = {"event": "released", "slot": self.slot.name, "count": released}
             log.info("released %d claimed but unstarted tasks", released, extra=fields)
 
     async def _run_one(self, row: dict[str, Any], token: str) -> None:
-        task = Task(
-            id=row["id"],
-            type=row["type"],
-            priority=self.slot.priority,
-            attempts=row["attempts"],
-            max_attempts=row["max_attempts"],
-            data=row["data"],
-        )
-        handler = self.handlers.get(task.type)
-        if handler is None:
-            message = (
-                f"no handler is registered for type {task.type!r} (handlers.{task.type} is not"
-                " in the config); failed permanently"
-            )
-            await self.acks.record(db.Outcome(task.id, token, "failed", 0, message))
-            self.report.finished(task, "failed", None, message)
-            return
-        self.current.value = task.id
-        started = time.perf_counter()
         try:
-            error = await self.attempts.run(handler, task)
+            outcome = await self.executor.run(row, token)
+            await self.acks.record(outcome)
         finally:
-            self.current.value = 0
-        seconds = time.perf_counter() - started
-        nxt = next_state(
-            error,
-            task.attempts,
-            task.max_attempts,
-            strategy=self.config.retry_backoff,
-            base_ms=self.config.timeout_milliseconds,
-            cap_ms=self.config.retry_backoff_max_milliseconds,
-        )
-        text = None if error is None else describe_error(error)
-        self.report.finished(task, nxt.state, seconds, text)
-        await self.acks.record(db.Outcome(task.id, token, nxt.state, nxt.delay_ms, text))
+            self.link.idle()
 
     async def _beat(self) -> None:
         """Heartbeat for the supervisor's watchdog, and exit if the supervisor vanished."""
         while True:
-            self.heartbeat.value = time.monotonic()
+            self.link.beat()
             if os.getppid() != self._ppid:
                 self.stop("the supervisor is gone")
             await asyncio.sleep(BEAT_SECONDS)
@@ -321,9 +274,7 @@ class Worker:
                 if n % 2 == 0 and (tokens := self.held_tokens()):
                     await self.conn.run(db.extend_leases, tokens, self.config.lease_seconds)
                 if n % 3 == 0:
-                    rescued = await self.conn.run(
-                        db.rescue_expired, self.config.timeout_milliseconds
-                    )
+                    rescued = await rescue_expired(self.conn, self.config, self.locked_by)
                     if rescued:
                         fields = {"event": "rescued", "slot": self.slot.name, "count": rescued}
                         log.warning("rescued %d tasks whose lease expired", rescued, extra=fields)

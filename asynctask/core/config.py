@@ -9,22 +9,23 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from asynctask.core import checks
 from asynctask.core.errors import ConfigError
+from asynctask.core.lifecycle import RetryPolicy
+from asynctask.core.models import PRIORITIES, TYPE_PATTERN, Priority
 
-PRIORITIES: tuple[str, ...] = ("high", "normal", "low")
 RETRY_BACKOFFS: tuple[str, ...] = ("fixed", "exponential")
 LOG_FORMATS: tuple[str, ...] = ("text", "json")
 LOG_LEVELS: tuple[str, ...] = ("DEBUG", "INFO", "WARNING", "ERROR")
-MAX_INT32 = 2_147_483_647
 _TARGET = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
-_TYPE_NAME = re.compile(r"^[A-Za-z0-9_.\-]{1,100}$")
+_TYPE_NAME = re.compile(TYPE_PATTERN)
 
 
 @dataclass(frozen=True)
@@ -34,6 +35,8 @@ class DatabaseConfig:
     url: str | None = None
     pool_size: int = 10
     connect_timeout_seconds: float = 5.0
+    # False: no SQL-level PREPARE, for a transaction-mode pooler (PgBouncer) in front of the API.
+    prepared_statements: bool = True
 
 
 @dataclass(frozen=True)
@@ -68,8 +71,8 @@ class Config:
 
     database: DatabaseConfig = field(default_factory=DatabaseConfig)
     api: ApiConfig = field(default_factory=ApiConfig)
-    priority_queues: Mapping[str, int] = field(
-        default_factory=lambda: {"high": 4, "normal": 2, "low": 1}
+    priority_queues: Mapping[Priority, int] = field(
+        default_factory=lambda: {Priority.HIGH: 4, Priority.NORMAL: 2, Priority.LOW: 1}
     )
     max_attempts: int = 5
     timeout_milliseconds: int = 1000
@@ -80,6 +83,7 @@ class Config:
     shutdown_timeout_seconds: float = 30.0
     lease_seconds: float = 30.0
     prefetch: int = 100
+    prefetch_bytes: int = 4 * 1024 * 1024
     ack_flush_milliseconds: int = 5
     worker_max_memory_mb: int | None = None
     metrics_port: int | None = None
@@ -92,6 +96,13 @@ class Config:
         """The accepted task types, sorted, for messages and the OpenAPI enum."""
         return tuple(sorted(self.handlers))
 
+    @property
+    def retry(self) -> RetryPolicy:
+        """How long a failed attempt waits before the next one."""
+        return RetryPolicy(
+            self.retry_backoff, self.timeout_milliseconds, self.retry_backoff_max_milliseconds
+        )
+
     def timeout_for(self, task_type: str) -> float:
         """Attempt timeout of one type: its own if set, else the global one."""
         handler = self.handlers.get(task_type)
@@ -100,87 +111,38 @@ class Config:
         return self.task_timeout_seconds
 
 
-# --- value checkers: each returns the converted value or raises ConfigError naming the key ---
-
-
-def _fail(key: str, value: Any, allowed: str) -> ConfigError:
-    return ConfigError(f"{key}: {value!r} is not allowed ({allowed})")
-
-
-def _int(low: int, high: int = MAX_INT32, what: str = "") -> Callable[[str, Any], int]:
-    def check(key: str, value: Any) -> int:
-        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-            raise _fail(key, value, what or f"an integer from {low} to {high}")
-        return value
-
-    return check
-
-
-def _number(low: float, high: float = 10**9) -> Callable[[str, Any], float]:
-    def check(key: str, value: Any) -> float:
-        if isinstance(value, bool) or not isinstance(value, int | float) or not low < value <= high:
-            raise _fail(key, value, f"a number greater than {low:g} and at most {high:g}")
-        return float(value)
-
-    return check
-
-
-def _optional(check: Callable[[str, Any], Any]) -> Callable[[str, Any], Any]:
-    return lambda key, value: None if value is None else check(key, value)
-
-
-def _choice(options: tuple[str, ...], upper: bool = False) -> Callable[[str, Any], str]:
-    def check(key: str, value: Any) -> str:
-        text = value.upper() if upper and isinstance(value, str) else value
-        if text not in options:
-            raise _fail(key, value, "one of " + ", ".join(options))
-        return str(text)
-
-    return check
-
-
-def _text(key: str, value: Any) -> str:
-    if not isinstance(value, str) or not value:
-        raise _fail(key, value, "a non-empty string")
-    return value
-
-
-def _tokens(key: str, value: Any) -> tuple[str, ...]:
-    if isinstance(value, str):
-        value = [part.strip() for part in value.split(",") if part.strip()]
-    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
-        raise _fail(key, value, "a list of non-empty strings")
-    return tuple(value)
-
-
 # Every scalar key: dotted path -> checker. The environment variable of a key is ASYNCTASK_ plus the
 # path upper-cased with dots as underscores (api.port -> ASYNCTASK_API_PORT).
-_SCALARS: dict[str, Callable[[str, Any], Any]] = {
-    "database.url": _optional(_text),
-    "database.pool_size": _int(1, 1000),
-    "database.connect_timeout_seconds": _number(0, 600),
-    "api.host": _text,
-    "api.port": _int(1, 65535, "a TCP port from 1 to 65535"),
-    "api.max_body_bytes": _int(1024, 1024**3),
-    "api.tokens": _tokens,
-    "max_attempts": _int(1),
-    "timeout_milliseconds": _int(1, 86_400_000),
-    "retry_backoff": _choice(RETRY_BACKOFFS),
-    "retry_backoff_max_milliseconds": _int(1, 2_592_000_000 // 1000 * 1000),
-    "task_timeout_seconds": _number(0, 604_800),
-    "shutdown_timeout_seconds": _number(0, 86_400),
-    "lease_seconds": _number(1, 86_400),
-    "prefetch": _int(1, 1000),
-    "ack_flush_milliseconds": _int(0, 10_000),
-    "worker_max_memory_mb": _optional(_int(16, 1_048_576)),
-    "metrics_port": _optional(_int(1, 65535, "a TCP port from 1 to 65535")),
-    "log_level": _choice(LOG_LEVELS, upper=True),
-    "log_format": _choice(LOG_FORMATS),
-    "retention.completed_days": _int(0, 36_500),
-    "retention.failed_days": _int(0, 36_500),
+_SCALARS: dict[str, checks.Check] = {
+    "database.url": checks.optional(checks.text),
+    "database.pool_size": checks.integer(1, 1000),
+    "database.connect_timeout_seconds": checks.number(0, 600),
+    "database.prepared_statements": checks.boolean,
+    "api.host": checks.text,
+    "api.port": checks.integer(1, 65535, "a TCP port from 1 to 65535"),
+    "api.max_body_bytes": checks.integer(1024, 1024**3),
+    "api.tokens": checks.tokens,
+    "max_attempts": checks.integer(1),
+    "timeout_milliseconds": checks.integer(1, 86_400_000),
+    "retry_backoff": checks.choice(RETRY_BACKOFFS),
+    "retry_backoff_max_milliseconds": checks.integer(1, 2_592_000_000 // 1000 * 1000),
+    "task_timeout_seconds": checks.number(0, 604_800),
+    "shutdown_timeout_seconds": checks.number(0, 86_400),
+    "lease_seconds": checks.number(1, 86_400),
+    "prefetch": checks.integer(1, 1000),
+    "prefetch_bytes": checks.integer(1024, 1024**3),
+    "ack_flush_milliseconds": checks.integer(0, 10_000),
+    "worker_max_memory_mb": checks.optional(checks.integer(16, 1_048_576)),
+    "metrics_port": checks.optional(checks.integer(1, 65535, "a TCP port from 1 to 65535")),
+    "log_level": checks.choice(LOG_LEVELS, upper=True),
+    "log_format": checks.choice(LOG_FORMATS),
+    "retention.completed_days": checks.integer(0, 36_500),
+    "retention.failed_days": checks.integer(0, 36_500),
 }
 for _priority in PRIORITIES:
-    _SCALARS[f"priority_queues.{_priority}"] = _int(0, 256, "0 or more workers, at most 256")
+    _SCALARS[f"priority_queues.{_priority}"] = checks.integer(
+        0, 256, "0 or more workers, at most 256"
+    )
 _SECTIONS = {"database", "api", "priority_queues", "retention"}
 
 
@@ -248,7 +210,7 @@ def _flatten(raw: Mapping[str, Any]) -> dict[str, tuple[str, Any]]:
             if value is None:
                 continue
             if not isinstance(value, dict):
-                raise _fail(key, value, "a mapping of keys")
+                raise checks.fail(key, value, "a mapping of keys")
             for sub, sub_value in value.items():
                 _known(f"{key}.{sub}")
                 flat[f"{key}.{sub}"] = (f"{key}.{sub}", sub_value)
@@ -277,12 +239,12 @@ def _env_value(key: str, text: str) -> Any:
 
 def _parse_handlers(raw: Any) -> dict[str, HandlerConfig]:
     if not isinstance(raw, dict):
-        raise _fail("handlers", raw, "a mapping of task type to 'module:function'")
+        raise checks.fail("handlers", raw, "a mapping of task type to 'module:function'")
     handlers = {}
     for task_type, spec in raw.items():
         key = f"handlers.{task_type}"
         if not isinstance(task_type, str) or not _TYPE_NAME.match(task_type):
-            raise _fail(key, task_type, "a type name of letters, digits, '_', '-' or '.'")
+            raise checks.fail(key, task_type, "a type name of letters, digits, '_', '-' or '.'")
         timeout = None
         if isinstance(spec, dict):
             unknown = set(spec) - {"function", "timeout_seconds"}
@@ -290,12 +252,14 @@ def _parse_handlers(raw: Any) -> dict[str, HandlerConfig]:
                 raise ConfigError(
                     f"{key}.{sorted(unknown)[0]}: unknown key (allowed: function, timeout_seconds)"
                 )
-            timeout = _optional(_number(0, 604_800))(
+            timeout = checks.optional(checks.number(0, 604_800))(
                 f"{key}.timeout_seconds", spec.get("timeout_seconds")
             )
             spec = spec.get("function")
         if not isinstance(spec, str) or not _TARGET.match(spec):
-            raise _fail(key, spec, "'module:function', e.g. asynctask.workers.handlers:report")
+            raise checks.fail(
+                key, spec, "'module:function', e.g. asynctask.workers.handlers:report"
+            )
         handlers[task_type] = HandlerConfig(target=spec, timeout_seconds=timeout)
     return handlers
 
@@ -305,7 +269,8 @@ def _build(values: dict[str, Any], handlers: dict[str, HandlerConfig]) -> Config
         return {k.split(".", 1)[1]: v for k, v in values.items() if k.startswith(prefix + ".")}
 
     top = {k: v for k, v in values.items() if "." not in k}
-    queues = {**Config().priority_queues, **section("priority_queues")}
+    queues = {**Config().priority_queues}
+    queues.update({Priority(name): n for name, n in section("priority_queues").items()})
     return Config(
         database=DatabaseConfig(**section("database")),
         api=ApiConfig(**section("api")),

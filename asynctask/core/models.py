@@ -1,32 +1,79 @@
-"""Plain data shared by the API and the workers: priorities, states, and the task record."""
+"""Plain data shared by the API and the workers: priorities, states, and the task a handler gets.
+
+Each is defined once here. The schema restates two of them for the database's own checks (the
+`state` CHECK and `asynctask_channel()`); tests/test_models.py checks that both agree with these.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
-
-PRIORITY_NUMBERS: dict[str, int] = {"high": 1, "normal": 2, "low": 3}
-PRIORITY_NAMES: dict[int, str] = {number: name for name, number in PRIORITY_NUMBERS.items()}
-
-STATES: tuple[str, ...] = ("available", "running", "retrying", "completed", "failed", "cancelled")
-DUE_STATES: tuple[str, ...] = ("available", "retrying")
-FINISHED_STATES: tuple[str, ...] = ("completed", "failed", "cancelled")
-CANCELLABLE_STATES: tuple[str, ...] = ("available", "retrying")
-RETRYABLE_STATES: tuple[str, ...] = ("failed", "cancelled")
+from enum import StrEnum
+from typing import Any, Final
 
 
-def channel_for(priority: str) -> str:
-    """The NOTIFY channel workers of one priority LISTEN on."""
-    return f"tasks_{priority}"
+class Priority(StrEnum):
+    """A task's priority; its pool of workers and its NOTIFY channel follow from it."""
+
+    HIGH = "high"
+    NORMAL = "normal"
+    LOW = "low"
+
+    @property
+    def number(self) -> int:
+        """The `priority` column's value: 1 = high, 2 = normal, 3 = low (the original's)."""
+        return _NUMBERS[self]
+
+    @property
+    def channel(self) -> str:
+        """The NOTIFY channel of this priority (schema.sql's asynctask_channel gives the same)."""
+        return f"tasks_{self.value}"
+
+    @classmethod
+    def of(cls, number: int) -> Priority:
+        """The priority stored as `number` in the `priority` column."""
+        return _BY_NUMBER[number]
+
+
+_NUMBERS: Final = {Priority.HIGH: 1, Priority.NORMAL: 2, Priority.LOW: 3}
+_BY_NUMBER: Final = {number: priority for priority, number in _NUMBERS.items()}
+PRIORITIES: Final = tuple(Priority)
+DEFAULT_PRIORITY: Final = Priority.NORMAL
+
+
+class State(StrEnum):
+    """Where a task is in its life (see lifecycle.py for how it moves)."""
+
+    AVAILABLE = "available"
+    RUNNING = "running"
+    RETRYING = "retrying"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def finished(self) -> bool:
+        """True for the final states: nothing moves the task on except a manual retry."""
+        return self in FINISHED_STATES
+
+
+STATES: Final = tuple(State)
+# Due once scheduled_at has passed: what a claim takes (the partial index's condition).
+DUE_STATES: Final = frozenset({State.AVAILABLE, State.RETRYING})
+FINISHED_STATES: Final = frozenset({State.COMPLETED, State.FAILED, State.CANCELLED})
+CANCELLABLE_STATES: Final = (State.AVAILABLE, State.RETRYING)
+RETRYABLE_STATES: Final = (State.FAILED, State.CANCELLED)
+# Task type names, as config.py allows them for handlers and the API for tasks: also keeps NUL
+# bytes and SQL-looking text out of the list filter.
+TYPE_PATTERN: Final = r"^[A-Za-z0-9_.\-]{1,100}$"
 
 
 @dataclass(frozen=True, slots=True)
 class Task:
-    """What a handler receives: one claimed task, for one attempt."""
+    """What a handler receives: one claimed task, for one attempt (attributes, not a dict)."""
 
     id: int
     type: str
-    priority: str
+    priority: Priority
     attempts: int
     max_attempts: int
     data: dict[str, Any]

@@ -9,31 +9,29 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
 import aiopg
-from marshmallow import Schema, fields
 
 from asynctask.core import db
-from asynctask.core.config import PRIORITIES
 from asynctask.core.errors import DatabaseUnavailable
-from asynctask.core.models import STATES
+from asynctask.core.models import PRIORITIES, STATES, Priority, State
 
 # One table scan per this many seconds at most, however many scrapes or /api/stats calls come in:
 # a dashboard refreshing every second on several API replicas must not load the database.
 STATS_CACHE_SECONDS = 2.0
 # A scrape waits this long for the database at most; Prometheus times scrapes out at 10 s.
 STATS_TIMEOUT_SECONDS = 2.0
-LAST_MINUTE_STATES: tuple[str, ...] = ("completed", "failed")
+LAST_MINUTE_STATES: Final = (State.COMPLETED, State.FAILED)
 
 
 @dataclass(frozen=True)
 class Snapshot:
     """Tasks per priority and state, queue lag per priority, and last minute's finished tasks."""
 
-    counts: dict[str, dict[str, int]]
-    queue_lag_seconds: dict[str, float]
-    last_minute: dict[str, int]
+    counts: dict[Priority, dict[State, int]]
+    queue_lag_seconds: dict[Priority, float]
+    last_minute: dict[State, int]
 
     def as_json(self) -> dict[str, Any]:
         """The body of GET /api/stats (and of `asynctask stats --json`)."""
@@ -113,33 +111,3 @@ class CachedStats:
     def _set(self, snapshot: Snapshot | None, error: Exception | None) -> None:
         # Stamped after the query: the window starts when the answer is known.
         self._snapshot, self._error, self._at = snapshot, error, self.clock()
-
-
-# --- the OpenAPI shape of Snapshot.as_json -------------------------------------------------------
-
-
-def _named(name: str, field: Callable[[], fields.Field], keys: tuple[str, ...]) -> type[Schema]:
-    attrs: dict[str, Any] = {key: field() for key in keys}
-    return Schema.from_dict(attrs, name=name)
-
-
-_StateCounts = _named("StateCounts", lambda: fields.Integer(required=True), STATES)
-
-
-class StatsSchema(Schema):
-    """GET /api/stats: counts by priority and state, queue lag, the last minute's outcomes."""
-
-    counts = fields.Nested(
-        _named("PriorityCounts", lambda: fields.Nested(_StateCounts, required=True), PRIORITIES),
-        required=True,
-    )
-    queue_lag_seconds = fields.Nested(
-        _named("QueueLag", lambda: fields.Float(required=True), PRIORITIES),
-        required=True,
-        metadata={"description": "Seconds since the oldest due task became due (0: none waits)."},
-    )
-    last_minute = fields.Nested(
-        _named("LastMinute", lambda: fields.Integer(required=True), LAST_MINUTE_STATES),
-        required=True,
-        metadata={"description": "Tasks that finished in the last minute, by final state."},
-    )

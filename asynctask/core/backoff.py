@@ -1,4 +1,4 @@
-"""Pure backoff functions: task retry delays, restart delays, reconnect delays (all in ms).
+"""Pure backoff functions: task retry delays, restart delays, reconnect delays.
 
 Shaped like oban-py's `_backoff.py`: deterministic given the random draw, so each is tested alone.
 """
@@ -21,11 +21,6 @@ def exponential(attempt: int, base_ms: int, cap_ms: int) -> int:
     # Clamp the exponent first: 2**10_000 is a valid int but a pointless one.
     exponent = min(max(attempt, 1) - 1, 62)
     return int(min(base_ms * 2**exponent, cap_ms))
-
-
-def full_jitter(delay_ms: int, rand: Random = random.random) -> int:
-    """Anywhere in [0, delay]: spreads a thundering herd the most (AWS "full jitter")."""
-    return int(delay_ms * rand())
 
 
 def equal_jitter(delay_ms: int, rand: Random = random.random) -> int:

@@ -1,4 +1,4 @@
-"""The `asynctask` command: migrate, api, workers, run, stats."""
+"""The `asynctask` command line: parse it, load the config once, run the command."""
 
 from __future__ import annotations
 
@@ -11,8 +11,10 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from asynctask.core import db, stats
+from asynctask.cli.start import migrate, run_all, run_workers
+from asynctask.core import stats
 from asynctask.core.config import Config, load_config
+from asynctask.core.connections import with_connection
 from asynctask.core.errors import AsyncTaskError
 from asynctask.core.logs import setup_logging
 from asynctask.embedded import with_database
@@ -45,19 +47,10 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-async def migrate(config: Config) -> None:
-    """Create the database if it is missing, then apply schema.sql (idempotent)."""
-    url = str(config.database.url)
-    if await db.ensure_database(url):
-        log.info("created database %s", db.redact(url))
-    await db.with_connection(url, config.database.connect_timeout_seconds, db.apply_schema)
-    log.info("schema applied to %s", db.redact(url))
-
-
 async def read_stats(config: Config) -> stats.Snapshot:
     """One statistics snapshot straight from the database (no cache: one run, one query)."""
     url, timeout = str(config.database.url), config.database.connect_timeout_seconds
-    return await db.with_connection(url, timeout, stats.read_snapshot)
+    return await with_connection(url, timeout, stats.read_snapshot)
 
 
 def stats_table(snapshot: stats.Snapshot) -> str:
@@ -124,8 +117,6 @@ def _dispatch(args: argparse.Namespace, config: Config) -> int:
         serve(config, host, port)
         return 0
     if args.command == "workers":
-        from asynctask.workers.supervisor import run_workers
-
         return run_workers(config)
     if args.command == "stats":
         snapshot = asyncio.run(read_stats(config))
@@ -134,10 +125,4 @@ def _dispatch(args: argparse.Namespace, config: Config) -> int:
     # run: the local all-in-one
     host, port = _listen_address(config, args)
     asyncio.run(migrate(config))
-    from asynctask.workers.supervisor import run_all
-
     return run_all(config, host, port)
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())

@@ -1,0 +1,70 @@
+"""Value checkers for the configuration: each returns the converted value or raises ConfigError.
+
+Every message names the key (or the variable it came from), the value and what is allowed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from asynctask.core.errors import ConfigError
+
+MAX_INT32 = 2_147_483_647
+Check = Callable[[str, Any], Any]
+
+
+def fail(key: str, value: Any, allowed: str) -> ConfigError:
+    return ConfigError(f"{key}: {value!r} is not allowed ({allowed})")
+
+
+def integer(low: int, high: int = MAX_INT32, what: str = "") -> Callable[[str, Any], int]:
+    def check(key: str, value: Any) -> int:
+        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+            raise fail(key, value, what or f"an integer from {low} to {high}")
+        return value
+
+    return check
+
+
+def number(low: float, high: float = 10**9) -> Callable[[str, Any], float]:
+    def check(key: str, value: Any) -> float:
+        if isinstance(value, bool) or not isinstance(value, int | float) or not low < value <= high:
+            raise fail(key, value, f"a number greater than {low:g} and at most {high:g}")
+        return float(value)
+
+    return check
+
+
+def optional(check: Callable[[str, Any], Any]) -> Callable[[str, Any], Any]:
+    return lambda key, value: None if value is None else check(key, value)
+
+
+def choice(options: tuple[str, ...], upper: bool = False) -> Callable[[str, Any], str]:
+    def check(key: str, value: Any) -> str:
+        text = value.upper() if upper and isinstance(value, str) else value
+        if text not in options:
+            raise fail(key, value, "one of " + ", ".join(options))
+        return str(text)
+
+    return check
+
+
+def boolean(key: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise fail(key, value, "true or false")
+    return value
+
+
+def text(key: str, value: Any) -> str:
+    if not isinstance(value, str) or not value:
+        raise fail(key, value, "a non-empty string")
+    return value
+
+
+def tokens(key: str, value: Any) -> tuple[str, ...]:
+    if isinstance(value, str):
+        value = [part.strip() for part in value.split(",") if part.strip()]
+    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+        raise fail(key, value, "a list of non-empty strings")
+    return tuple(value)

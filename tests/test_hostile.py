@@ -1,0 +1,119 @@
+"""Hostile input: every attack a named test, each showing the answer it now gets.
+
+A poison task (data nested deeper than any decoder copes with, or huge values, put in the table
+by plain SQL so the API's own limits do not apply) must not stop a queue, nor make any read of it
+fail.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+import psycopg2.extensions
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient
+
+from asynctask.core.config import Config
+from asynctask.service.app import create_app
+from asynctask.service.rules import MAX_DATA_DEPTH, TOO_DEEP
+from tests.conftest import make_config
+from tests.procs import count, insert_many, stop, supervisor, wait_until
+
+Client = TestClient[web.Request, web.Application]
+MakeClient = Callable[..., Awaitable[Client]]
+Cursor = psycopg2.extensions.cursor
+DEEP = 3000  # far past Python's decoder (about 1,000 levels), well within jsonb's
+JSON = {"Content-Type": "application/json"}
+
+
+def _nested(depth: int) -> dict[str, object]:
+    data: object = []
+    for _ in range(depth - 2):
+        data = [data]
+    return {"a": data}
+
+
+def _insert_deep(sql: Cursor, priority: int = 1) -> int:
+    sql.execute(
+        "INSERT INTO tasks (type, priority, data) VALUES"
+        " ('ok', %s, ('{\"a\": ' || repeat('[', %s) || repeat(']', %s) || '}')::jsonb)"
+        " RETURNING id",
+        (priority, DEEP, DEEP),
+    )
+    row = sql.fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+@pytest.fixture
+async def client(aiohttp_client: MakeClient, config: Config) -> Client:
+    return await aiohttp_client(create_app(config))
+
+
+async def test_data_nested_past_the_limit_is_refused_naming_the_field(client: Client) -> None:
+    ok = await client.post("/api/tasks", json={"type": "ok", "data": _nested(MAX_DATA_DEPTH)})
+    assert ok.status == 201
+    deep = await client.post("/api/tasks", json={"type": "ok", "data": _nested(200)})
+    assert deep.status == 422
+    assert (await deep.json())["fields"] == {"data": [TOO_DEEP]}
+    batch = await client.post(
+        "/api/tasks/batch", json={"tasks": [{"type": "ok"}, {"type": "ok", "data": _nested(65)}]}
+    )
+    assert batch.status == 422
+    assert (await batch.json())["fields"] == {"tasks.1.data": [TOO_DEEP]}
+
+
+async def test_a_body_too_deep_to_parse_is_refused_not_a_500(client: Client, sql: Cursor) -> None:
+    # ~975 levels answered 201 before, then broke the worker and (at ~979) the POST's own answer.
+    for depth in (975, 100_000):
+        body = '{"type": "ok", "data": {"a": ' + "[" * depth + "]" * depth + "}}"
+        answer = await client.post("/api/tasks", data=body, headers=JSON)
+        assert answer.status == 422
+        assert list((await answer.json())["fields"]) in (["data"], ["_schema"])
+    assert count(sql, "true") == 0  # nothing was stored
+
+
+async def test_every_read_of_a_poison_row_answers(client: Client, sql: Cursor) -> None:
+    poison = _insert_deep(sql)
+    sql.execute(
+        "INSERT INTO tasks (type, data)"
+        " VALUES ('ok', json_build_object('big', repeat('x', 5000000))::jsonb)"
+    )
+    one = await client.get(f"/api/tasks/{poison}")
+    assert one.status == 200
+    text = await one.text()
+    # Shown as stored, not parsed and re-encoded (which no Python JSON library could do).
+    assert text.startswith(f'{{"id": {poison}, ') and "[" * DEEP + "]" * DEEP in text
+    page = await client.get("/api/tasks?limit=10")
+    assert page.status == 200 and "[" * DEEP in await page.text()
+    cancelled = await client.post(f"/api/tasks/{poison}/cancel")
+    assert cancelled.status == 200 and '"state": "cancelled"' in await cancelled.text()
+    retried = await client.post(f"/api/tasks/{poison}/retry")
+    assert retried.status == 200 and '"state": "available"' in await retried.text()
+
+
+def test_a_poison_row_fails_alone_and_the_queue_behind_it_drains(
+    database_url: str, sql: Cursor
+) -> None:
+    # A pool of one: before, the worker died decoding the row, its replacement handed the row back
+    # uncharged, and the tasks behind it never ran.
+    config = make_config(
+        database_url, priority_queues={"high": 1, "normal": 0, "low": 0}, timeout_milliseconds=100
+    )
+    poison = _insert_deep(sql)
+    sql.execute(
+        "INSERT INTO tasks (type, priority, data) VALUES"
+        " ('ok', 1, json_build_object('big', repeat('x', 20000000))::jsonb)"
+    )
+    insert_many(sql, 5, "ok", priority=1)
+    with supervisor(config, sql) as process:
+        wait_until(lambda: count(sql, "state IN ('completed', 'failed')") == 7, timeout=60)
+        assert stop(process) == 0
+    sql.execute("SELECT state, attempts, last_error FROM tasks WHERE id = %s", (poison,))
+    state, attempts, last_error = sql.fetchone() or ()
+    assert (state, attempts) == ("failed", 1)
+    assert "its data cannot be decoded (nested too deeply)" in last_error
+    assert "failed permanently without running" in last_error
+    assert count(sql, "state = 'completed'") == 6  # the huge one ran too
+    assert count(sql, "state = 'running'") == 0

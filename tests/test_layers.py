@@ -1,0 +1,69 @@
+"""The layers of the package, as its imports show them: core <- api, workers <- command line."""
+
+from __future__ import annotations
+
+import ast
+import os
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).parent.parent / "asynctask"
+# What each layer may import of asynctask (besides itself).
+ALLOWED = {
+    "asynctask.core": set(),
+    "asynctask.service": {"asynctask.core"},
+    "asynctask.workers": {"asynctask.core"},
+    "asynctask.embedded": {"asynctask.core"},
+    "asynctask.cli": {
+        "asynctask.core",
+        "asynctask.service",
+        "asynctask.workers",
+        "asynctask.embedded",
+    },
+}
+
+
+def _modules() -> list[tuple[str, Path]]:
+    found = []
+    # os.walk, not rglob: asynctask/service and asynctask/workers are symlinks to follow.
+    paths = [Path(root, f) for root, _, files in os.walk(PACKAGE, followlinks=True) for f in files]
+    for path in sorted(p for p in paths if p.suffix == ".py"):
+        parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+        name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+        found.append((name, path))
+    return found
+
+
+def _imports(path: Path) -> set[str]:
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            names |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module)
+    return {name for name in names if name.split(".")[0] in ("asynctask", "aiohttp")}
+
+
+def _layer(module: str) -> str | None:
+    return next(
+        (layer for layer in ALLOWED if module == layer or module.startswith(layer + ".")), None
+    )
+
+
+@pytest.mark.parametrize(("module", "path"), _modules(), ids=lambda value: str(value))
+def test_imports_only_run_downwards(module: str, path: Path) -> None:
+    layer = _layer(module)
+    if layer is None:
+        return  # the package's own __init__: the public names, taken from the core
+    for imported in _imports(path):
+        target = _layer(imported)
+        if imported.startswith("aiohttp"):
+            assert layer in ("asynctask.service", "asynctask.cli"), f"{module} imports {imported}"
+        elif target is not None and target != layer:
+            assert target in ALLOWED[layer], f"{module} ({layer}) imports {imported}"
+
+
+def test_the_layers_are_all_there() -> None:
+    found = {_layer(module) for module, _ in _modules()}
+    assert set(ALLOWED) <= found

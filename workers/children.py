@@ -1,0 +1,104 @@
+"""The kinds of process a supervisor keeps alive: a slot's worker, or a service such as the API.
+
+Both are restarted with the same per-child backoff; they differ in what a process gets at spawn
+and what its death leaves behind. A worker gets its slot's link and, when it dies, leaves a record
+for its replacement (which tasks to settle) and is watched for a silent event loop and for memory.
+A service (the API of `asynctask run`) is a plain target with its arguments.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from multiprocessing.context import SpawnProcess
+from typing import Any
+
+from asynctask.core.config import Config
+from asynctask.workers.link import DeadWorker, SlotLink
+from asynctask.workers.slots import locked_by
+
+
+@dataclass(frozen=True)
+class ServiceSpec:
+    """A process for the supervisor to run beside the workers: `target(*args)`, picklable."""
+
+    name: str
+    target: Callable[..., None]
+    args: tuple[Any, ...] = ()
+
+
+class Child:
+    """One supervised position: its current process and its restart bookkeeping."""
+
+    watched = False  # heartbeat watchdog and memory limit apply
+    metrics_env = True  # inherits the workers' multiprocess metrics directory
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.process: SpawnProcess | None = None
+        self.started = 0.0
+        self.failures = 0
+        self.restart_at: float | None = 0.0
+        self.kill_reason: str | None = None
+
+    def target(self) -> tuple[Callable[..., None], tuple[Any, ...]]:
+        """What the next process of this position runs, and with what."""
+        raise NotImplementedError
+
+    def died(self, host: str, pid: int | None, cause: str) -> None:
+        """Its process died unasked (not during a stop): remember what the next one needs."""
+
+    def silent_for(self) -> float:
+        """Seconds since it last showed a sign of life (0 for kinds without a heartbeat)."""
+        return 0.0
+
+
+class WorkerChild(Child):
+    """A worker slot (high_2): its link, and the record its dead process left for the next."""
+
+    watched = True
+
+    def __init__(self, link: SlotLink, config: Config, run: Callable[..., None]) -> None:
+        super().__init__(link.slot.name)
+        self.link = link
+        self.config = config
+        self.run = run
+        self.dead: DeadWorker | None = None
+
+    def target(self) -> tuple[Callable[..., None], tuple[Any, ...]]:
+        """run_worker(link, config), with the link saying whom this process replaces."""
+        self.link.spawning(self.dead)
+        return self.run, (self.link, self.config)
+
+    def died(self, host: str, pid: int | None, cause: str) -> None:
+        """Record what the dead process held, for its replacement to settle."""
+        self.dead = self.link.death(locked_by(host, pid or 0, self.name), cause)
+
+    def silent_for(self) -> float:
+        """Seconds since its event loop last beat."""
+        return self.link.silent_for()
+
+
+class ServiceChild(Child):
+    """A service process (the API): restarted like a worker, nothing shared with it."""
+
+    # Its own metrics stay in its own registry: in multiprocess mode they would also be written
+    # to the workers' directory and show up among theirs.
+    metrics_env = False
+
+    def __init__(self, spec: ServiceSpec) -> None:
+        super().__init__(spec.name)
+        self.spec = spec
+
+    def target(self) -> tuple[Callable[..., None], tuple[Any, ...]]:
+        """The spec's target and arguments."""
+        return self.spec.target, self.spec.args
+
+
+def close_process(child: Child) -> None:
+    """Forget a reaped process (its resources are released)."""
+    if child.process is not None:
+        with contextlib.suppress(ValueError):
+            child.process.close()
+        child.process = None
