@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import pwd
+import re
 import shutil
 import socket
 import stat
@@ -26,11 +27,12 @@ import pytest
 import asynctask.embedded.binaries
 from asynctask.cli import main
 from asynctask.core.config import Config, DatabaseConfig
-from asynctask.embedded import release_all, with_database
+from asynctask.embedded import with_database
 from asynctask.embedded.binaries import installed_bin_dir, reachable_bin_dir
 from asynctask.embedded.files import EmbeddedRefused
 from asynctask.embedded.layout import root_base, user_layout
 from asynctask.embedded.osuser import NO_LOGIN_SHELLS, ServerUser
+from asynctask.embedded.server import release_all
 from tests.embedded_scratch import Scratch, postmaster_pid, stop, wait_until, warnings_in
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="runs asynctask as root (CI does)")
@@ -141,9 +143,13 @@ def test_warning_once_per_server_start_names_the_absolute_data_directory(
     pgdata = scratch.cluster(first_run.app) / "pgdata"
     assert pgdata.is_absolute()
     # Each migrate starts the server and stops it on exit: one warning per start.
-    for done in (first_run.done, scratch.run(first_run.app, "migrate")):
+    runs = (first_run.done, scratch.run(first_run.app, "migrate"))
+    for done in runs:
         (warning,) = warnings_in(done.stderr)
         assert f"data in {pgdata};" in warning and "DATABASE_URL=" in warning
+    # A restarted server keeps its port when it is free, so URLs held by other processes work.
+    ports = [re.findall(r"@127\.0\.0\.1:(\d+)/", done.stderr) for done in runs]
+    assert ports[0] == ports[1] and len(ports[0]) == 1
     # `stats` also starts it here, but says nothing (and shows the table migrate made).
     shown = scratch.run(first_run.app, "stats", "--json")
     assert shown.returncode == 0, shown.stderr

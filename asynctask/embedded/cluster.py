@@ -116,10 +116,13 @@ def _set_password(layout: Layout, bin_dir: Path) -> None:
 
 
 def _start(layout: Layout, bin_dir: Path) -> None:
-    """pg_ctl start on a free port; a new port if another program took it meanwhile."""
+    """pg_ctl start on the previous port if it is free, else on a new one (up to 3 tries)."""
     option = f"-c config_file={shlex.quote(str(layout.config_file))}"
-    for _ in range(3):
-        _write_config(layout, _free_port())
+    # The same port as last time when possible: a process that outlived a crashed server keeps
+    # a working URL once another asynctask command has started the server again.
+    ports = [_free_port(_previous_port(layout)), _free_port(), _free_port()]
+    for port in ports:
+        _write_config(layout, port)
         start = ("start", "-D", str(layout.pgdata), "-w", "-t", "60", "-l", str(layout.log_file))
         done = _run(layout, bin_dir, "pg_ctl", *start, "-o", option)
         if done.returncode == 0:
@@ -194,7 +197,20 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def _free_port() -> int:
+def _previous_port(layout: Layout) -> int:
+    for line in (read_text(layout.config_file) or "").splitlines():
+        key, _, value = line.partition("=")
+        if key.strip() == "port" and value.strip().isdigit():
+            return int(value)
+    return 0
+
+
+def _free_port(wanted: int = 0) -> int:
+    """`wanted` if it can be bound now (as postgres binds: SO_REUSEADDR), else any free port."""
     with socket.socket() as probe:
-        probe.bind((HOST, 0))
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((HOST, wanted))
+        except OSError:
+            probe.bind((HOST, 0))
         return int(probe.getsockname()[1])

@@ -13,6 +13,7 @@ import pwd
 import re
 import shutil
 import subprocess
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,7 +40,7 @@ class ServerUser:
         return {"user": self.uid, "group": self.gid, "extra_groups": []}
 
 
-def server_user_name(environ: dict[str, str] | os._Environ[str]) -> str:
+def server_user_name(environ: Mapping[str, str]) -> str:
     """The configured user name (ASYNCTASK_EMBEDDED_USER), checked, or the default."""
     name = environ.get(USER_ENV, "").strip() or DEFAULT_USER
     if not _NAME.fullmatch(name):
