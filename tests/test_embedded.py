@@ -17,6 +17,7 @@ import socket
 import stat
 import subprocess
 import urllib.request
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,9 +30,10 @@ from asynctask.cli import main
 from asynctask.core.config import Config, DatabaseConfig
 from asynctask.embedded import with_database
 from asynctask.embedded.binaries import installed_bin_dir, reachable_bin_dir
+from asynctask.embedded.cluster import running
 from asynctask.embedded.files import EmbeddedRefused
-from asynctask.embedded.layout import root_base, user_layout
-from asynctask.embedded.osuser import NO_LOGIN_SHELLS, ServerUser
+from asynctask.embedded.layout import Layout, root_base, root_layout, user_layout
+from asynctask.embedded.osuser import NO_LOGIN_SHELLS, ServerUser, ensure_server_user
 from asynctask.embedded.server import release_all
 from tests.embedded_scratch import Scratch, postmaster_pid, stop, wait_until, warnings_in
 
@@ -325,6 +327,56 @@ def test_binaries_the_server_user_cannot_reach_are_copied_not_opened(
     version = subprocess.run(run, capture_output=True, text=True, check=False, **as_user)
     assert version.returncode == 0 and "PostgreSQL" in version.stdout, version.stderr
     assert reachable_bin_dir(bin_dir, user, scratch.base) == copied  # copied once
+
+
+def test_a_server_user_that_could_log_in_is_refused(
+    scratch: Scratch, caplog: pytest.LogCaptureFixture
+) -> None:
+    name = scratch.add_user()  # an existing user: refused if it has a shell, never modified
+    subprocess.run(["usermod", "--shell", "/bin/bash", name], check=True)
+    with pytest.raises(EmbeddedRefused, match=r"has the login shell /bin/bash.*DATABASE_URL"):
+        ensure_server_user(name)
+    assert pwd.getpwnam(name).pw_shell == "/bin/bash"
+    fresh = f"atpg-{uuid.uuid4().hex[:10]}"  # created: no login, own group, logged once
+    scratch.users.append(fresh)
+    with caplog.at_level(logging.WARNING, logger="asynctask.embedded"):
+        created = ensure_server_user(fresh)
+        assert ensure_server_user(fresh) == created
+    assert [r.getMessage() for r in caplog.records if "created the OS user" in r.getMessage()] == [
+        f"created the OS user {fresh} (group {fresh}, shell {pwd.getpwnam(fresh).pw_shell}, no"
+        f" home) to run the embedded PostgreSQL as root; remove it with `userdel {fresh}` once no"
+        " embedded cluster needs it"
+    ]
+
+
+def test_a_server_not_started_by_asynctask_is_not_reused(tmp_path: Path) -> None:
+    """E.g. one an older asynctask left running with a unix socket and no TCP."""
+    layout = Layout(tmp_path, None)
+    layout.pgdata.mkdir()
+    lines = [str(os.getpid()), str(layout.pgdata), "0", "5432", "/tmp", "", "0 0", "ready"]
+    (layout.pgdata / "postmaster.pid").write_text("\n".join(lines) + "\n")
+    with pytest.raises(EmbeddedRefused, match=r"not started by this asynctask.*DATABASE_URL"):
+        running(layout)
+
+
+def test_a_failed_start_is_one_logged_line_and_exit_1(
+    scratch: Scratch,
+    first_run: FirstRun,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    _restore_logging: None,
+) -> None:
+    project = scratch.project("leftover")
+    for key, value in scratch.env().items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.chdir(project)
+    server = pwd.getpwnam(scratch.server_user)
+    user = ServerUser(server.pw_name, server.pw_uid, server.pw_gid)
+    pgdata = root_layout(project, user, scratch.base).pgdata
+    (pgdata / "stray").write_text("not a cluster\n")  # initdb refuses a non-empty directory
+    assert main(["migrate"]) == 1
+    (error,) = capsys.readouterr().err.splitlines()
+    assert f"ERROR asynctask: initdb failed in {pgdata}: initdb: error: directory" in error
 
 
 def _answers(port: int) -> bool:

@@ -183,7 +183,9 @@ def _run(
 
 
 def _why(done: subprocess.CompletedProcess[str]) -> str:
-    lines = [line.strip() for line in (done.stderr + done.stdout).splitlines() if line.strip()]
+    """A failed program's last words on one line: its stderr (where errors go), else stdout."""
+    text = done.stderr if done.stderr.strip() else done.stdout
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
     return " | ".join(lines[-3:]) or f"exit status {done.returncode}"
 
 
