@@ -26,6 +26,7 @@ import psycopg2
 import pytest
 
 import asynctask.embedded.binaries
+import asynctask.embedded.cluster
 from asynctask.cli import main
 from asynctask.core.config import Config, DatabaseConfig
 from asynctask.embedded import with_database
@@ -205,6 +206,33 @@ def test_in_process_start_reuses_the_server_and_release_stops_it(
     finally:
         release_all()
     wait_until(lambda: postmaster_pid(pgdata) is None)
+
+
+def test_a_port_taken_between_probe_and_start_is_replaced(
+    scratch: Scratch, first_run: FirstRun, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(first_run.app)
+    for key, value in scratch.env().items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.delenv("DATABASE_URL", raising=False)
+    log = scratch.cluster(first_run.app) / "pgdata" / "server.log"
+    refusals = log.read_text().count("could not bind")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        free = [taken.getsockname()[1]]  # what the probe saw free a moment before
+        real = asynctask.embedded.cluster._free_port
+        monkeypatch.setattr(
+            asynctask.embedded.cluster, "_free_port", lambda *_: free.pop() if free else real()
+        )
+        try:
+            url = with_database(Config()).database.url
+            assert url is not None and f":{taken.getsockname()[1]}/" not in url
+            psycopg2.connect(url).close()
+        finally:
+            release_all()
+    assert log.read_text().count("could not bind") == refusals + 1  # the first try failed
+    wait_until(lambda: postmaster_pid(scratch.cluster(first_run.app) / "pgdata") is None)
 
 
 def test_image_mode_without_database_url_exits_2_with_one_line(scratch: Scratch) -> None:

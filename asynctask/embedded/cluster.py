@@ -127,7 +127,8 @@ def _start(layout: Layout, bin_dir: Path) -> None:
         done = _run(layout, bin_dir, "pg_ctl", *start, "-o", option)
         if done.returncode == 0:
             return
-        if "could not bind" not in tail(layout.log_file, 3):
+        said = tail(layout.log_file, 8)
+        if "could not bind" not in said and "TCP/IP socket" not in said:
             break
     raise DatabaseError(
         f"could not start the embedded PostgreSQL in {layout.pgdata}: {tail(layout.log_file)}"
