@@ -4,7 +4,9 @@
 #   docker run IMAGE            -> api (the default CMD, port 4000)
 #   docker run IMAGE workers    -> the supervisor and its worker processes
 #   docker run IMAGE migrate    -> apply schema.sql once, then exit (idempotent)
-# DATABASE_URL must be set (postgresql://user:password@host:5432/dbname).
+# DATABASE_URL must be set (postgresql://user:password@host:5432/dbname): without it every command
+# stops with one line and exit status 2. The image has no embedded PostgreSQL (the
+# asynctask[embedded] extra is not installed), and ASYNCTASK_REQUIRE_DATABASE_URL=1 below says so.
 #
 # Configuration: without a file the packaged default config.yaml is used, overridden by the
 # environment (ASYNCTASK_*). To use your own file, mount it and point ASYNCTASK_CONFIG at it:
@@ -50,11 +52,14 @@ RUN groupadd --system --gid 10001 asynctask \
     && useradd --system --no-log-init --uid 10001 --gid asynctask \
         --home-dir /app --create-home --shell /usr/sbin/nologin asynctask
 
+# ASYNCTASK_REQUIRE_DATABASE_URL: a container without DATABASE_URL is a mistake (api and workers
+# would not share a database), never a request for a private embedded one.
 ENV VIRTUAL_ENV=/opt/asynctask \
     PATH=/opt/asynctask/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
-    ASYNCTASK_API_HOST=0.0.0.0
+    ASYNCTASK_API_HOST=0.0.0.0 \
+    ASYNCTASK_REQUIRE_DATABASE_URL=1
 
 # Installed offline from the builder's wheels only (bind-mounted, so no layer keeps them): a
 # dependency missing from the wheel set fails the build instead of being fetched here. The base

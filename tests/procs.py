@@ -7,8 +7,7 @@ import multiprocessing
 import os
 import signal
 import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from multiprocessing.context import SpawnProcess
 from pathlib import Path
 from typing import Any
@@ -21,6 +20,7 @@ from asynctask.core.logs import setup_logging
 from asynctask.workers.slots import slots_for
 from asynctask.workers.supervisor import Supervisor
 from tests.test_worker import fetch
+from tests.waiting import wait_until
 
 Cursor = psycopg2.extensions.cursor
 CTX = multiprocessing.get_context("spawn")
@@ -65,15 +65,6 @@ def children(pid: int) -> dict[str, int]:
             if int(fields[1]) == pid and fields[0] != "Z":
                 found[title(int(stat.parent.name))] = int(stat.parent.name)
     return found
-
-
-def wait_until(check: Callable[[], Any], timeout: float = 20.0, interval: float = 0.02) -> Any:
-    deadline = time.monotonic() + timeout
-    while not (result := check()):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout} s")
-        time.sleep(interval)
-    return result
 
 
 def listening(sql: Cursor) -> int:

@@ -12,7 +12,8 @@ from pathlib import Path
 from asynctask.workers.slots import spawner_pid
 from bench.chaos import run_chaos
 from bench.chaos_account import UNEXPLAINED, render
-from tests.procs import CTX, wait_until
+from tests.procs import CTX
+from tests.waiting import wait_until
 
 
 def test_kills_lose_nothing_and_every_duplicate_is_a_killed_attempt(database_url: str) -> None:

@@ -16,7 +16,7 @@ from asynctask.core import db
 from asynctask.core.errors import DatabaseUnavailable
 from asynctask.core.models import Priority
 from asynctask.workers.connection import QueryConnection
-from tests.test_worker import wait_until
+from tests.waiting import wait_until_async
 
 
 @contextlib.asynccontextmanager
@@ -42,17 +42,17 @@ async def test_notifications_are_forwarded_across_a_reconnect(
         await conn.run(db.ping)
         assert conn.listening.is_set() and payloads == [""]  # (re)connected: look now
         sql.execute("SELECT pg_notify('tasks_normal', '1'), pg_notify('tasks_high', '9')")
-        await wait_until(lambda: len(payloads) == 2)
+        await wait_until_async(lambda: len(payloads) == 2)
         sql.execute(
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
             " WHERE datname = current_database() AND pid <> pg_backend_pid()"
         )
         # The loss itself wakes the worker, whose next call reconnects and LISTENs again.
-        await wait_until(lambda: len(payloads) == 3 and not conn.listening.is_set())
+        await wait_until_async(lambda: len(payloads) == 3 and not conn.listening.is_set())
         await conn.run(db.ping)  # finds the connection closed and opens a new one
         assert conn.connects == 2 and conn.listening.is_set()
         sql.execute("SELECT pg_notify('tasks_normal', '2')")
-        await wait_until(lambda: len(payloads) == 5)
+        await wait_until_async(lambda: len(payloads) == 5)
         assert payloads == ["", "1", "", "", "2"]
 
 
@@ -80,11 +80,11 @@ async def test_an_sql_error_does_not_silence_notifications(
         await conn.run(db.ping)
         with pytest.raises(psycopg2.errors.UndefinedColumn):
             await conn.run(_bad_statement)
-        await wait_until(lambda: payloads == ["", ""] and not conn.listening.is_set())
+        await wait_until_async(lambda: payloads == ["", ""] and not conn.listening.is_set())
         await conn.run(db.ping)
         assert conn.connects == 2 and payloads == ["", "", ""]
         sql.execute("SELECT pg_notify('tasks_low', '7')")
-        await wait_until(lambda: payloads[-1:] == ["7"])
+        await wait_until_async(lambda: payloads[-1:] == ["7"])
 
 
 async def test_a_notification_read_together_with_a_result_is_not_left_behind(
@@ -104,4 +104,4 @@ async def test_a_notification_read_together_with_a_result_is_not_left_behind(
             sql.execute("SELECT pg_notify('tasks_high', %s)", (str(n),))  # ...and this behind it
             time.sleep(0.1)  # noqa: ASYNC251
             await statement
-            await wait_until(lambda n=n: str(n) in payloads, timeout=1)
+            await wait_until_async(lambda n=n: str(n) in payloads, timeout=1)

@@ -21,7 +21,7 @@ from asynctask.service.app import create_app
 from tests.conftest import make_config
 from tests.outage import database_down, terminate_sessions
 from tests.procs import children, count, insert_many, listening, pid_of, stop, supervisor
-from tests.procs import wait_until as wait_sync
+from tests.waiting import wait_until as wait_sync
 
 Client = TestClient[web.Request, web.Application]
 MakeClient = Callable[..., Awaitable[Client]]

@@ -5,7 +5,8 @@ from __future__ import annotations
 import psycopg2.extensions
 
 from tests.conftest import TEST_HANDLERS, make_config
-from tests.procs import children, count, insert_many, pid_of, stop, supervisor, wait_until
+from tests.procs import children, count, insert_many, pid_of, stop, supervisor
+from tests.waiting import wait_until
 
 Cursor = psycopg2.extensions.cursor
 POISON = {

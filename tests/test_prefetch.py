@@ -6,7 +6,8 @@ import psycopg2.extensions
 
 from asynctask.workers.prefetch import WINDOW_SECONDS, next_limit, update_average
 from tests.conftest import make_config
-from tests.test_worker import running, wait_until
+from tests.test_worker import running
+from tests.waiting import wait_until_async
 
 
 def test_limit_doubles_while_claims_come_back_full_and_resets_when_short() -> None:
@@ -46,7 +47,7 @@ async def test_a_worker_never_holds_much_more_than_the_window_of_slow_tasks(
         return sql.fetchone()[0] == 0
 
     async with running(config):
-        await wait_until(sample, timeout=30)
+        await wait_until_async(sample, timeout=30)
     # 40 ms tasks in a 100 ms window: batches of at most 2 (3 while the first average forms),
     # where count-only doubling would have reached 32.
     assert max(held) <= 4

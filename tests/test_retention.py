@@ -11,7 +11,8 @@ from asynctask.workers import pruner
 from asynctask.workers.connection import QueryConnection
 from asynctask.workers.pruner import LOCK_KEY, Pruner
 from tests.conftest import make_config
-from tests.test_worker import fetch, running, wait_until
+from tests.test_worker import fetch, running
+from tests.waiting import wait_until_async
 
 Cursor = psycopg2.extensions.cursor
 
@@ -105,7 +106,7 @@ async def test_one_pruner_at_a_time(
         # the second, trying while the first holds the lock, gets nothing to do.
         monkeypatch.setattr(pruner, "PAUSE_SECONDS", 0.01)
         pruning = asyncio.create_task(first.prune_once())
-        await wait_until(lambda: advisory_locks(sql) == 1)
+        await wait_until_async(lambda: advisory_locks(sql) == 1)
         assert await second.prune_once() is None
         assert not pruning.done()
         assert await pruning == {"completed": 40, "cancelled": 0, "failed": 0}
@@ -123,5 +124,5 @@ async def test_workers_prune_in_the_background(
     old, new = add(sql, "completed", 2, n=3), add(sql, "completed", 0.5)
     config = make_config(database_url, retention__completed_days=1)
     async with running(config):
-        await wait_until(lambda: remaining(sql, old) == 0, timeout=10)
+        await wait_until_async(lambda: remaining(sql, old) == 0, timeout=10)
     assert remaining(sql, new) == 1

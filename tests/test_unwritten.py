@@ -12,7 +12,8 @@ from asynctask.core.models import Priority
 from asynctask.workers.link import CLAIMING, DeadWorker, SlotLink
 from asynctask.workers.slots import Slot
 from tests.conftest import make_config
-from tests.procs import children, count, executed, pid_of, stop, supervisor, wait_until
+from tests.procs import children, count, executed, pid_of, stop, supervisor
+from tests.waiting import wait_until
 
 Cursor = psycopg2.extensions.cursor
 

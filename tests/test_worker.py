@@ -27,6 +27,7 @@ from asynctask.workers.recovery import dead_lockers, pid_alive, pid_of
 from asynctask.workers.slots import EXIT_REPLACE_NOW, Slot
 from asynctask.workers.worker import Worker
 from tests.conftest import TEST_HANDLERS, make_config
+from tests.waiting import wait_until_async
 
 Cursor = psycopg2.extensions.cursor
 HIGH = Slot("high_1", Priority.HIGH)
@@ -54,14 +55,6 @@ def task_row(sql: Cursor, task_id: int) -> dict[str, Any]:
     )
     state, attempts, last_error, locker = fetch(sql)
     return {"state": state, "attempts": attempts, "last_error": last_error, "locked_by": locker}
-
-
-async def wait_until(check: Callable[[], bool], timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout} s")
-        await asyncio.sleep(0.02)
 
 
 def states_are(sql: Cursor, ids: list[int], *states: str) -> Callable[[], bool]:
@@ -93,7 +86,7 @@ async def test_polls_retries_and_fails(database_url: str, sql: Cursor) -> None:
         "low": insert(sql, "ok", priority=3),
     }
     async with running(config) as (worker, _):
-        await wait_until(
+        await wait_until_async(
             states_are(sql, [ids[k] for k in ids if k != "low"], "completed", "failed")
         )
         assert worker.link.silent_for() < 5
@@ -122,7 +115,7 @@ async def test_adaptive_prefetch_grows_and_resets(
     monkeypatch.setattr(db, "claim", spy)
     sql.execute("INSERT INTO tasks (type, priority) SELECT 'ok', 1 FROM generate_series(1, 40)")
     async with running(make_config(database_url, prefetch=8)):
-        await wait_until(lambda: _count(sql, "completed") == 40)
+        await wait_until_async(lambda: _count(sql, "completed") == 40)
     assert limits[:5] == [1, 2, 4, 8, 8]
     assert limits[-1] == 1
 
@@ -140,8 +133,8 @@ async def test_stop_finishes_the_running_task_and_releases_the_rest(
     # (prefetch is capped by expected work: slow tasks alone would be claimed one at a time).
     ids = [insert(sql, "ok")] + [insert(sql, "sleepy", {"seconds": 0.3}) for _ in range(3)]
     async with running(config) as (worker, task):
-        await wait_until(lambda: worker.limit == 4)  # the second claim took 2 tasks
-        await wait_until(lambda: worker.link.doing == ids[1])
+        await wait_until_async(lambda: worker.limit == 4)  # the second claim took 2 tasks
+        await wait_until_async(lambda: worker.link.doing == ids[1])
         worker.stop("test")
         assert await task == 0
     rows = [task_row(sql, i) for i in ids]
@@ -157,7 +150,7 @@ async def test_coroutine_timeout_and_shutdown_cut_off(database_url: str, sql: Cu
     config = make_config(database_url, handlers=handlers, shutdown_timeout_seconds=0.3)
     timed_out = insert(sql, "sleepy", {"seconds": 30}, max_attempts=1)
     async with running(config) as (worker, task):
-        await wait_until(states_are(sql, [timed_out], "failed"))
+        await wait_until_async(states_are(sql, [timed_out], "failed"))
         assert not worker.stuck
     assert (
         "TimeoutError: attempt exceeded its timeout of 0.3 s"
@@ -166,7 +159,7 @@ async def test_coroutine_timeout_and_shutdown_cut_off(database_url: str, sql: Cu
     config = make_config(database_url, shutdown_timeout_seconds=0.3, timeout_milliseconds=50)
     cut = insert(sql, "sleepy", {"seconds": 30}, max_attempts=3)
     async with running(config) as (worker, task):
-        await wait_until(lambda: worker.link.doing == cut)
+        await wait_until_async(lambda: worker.link.doing == cut)
         worker.stop("test")
         assert await asyncio.wait_for(task, 5) == 0
     row = task_row(sql, cut)
@@ -205,17 +198,19 @@ async def test_supervisor_vanished(database_url: str) -> None:
 async def test_survives_losing_its_connection(database_url: str, sql: Cursor) -> None:
     config = make_config(database_url, timeout_milliseconds=5000)
     async with running(config) as (worker, _):
-        await wait_until(worker.conn.listening.is_set)
+        await wait_until_async(worker.conn.listening.is_set)
         sql.execute(
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
             " WHERE datname = current_database() AND pid <> pg_backend_pid()"
         )
         # Reconnected at once (the loss wakes the worker), not at the next 5 s poll.
-        await wait_until(lambda: worker.conn.connects == 2 and worker.conn.listening.is_set(), 4)
+        await wait_until_async(
+            lambda: worker.conn.connects == 2 and worker.conn.listening.is_set(), 4
+        )
         started = time.monotonic()
         task_id = insert(sql, "ok")
         sql.execute("SELECT pg_notify('tasks_high', '')")
-        await wait_until(states_are(sql, [task_id], "completed"))
+        await wait_until_async(states_are(sql, [task_id], "completed"))
         assert time.monotonic() - started < 4  # woken by NOTIFY, not the 5 s poll
 
 
@@ -232,7 +227,7 @@ async def test_releases_dead_predecessor_and_orphans(database_url: str, sql: Cur
     )
     dead = DeadWorker(dead_locker, "killed by SIGKILL", task_id=running_id)
     async with running(make_config(database_url, timeout_milliseconds=50), dead):
-        await wait_until(states_are(sql, [running_id, queued_id], "completed"))
+        await wait_until_async(states_are(sql, [running_id, queued_id], "completed"))
     assert task_row(sql, running_id)["attempts"] == 2
     assert (
         "worker high_1 (pid 999999) died while running this task: killed by SIGKILL"
@@ -241,7 +236,7 @@ async def test_releases_dead_predecessor_and_orphans(database_url: str, sql: Cur
     assert task_row(sql, queued_id)["attempts"] == 1  # handed back uncounted, then run once
     assert task_row(sql, orphan_id)["state"] == "running"  # a replacement does not sweep
     async with running(make_config(database_url, timeout_milliseconds=50)):  # a first start does
-        await wait_until(states_are(sql, [orphan_id], "failed"))
+        await wait_until_async(states_are(sql, [orphan_id], "failed"))
     orphan = task_row(sql, orphan_id)
     assert orphan["state"] == "failed" and f"{host}:999998:low_1" in orphan["last_error"]
     assert task_row(sql, alive_id)["state"] == "running"  # its process is alive: not ours
@@ -255,7 +250,7 @@ async def test_extends_its_lease_and_rescues_expired_ones(database_url: str, sql
     )
     long_one = insert(sql, "sleepy", {"seconds": 2.5})
     async with running(config):
-        await wait_until(states_are(sql, [expired, long_one], "completed"))
+        await wait_until_async(states_are(sql, [expired, long_one], "completed"))
     assert "lease expired: worker elsewhere:1:high_1" in task_row(sql, expired)["last_error"]
     assert task_row(sql, long_one)["attempts"] == 1  # its lease was kept alive throughout
 

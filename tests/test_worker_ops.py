@@ -39,8 +39,9 @@ from tests.procs import (
     stop,
     supervisor,
 )
-from tests.procs import wait_until as wait_for
-from tests.test_worker import insert, running, states_are, wait_until
+from tests.test_worker import insert, running, states_are
+from tests.waiting import wait_until as wait_for
+from tests.waiting import wait_until_async
 
 Cursor = psycopg2.extensions.cursor
 Samples = dict[str, dict[tuple[tuple[str, str], ...], float]]
@@ -206,7 +207,7 @@ async def test_task_lines_in_process_at_info(database_url: str, sql: Cursor) -> 
     ids = [insert(sql, "ok"), insert(sql, "boom", max_attempts=1), insert(sql, "nope")]
     with json_lines(logging.INFO) as stream:
         async with running(make_config(database_url, timeout_milliseconds=100)):
-            await wait_until(states_are(sql, ids, "completed", "failed"))
+            await wait_until_async(states_are(sql, ids, "completed", "failed"))
     lines = events(stream.getvalue(), "task finished")
     # At INFO completions are not logged (the metrics count them): only the two failures.
     assert [(r["task_id"], r["outcome"], r["level"]) for r in lines] == [

@@ -15,7 +15,7 @@ from asynctask.cli.start import migrate, run_all, run_workers
 from asynctask.core import stats
 from asynctask.core.config import Config, load_config
 from asynctask.core.connections import with_connection
-from asynctask.core.errors import AsyncTaskError
+from asynctask.core.errors import AsyncTaskError, ConfigError
 from asynctask.core.logs import setup_logging
 from asynctask.embedded import with_database
 
@@ -97,6 +97,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     setup_logging(config.log_level, config.log_format)
     try:
+        # `stats` only reads: the embedded server's long notice is for the commands that run it.
+        config = with_database(config, announce=args.command != "stats")
+    except ConfigError as exc:
+        print(f"asynctask: {exc}", file=sys.stderr)
+        return 2
+    except AsyncTaskError as exc:
+        log.error("%s", exc)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    try:
         return _dispatch(args, config)
     except AsyncTaskError as exc:
         log.error("%s", exc)
@@ -106,7 +117,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _dispatch(args: argparse.Namespace, config: Config) -> int:
-    config = with_database(config)
     if args.command == "migrate":
         asyncio.run(migrate(config))
         return 0
