@@ -34,6 +34,9 @@ class DatabaseConfig:
     url: str | None = None
     pool_size: int = 10
     connect_timeout_seconds: float = 5.0
+    # False: the API sends its hot statements as plain SQL, never PREPAREd (PgBouncer's
+    # transaction pooling hands each transaction to any server connection).
+    prepared_statements: bool = True
 
 
 @dataclass(frozen=True)
@@ -145,6 +148,12 @@ def _text(key: str, value: Any) -> str:
     return value
 
 
+def _bool(key: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise _fail(key, value, "true or false")
+    return value
+
+
 def _tokens(key: str, value: Any) -> tuple[str, ...]:
     if isinstance(value, str):
         value = [part.strip() for part in value.split(",") if part.strip()]
@@ -159,6 +168,7 @@ _SCALARS: dict[str, Callable[[str, Any], Any]] = {
     "database.url": _optional(_text),
     "database.pool_size": _int(1, 1000),
     "database.connect_timeout_seconds": _number(0, 600),
+    "database.prepared_statements": _bool,
     "api.host": _text,
     "api.port": _int(1, 65535, "a TCP port from 1 to 65535"),
     "api.max_body_bytes": _int(1024, 1024**3),
