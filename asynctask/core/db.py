@@ -235,12 +235,17 @@ async def ensure_database(url: str) -> bool:
 
 
 async def apply_schema(conn: aiopg.Connection) -> None:
-    """Run schema.sql under an advisory lock; safe to repeat and to run concurrently."""
-    await _execute(conn, "SELECT pg_advisory_lock(%s)", (_MIGRATE_LOCK,))
-    try:
-        await _execute(conn, "SET client_min_messages = warning; " + schema_sql())
-    finally:
-        await _execute(conn, "SELECT pg_advisory_unlock(%s)", (_MIGRATE_LOCK,))
+    """Run schema.sql under an advisory lock; safe to repeat and to run concurrently.
+
+    One query string, so one transaction: the lock is released at its commit, and lock, DDL and
+    release share one server session also behind a pooler in transaction mode (a session lock
+    taken and released by two statements there can land on two sessions and stay held).
+    """
+    await _execute(
+        conn,
+        f"SELECT pg_advisory_xact_lock({_MIGRATE_LOCK});"
+        " SET LOCAL client_min_messages = warning; " + schema_sql(),
+    )
 
 
 async def connection_limits(conn: aiopg.Connection) -> tuple[int, int]:
