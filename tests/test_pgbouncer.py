@@ -83,7 +83,7 @@ def _run(
 
         def all_completed() -> bool:
             sql.execute("SELECT count(*) FROM tasks WHERE state = 'completed'")
-            return (sql.fetchone() or (0,))[0] == total
+            return bool((sql.fetchone() or (0,))[0] == total)
 
         wait_until(all_completed, timeout=30, interval=0.1)
     finally:
