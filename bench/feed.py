@@ -22,6 +22,7 @@ class FeedStats:
     failovers: int = 0  # requests answered by another API than the feeder's own
     first_failure: dict[str, float] = field(default_factory=dict)  # API -> wall-clock time
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    stop: threading.Event = field(default_factory=threading.Event, repr=False)  # give up now
 
     def failed(self, base: str) -> None:
         with self.lock:
@@ -43,18 +44,21 @@ def post_tasks(
     Each goes to bases[0] (the feeder's own API) unless it failed in the last DOWN_SECONDS, else
     to the next one; a request is repeated until some API answers 201. A request that was not
     answered may still have inserted its tasks: the account counts those double inserts.
+    Returns early once `stats.stop` is set.
     """
     stats = stats or FeedStats()
     down: dict[str, float] = {}
     due = time.monotonic()
     for first in range(0, len(tasks), batch):
+        if stats.stop.is_set():
+            return
         due += interval
         chunk = tasks[first : first + batch]
         path, body = (
             ("/api/tasks", chunk[0]) if batch == 1 else ("/api/tasks/batch", {"tasks": chunk})
         )
         payload = json.dumps(body).encode()
-        while True:
+        while not stats.stop.is_set():
             now = time.monotonic()
             base = next((b for b in bases if down.get(b, 0.0) <= now), bases[0])
             if _post(base + path, payload, timeout):
