@@ -28,7 +28,14 @@ from typing import Any
 from bench.apphost import AppHost
 from bench.common import asynctask, base_parser, connect, env, report, scalar, wait_for, wait_http
 from bench.feed import FeedStats, post_tasks
-from bench.hosts_account import AUDIT_DDL, HostsAccount, load_executions, render, tally
+from bench.hosts_account import (
+    AUDIT_DDL,
+    REQUEST_TIMEOUT,
+    HostsAccount,
+    load_executions,
+    render,
+    tally,
+)
 from bench.hosts_faults import Fault, add_latency, cut_off, held_by, kill_host
 from bench.hosts_timing import timings
 from bench.netns import Network, alive, remove_stale
@@ -59,12 +66,13 @@ class Plan:
     latency_ms: int = 50
     gap: float = 5.0
     cut: float = 15.0  # longer than the lease, plus the rescue's period (lease / 2)
+    tail: float = 15.0  # creates go on after the kill: the healed host's workers resume late
     slow_every: int = 25  # every 25th task takes 0.4-1.6 s, the others 1-5 ms
 
     @property
     def feed_seconds(self) -> float:
-        """Creates are spread over the faults, and a little past the kill."""
-        return self.warm + self.latency + self.gap + self.cut + self.gap + 5.0
+        """Creates are spread over the faults and the tail."""
+        return self.warm + self.latency + self.gap + self.cut + self.gap + self.tail
 
 
 def _task(key: int, plan: Plan) -> dict[str, Any]:
@@ -82,7 +90,8 @@ def _feeders(plan: Plan, hosts: list[AppHost], stats: FeedStats) -> list[threadi
         bases = [host.base] + [h.base for h in hosts if h is not host]
         for share, batch in ((mine[: len(mine) // 5], 1), (mine[len(mine) // 5 :], BATCH)):
             interval = plan.feed_seconds / max(1, math.ceil(len(share) / batch))
-            kwargs = {"batch": batch, "interval": interval, "timeout": 10.0, "stats": stats}
+            kwargs = {"batch": batch, "interval": interval, "stats": stats}
+            kwargs |= {"timeout": REQUEST_TIMEOUT}
             threads.append(
                 threading.Thread(target=post_tasks, args=(bases, share), kwargs=kwargs, daemon=True)
             )

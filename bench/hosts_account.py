@@ -18,6 +18,7 @@ from bench.hosts_faults import HOST_KILL, PARTITION, Fault
 from bench.hosts_timing import NOT_RECORDED
 
 UNEXPLAINED = "unexplained"
+REQUEST_TIMEOUT = 10.0  # the feeders' (bench/hosts.py)
 # Every transition to `completed`, with the claim it ended: a task completed twice shows here.
 AUDIT_DDL = (
     EXECUTIONS_DDL + "; ALTER TABLE executions ADD COLUMN host text;"
@@ -39,6 +40,7 @@ class HostsAccount:
     tasks: int
     created: int
     double_inserts: int
+    double_insert_causes: dict[str, int]  # the fault that began just after the first insert
     completed: int
     failed: int
     executions: int
@@ -97,6 +99,27 @@ def _scalar(conn: psycopg2.extensions.connection, sql: str, params: Any = None) 
         return int((cur.fetchone() or (0,))[0])
 
 
+def _double_insert_causes(
+    conn: psycopg2.extensions.connection, faults: list[Fault]
+) -> dict[str, int]:
+    """Which fault made a client repeat a create that had in fact been committed.
+
+    The first copy was committed, then its answer was lost to a fault that began within the
+    client's request timeout (REQUEST_TIMEOUT) after it.
+    """
+    with conn.cursor() as cur:
+        cur.execute(
+            "SELECT extract(epoch FROM min(inserted_at)), count(*) - 1 FROM tasks"
+            " GROUP BY data->>'k' HAVING count(*) > 1"
+        )
+        repeated = [(float(at), int(extra)) for at, extra in cur.fetchall()]
+    causes: Counter[str] = Counter()
+    for at, extra in repeated:
+        fault = next((f for f in faults if at - 1 <= f.start <= at + REQUEST_TIMEOUT), None)
+        causes[fault.kind if fault else UNEXPLAINED] += extra
+    return dict(causes)
+
+
 def tally(
     conn: psycopg2.extensions.connection,
     *,
@@ -133,6 +156,7 @@ def tally(
         tasks=tasks,
         created=seen.created,
         double_inserts=seen.created - seen.keys,
+        double_insert_causes=_double_insert_causes(conn, faults),
         completed=seen.states.get("completed", 0),
         failed=seen.states.get("failed", 0),
         executions=seen.executions,
@@ -158,13 +182,14 @@ def tally(
 
 def render(account: HostsAccount) -> str:
     """The account as `python -m bench.hosts` prints it."""
-    causes = ", ".join(f"{k}: {v}" for k, v in sorted(account.duplicate_causes.items())) or "none"
+    causes = _causes(account.duplicate_causes)
     by_host = ", ".join(f"{k}: {v}" for k, v in sorted(account.completions_by_host.items()))
     feed = account.feed
     lines = [
         f"tasks enqueued          {account.tasks} (over HTTP, every host's API)",
         f"tasks created           {account.created}"
-        f" ({account.double_inserts} inserted twice after an unanswered request)",
+        f" ({account.double_inserts} inserted twice after an unanswered request:"
+        f" {_causes(account.double_insert_causes)})",
         f"create requests         {feed['requests']} answered 201; {feed['failures']} attempts"
         f" failed; {feed['failovers']} answered by another host's API",
         f"completed               {account.completed} ({by_host})",
@@ -185,7 +210,11 @@ def render(account: HostsAccount) -> str:
         span = f"{fault.end - fault.start:.1f} s" if fault.end else "for good"
         lines.append(f"{fault.kind} on {fault.host} ({span}; {fault.how}):")
         for what, seconds in fault.timings.items():
-            shown = "-" if seconds is None else f"{seconds:g}"
             unit = "" if "(ms" in what else " s"
-            lines.append(f"    {what:<38} {shown}{unit if seconds is not None else ''}")
+            shown = "not seen" if seconds is None else f"{seconds:g}{unit}"
+            lines.append(f"    {what:<38} {shown}")
     return "\n".join(lines)
+
+
+def _causes(counts: dict[str, int]) -> str:
+    return ", ".join(f"{k}: {v}" for k, v in sorted(counts.items())) or "none"
