@@ -67,6 +67,24 @@ async def _create_all(port: int) -> list[int]:
     return statuses
 
 
+async def _read_routes(port: int) -> list[int]:
+    """The other routes that touch the database (a completed task cannot be cancelled: 409)."""
+    base = f"http://127.0.0.1:{port}"
+    async with aiohttp.ClientSession() as session:
+        statuses = []
+        for method, path in [
+            ("GET", "/api/tasks?limit=10&state=completed"),
+            ("GET", "/api/tasks/1"),
+            ("GET", "/api/stats"),
+            ("GET", "/metrics"),
+            ("POST", "/api/tasks/1/cancel"),
+        ]:
+            async with session.request(method, base + path) as response:
+                await response.read()
+                statuses.append(response.status)
+    return statuses
+
+
 def _run(
     config: Path, sql: psycopg2.extensions.cursor, api_url: str, workers_url: str, **api_env: str
 ) -> None:
@@ -86,6 +104,7 @@ def _run(
             return bool((sql.fetchone() or (0,))[0] == total)
 
         wait_until(all_completed, timeout=30, interval=0.1)
+        assert asyncio.run(_read_routes(port)) == [200, 200, 200, 200, 409]
     finally:
         codes = [service.stop() for service in services]
     assert codes == [0, 0]
