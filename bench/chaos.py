@@ -14,8 +14,6 @@ import sys
 import tempfile
 import threading
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -31,16 +29,10 @@ from bench.chaos_account import (
     render,
     tally,
 )
-from bench.chaos_faults import (
-    Chaos,
-    connect,
-    db_restart_command,
-    listening,
-    scalar,
-    wait_for,
-)
+from bench.chaos_faults import Chaos, db_restart_command, listening
 from bench.chaos_handlers import EXECUTIONS_DDL
-from bench.common import base_parser, report, scratch_database, wait_http
+from bench.common import base_parser, connect, report, scalar, scratch_database, wait_for, wait_http
+from bench.feed import post_tasks
 
 LEASE_SECONDS = 5.0
 BATCH = 500
@@ -71,22 +63,8 @@ def _task(key: int, most: int) -> dict[str, Any]:
 
 def _enqueue_api(port: int, keys: range, most: int) -> None:
     """POST the keys in batches; retry a batch until it is answered 201."""
-    url = f"http://127.0.0.1:{port}/api/tasks/batch"
-    for first in range(keys.start, keys.stop, BATCH):
-        body = json.dumps(
-            {"tasks": [_task(k, most) for k in range(first, min(first + BATCH, keys.stop))]}
-        )
-        while True:
-            request = urllib.request.Request(
-                url, body.encode(), {"Content-Type": "application/json"}
-            )
-            try:
-                with urllib.request.urlopen(request, timeout=30) as response:
-                    if response.status == 201:
-                        break
-            except (urllib.error.URLError, OSError):
-                pass  # 503 while the database restarts, or the connection dropped: try again
-            time.sleep(0.2)
+    tasks = [_task(k, most) for k in keys]
+    post_tasks([f"http://127.0.0.1:{port}"], tasks, batch=BATCH)
 
 
 def _enqueue_sql(url: str, keys: range, most: int) -> None:

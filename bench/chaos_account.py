@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import re
-from collections import Counter, defaultdict
+from collections import Counter
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import psycopg2.extensions
+
+from bench.account import census
 
 WORKER_KILL = "worker SIGKILL"
 SUPERVISOR_KILL = "supervisor SIGKILL"
@@ -75,50 +77,33 @@ def tally(
     db_restart_note: str,
 ) -> Account:
     """Read the final state of the scratch database and attribute every duplicate execution."""
+    seen = census(conn)
     with conn.cursor() as cur:
-        cur.execute("SELECT state, count(*) FROM tasks GROUP BY state")
-        states: dict[str, int] = dict(cur.fetchall())
-        cur.execute("SELECT count(*), count(DISTINCT data->>'k') FROM tasks")
-        created, keys = cur.fetchone() or (0, 0)
-        # Lost: a key that never made it in, or a task that is not finished, or one that says
-        # completed although no execution of it was ever recorded (silently dropped).
-        cur.execute(
-            "SELECT count(*) FROM tasks t WHERE t.state = 'completed'"
-            " AND NOT EXISTS (SELECT 1 FROM executions e WHERE e.task_id = t.id)"
-        )
-        completed_unrun = int((cur.fetchone() or (0,))[0])
-        cur.execute("SELECT task_id, attempt, pid, at FROM executions ORDER BY task_id, at")
-        runs: dict[int, list[tuple[int, float]]] = defaultdict(list)
-        started: set[tuple[int, int, int]] = set()
-        for task_id, attempt, pid, at in cur.fetchall():
-            runs[task_id].append((pid, at))
-            started.add((task_id, attempt, pid))
         # The replacement names the task its predecessor was running in last_error; that is the
         # truth when the harness read the killed claims too late (already released, under load).
         cur.execute("SELECT last_error FROM tasks WHERE last_error LIKE %s", ("%died while%",))
         named = Counter(int(m) for (e,) in cur.fetchall() for m in _DIED_PID.findall(e))
     for event in events:
-        event.tasks_hit = sum((t, a, p) in started for t, a in event.held for p in event.pids)
+        event.tasks_hit = sum((t, a, p) in seen.started for t, a in event.held for p in event.pids)
         if event.kind == WORKER_KILL:
             event.tasks_hit = max(event.tasks_hit, sum(named[p] for p in event.pids))
-    unfinished = sum(states.get(s, 0) for s in ("available", "retrying"))
     causes: Counter[str] = Counter()
-    for history in runs.values():
+    for history in seen.runs.values():
         for pid, at in history[:-1]:  # every run but the last one was not the one that counted
             causes[_cause(pid, at, events, lease_seconds)] += 1
     kills = [e for e in events if e.kind == WORKER_KILL]
     restarts = [e for e in events if e.kind == DB_RESTART]
     return Account(
         tasks=tasks,
-        created=int(created),
-        double_inserts=int(created) - int(keys),
-        completed=states.get("completed", 0),
-        failed=states.get("failed", 0),
-        executions=sum(len(h) for h in runs.values()),
+        created=seen.created,
+        double_inserts=seen.created - seen.keys,
+        completed=seen.states.get("completed", 0),
+        failed=seen.states.get("failed", 0),
+        executions=seen.executions,
         duplicates=sum(causes.values()),
         duplicate_causes=dict(causes),
-        lost=(tasks - int(keys)) + unfinished + completed_unrun,
-        stuck=states.get("running", 0),
+        lost=seen.lost(tasks),
+        stuck=seen.stuck,
         worker_kills=len(kills),
         kills_hit=sum(1 for e in kills if e.tasks_hit > 0),
         tasks_hit=sum(e.tasks_hit for e in kills),

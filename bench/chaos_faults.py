@@ -8,9 +8,7 @@ import random
 import shutil
 import subprocess
 import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import psutil
 import psycopg2
@@ -18,7 +16,7 @@ import psycopg2.extensions
 
 from bench.chaos_account import DB_RESTART, SUPERVISOR_KILL, SUPERVISOR_RESTART, WORKER_KILL, Event
 from bench.chaos_handlers import RECORD_DSN_ENV
-from bench.common import Service, free_port, start
+from bench.common import Service, free_port, rows, scalar, start, wait_for
 
 
 def db_restart_command(url: str) -> tuple[list[str] | None, str]:
@@ -41,37 +39,6 @@ def db_restart_command(url: str) -> tuple[list[str] | None, str]:
             command = ["pg_ctlcluster", "--skip-systemctl-redirect", version, cluster, "restart"]
             return command, f"{version}/{cluster} restarted with pg_ctlcluster"
     return None, f"skipped: no online local cluster listens on port {port}"
-
-
-def connect(url: str, patience: float = 60.0) -> psycopg2.extensions.connection:
-    """An autocommit connection, waiting out a server restart."""
-    deadline = time.monotonic() + patience
-    while True:
-        try:
-            conn = psycopg2.connect(url, connect_timeout=5)
-            conn.autocommit = True
-            return conn
-        except psycopg2.OperationalError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.2)
-
-
-def rows(url: str, sql: str, params: Any = None) -> list[list[Any]]:
-    """Rows from a fresh connection (the harness's own sessions die with the server)."""
-    conn = connect(url)
-    try:
-        with conn.cursor() as cur:
-            cur.execute(sql, params)
-            return [list(row) for row in cur.fetchall()]
-    finally:
-        conn.close()
-
-
-def scalar(url: str, sql: str, params: Any = None) -> Any:
-    """One value from a fresh connection."""
-    found = rows(url, sql, params)
-    return found[0][0] if found else None
 
 
 def workers_of(supervisor: Service) -> dict[int, str]:
@@ -189,11 +156,3 @@ def listening(url: str) -> int:
         " AND application_name LIKE 'asynctask worker %%'"
     )
     return int(scalar(url, sql))
-
-
-def wait_for(check: Callable[[], bool], timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"not done within {timeout:.0f} s")
-        time.sleep(0.25)

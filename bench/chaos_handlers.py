@@ -1,4 +1,9 @@
-"""The chaos benchmark's handler: record each execution, then work for a few milliseconds."""
+"""The fault benchmarks' handler: record each execution, then work for a few milliseconds.
+
+It records into the database's `executions` table (bench/chaos.py), or, when RECORD_FILE_ENV
+names a file, appends a line to it (bench/hosts.py: a host cut off from the database still runs
+what it holds, and those runs must be counted; the harness loads the files at the end).
+"""
 
 from __future__ import annotations
 
@@ -12,6 +17,7 @@ import psycopg2.extensions
 from asynctask.core.models import Task
 
 RECORD_DSN_ENV = "ASYNCTASK_CHAOS_RECORD_DSN"
+RECORD_FILE_ENV = "ASYNCTASK_CHAOS_RECORD_FILE"
 RECORD_PATIENCE_SECONDS = 60.0
 EXECUTIONS_DDL = (
     "CREATE TABLE IF NOT EXISTS executions (id uuid PRIMARY KEY, task_id bigint NOT NULL,"
@@ -21,13 +27,29 @@ EXECUTIONS_DDL = (
 # One connection per worker process, used only by its single handler thread, autocommit: the
 # record is committed before the task's own outcome exists, so it survives a lost completion.
 _conn: psycopg2.extensions.connection | None = None
+_file: int | None = None
 
 
 def record(task: Task) -> None:
-    """Insert one `executions` row (retrying through a database restart), then sleep data['ms']."""
+    """Record one execution (a row of `executions`, or a line of the record file); sleep data['ms'].
+
+    The database insert is retried through a restart.
+    """
     row = (str(uuid.uuid4()), task.id, task.attempts, os.getpid(), time.time())
-    _insert(row)
+    if RECORD_FILE_ENV in os.environ:
+        _append(row)
+    else:
+        _insert(row)
     time.sleep(float(task.data.get("ms", 2)) / 1000)
+
+
+def _append(row: tuple[str, int, int, int, float]) -> None:
+    global _file
+    if _file is None:
+        _file = os.open(os.environ[RECORD_FILE_ENV], os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    # One write(2) of one short line with O_APPEND: the worker processes of a host share the file
+    # without interleaving, and a SIGKILL after it returns loses nothing.
+    os.write(_file, ("\t".join(map(str, row)) + "\n").encode())
 
 
 def _insert(row: tuple[str, int, int, int, float]) -> None:

@@ -14,7 +14,7 @@ import sys
 import time
 import urllib.request
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -189,3 +189,43 @@ def spread(ms: list[float]) -> dict[str, float]:
 def median(values: list[float]) -> float:
     """The median, for summaries of repeated runs."""
     return float(statistics.median(values))
+
+
+def connect(url: str, patience: float = 60.0) -> psycopg2.extensions.connection:
+    """An autocommit connection, waiting out a server restart."""
+    deadline = time.monotonic() + patience
+    while True:
+        try:
+            conn = psycopg2.connect(url, connect_timeout=5)
+            conn.autocommit = True
+            return conn
+        except psycopg2.OperationalError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+
+
+def rows(url: str, sql: str, params: Any = None) -> list[list[Any]]:
+    """Rows from a fresh connection (the harness's own sessions die with the server)."""
+    conn = connect(url)
+    try:
+        with conn.cursor() as cur:
+            cur.execute(sql, params)
+            return [list(row) for row in cur.fetchall()]
+    finally:
+        conn.close()
+
+
+def scalar(url: str, sql: str, params: Any = None) -> Any:
+    """One value from a fresh connection."""
+    found = rows(url, sql, params)
+    return found[0][0] if found else None
+
+
+def wait_for(check: Callable[[], bool], timeout: float) -> None:
+    """Poll `check` every 0.25 s until it is true; TimeoutError after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"not done within {timeout:.0f} s")
+        time.sleep(0.25)

@@ -58,7 +58,12 @@ def create_app(config: Config) -> web.Application:
 async def _pool(app: web.Application) -> AsyncIterator[None]:
     config = app[keys.CONFIG]
     url = str(config.database.url)
-    app[keys.POOL] = await create_pool(url, config.database.pool_size, QUERY_TIMEOUT_SECONDS)
+    app[keys.POOL] = await create_pool(
+        url,
+        config.database.pool_size,
+        QUERY_TIMEOUT_SECONDS,
+        prepared_statements=config.database.prepared_statements,
+    )
     app[keys.CREATES] = GroupCommit(app[keys.POOL], config.database.connect_timeout_seconds)
     try:
         yield

@@ -76,6 +76,10 @@ def test_unreadable_yaml_names_the_file(tmp_path: Path) -> None:
             "handlers.r.timeout_seconds: -1 is not allowed",
         ),
         ({"database": {"url": ""}}, "database.url: '' is not allowed"),
+        (
+            {"database": {"prepared_statements": "no"}},
+            "database.prepared_statements: 'no' is not allowed (true or false)",
+        ),
     ],
 )
 def test_bad_values_name_the_key_the_value_and_what_is_allowed(
@@ -96,6 +100,7 @@ def test_environment_overrides_the_file() -> None:
         "ASYNCTASK_API_TOKENS": "one, two",
         "ASYNCTASK_LOG_LEVEL": "debug",
         "ASYNCTASK_METRICS_PORT": "",
+        "ASYNCTASK_DATABASE_PREPARED_STATEMENTS": "false",
     }
     config = parse_config(raw, environ)
     assert config.database.url == "postgresql://env/db"
@@ -104,6 +109,8 @@ def test_environment_overrides_the_file() -> None:
     assert config.api.tokens == ("one", "two")
     assert config.log_level == "DEBUG"
     assert config.metrics_port is None
+    assert config.database.prepared_statements is False
+    assert parse_config(raw, {}).database.prepared_statements is True
 
 
 def test_a_bad_environment_value_names_the_variable() -> None:

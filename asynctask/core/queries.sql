@@ -232,15 +232,9 @@ DELETE FROM tasks WHERE id IN (
 
 
 -- name: try_lock
--- Take a session advisory lock if it is free (one pruner, one migration at a time).
+-- Take a session advisory lock if it is free (one pruner at a time across all supervisors).
 -- params: $1 bigint (key)
 SELECT pg_try_advisory_lock($1) AS locked;
-
-
--- name: lock
--- Wait for a session advisory lock (concurrent migrations queue behind each other).
--- params: $1 bigint (key)
-SELECT pg_advisory_lock($1);
 
 
 -- name: unlock

@@ -9,9 +9,8 @@ import psycopg2
 import psycopg2.errors
 import psycopg2.extensions
 
-from asynctask.core.connections import connect, execute_text, redact, rows, translate_errors
+from asynctask.core.connections import connect, execute_text, redact, translate_errors
 from asynctask.core.errors import DatabaseError, DatabaseUnavailable
-from asynctask.core.sql import QUERIES
 
 # Arbitrary but fixed: serialises concurrent `asynctask migrate` runs (several containers at once).
 _MIGRATE_LOCK = 0x61737963
@@ -55,9 +54,14 @@ async def ensure_database(url: str) -> bool:
 
 
 async def apply_schema(conn: aiopg.Connection) -> None:
-    """Run schema.sql under an advisory lock; safe to repeat and to run concurrently."""
-    await rows(conn, QUERIES["lock"], _MIGRATE_LOCK)
-    try:
-        await execute_text(conn, "SET client_min_messages = warning; " + schema_sql())
-    finally:
-        await rows(conn, QUERIES["unlock"], _MIGRATE_LOCK)
+    """Run schema.sql under an advisory lock; safe to repeat and to run concurrently.
+
+    One query string, so one transaction: the lock is released at its commit, and lock, DDL and
+    release share one server session also behind a pooler in transaction mode (a session lock
+    taken and released by two statements there can land on two sessions and stay held).
+    """
+    await execute_text(
+        conn,
+        f"SELECT pg_advisory_xact_lock({_MIGRATE_LOCK});"
+        " SET LOCAL client_min_messages = warning; " + schema_sql(),
+    )

@@ -1,0 +1,50 @@
+"""database.prepared_statements: false: the API's hot statements as plain SQL, never PREPAREd."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+
+import aiopg
+import psycopg2.extensions
+import pytest
+
+from asynctask.core import db
+
+
+@pytest.fixture
+async def pool(database_url: str) -> AsyncIterator[aiopg.Pool]:
+    unprepared = await db.create_pool(database_url, 2, 5.0, prepared_statements=False)
+    yield unprepared
+    unprepared.close()
+    await unprepared.wait_closed()
+
+
+async def _prepared(conn: aiopg.Connection) -> list[str]:
+    async with conn.cursor() as cur:
+        await cur.execute("SELECT name FROM pg_prepared_statements")
+        return [row[0] for row in await cur.fetchall()]
+
+
+async def test_inserts_and_claims_run_unprepared_with_the_same_results(
+    pool: aiopg.Pool, sql: psycopg2.extensions.cursor
+) -> None:
+    async with db.acquire(pool, 5.0) as conn:
+        one = await db.insert_task(conn, "ok", 1, 5, {"percent": "100%", "quote": "'"})
+        rows = await db.insert_task_rows(conn, [("ok", 2, 3, "{}"), ("ok", 1, 1, '{"n": 1}')])
+        ids = await db.insert_tasks(conn, [("ok", 3, 2, "{}")])
+        token = str(uuid.uuid4())
+        claimed = await db.claim(
+            conn, priority=1, limit=10, locked_by="h:1:high_1", token=token, lease_seconds=30
+        )
+        assert await _prepared(conn) == []
+    assert one["data"] == {"percent": "100%", "quote": "'"} and one["priority"] == "high"
+    assert [(r["priority"], r["max_attempts"]) for r in rows] == [("normal", 3), ("high", 1)]
+    assert [r["id"] for r in claimed] == [one["id"], rows[1]["id"]]
+    sql.execute("SELECT id, state, lock_token::text FROM tasks ORDER BY id")
+    assert sql.fetchall() == [
+        (one["id"], "running", token),
+        (rows[0]["id"], "available", None),
+        (rows[1]["id"], "running", token),
+        (ids[0], "available", None),
+    ]
