@@ -76,6 +76,16 @@ def listening(sql: Cursor) -> int:
     return int(fetch(sql)[0])
 
 
+def waiting_for_work(sql: Cursor) -> int:
+    """Worker connections idle after a claim: their worker found nothing and waits (or polls)."""
+    sql.execute(
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+        " AND application_name LIKE 'asynctask worker %%' AND state = 'idle'"
+        " AND query LIKE 'EXECUTE asynctask_claim%%'"
+    )
+    return int(fetch(sql)[0])
+
+
 def count(sql: Cursor, condition: str = "true") -> int:
     sql.execute(f"SELECT count(*) FROM tasks WHERE {condition}")
     return int(fetch(sql)[0])

@@ -45,9 +45,10 @@ from tests.procs import (
     supervise,
     supervisor,
     title,
-    wait_until,
+    waiting_for_work,
 )
 from tests.test_worker import fetch
+from tests.waiting import wait_until
 
 Cursor = psycopg2.extensions.cursor
 ROOT = Path(__file__).resolve().parent.parent
@@ -139,7 +140,7 @@ def test_notify_wakes_an_idle_worker_well_before_the_poll(database_url: str, sql
         return latencies
 
     with supervisor(config, sql) as process:
-        time.sleep(0.3)  # let the worker settle into its idle wait
+        wait_until(lambda: waiting_for_work(sql) == 1)  # settled into its idle wait
         latencies = asyncio.run(measure())
         assert stop(process) == 0
     median, worst = statistics.median(latencies), max(latencies)
@@ -182,7 +183,7 @@ def test_an_idle_pool_wakes_only_its_leader_for_a_single_task(
     database_url: str, sql: Cursor
 ) -> None:
     with supervisor(_pool_of_two(database_url, sql), sql) as process:
-        time.sleep(0.5)  # both workers made their first claim and wait for 60 s
+        wait_until(lambda: waiting_for_work(sql) == 2)  # both claimed nothing; they wait 60 s
         slots = []
         for _ in range(10):
             (task_id,) = _create(database_url, "sleepy", {"seconds": 0.2})
@@ -196,7 +197,7 @@ def test_a_task_created_while_the_leader_is_busy_starts_on_a_sibling(
     database_url: str, sql: Cursor
 ) -> None:
     with supervisor(_pool_of_two(database_url, sql), sql) as process:
-        time.sleep(0.5)
+        wait_until(lambda: waiting_for_work(sql) == 2)
         (first,) = _create(database_url, "sleepy", {"seconds": 5})
         assert _slot_running(sql, first) == "high_1"
         # The leader hears the next one too, but is busy: it nudges high_2 through its pipe.
@@ -210,10 +211,8 @@ def _replace(process: Any, sql: Cursor, slot: str) -> None:
     title = f"asynctask worker {slot}"
     killed = children(pid_of(process))[title]
     os.kill(killed, signal.SIGKILL)
-    wait_until(
-        lambda: children(pid_of(process)).get(title, killed) != killed and listening(sql) == 2
-    )
-    time.sleep(0.5)  # its first claim found nothing: it waits for 60 s
+    wait_until(lambda: children(pid_of(process)).get(title, killed) != killed)
+    wait_until(lambda: waiting_for_work(sql) == 2)  # its first claim found nothing: it waits
 
 
 def test_a_batch_wakes_the_whole_pool_also_after_restarts(database_url: str, sql: Cursor) -> None:
@@ -221,10 +220,10 @@ def test_a_batch_wakes_the_whole_pool_also_after_restarts(database_url: str, sql
         ids = _create(database_url, "sleepy", {"seconds": 0.5}, count=2)
         assert {_slot_running(sql, task_id) for task_id in ids} == {"high_1", "high_2"}
         wait_until(lambda: count(sql, "state = 'available' OR state = 'running'") == 0)
-        time.sleep(0.3)  # both made their next claim (which found nothing) and wait for 60 s
+        wait_until(lambda: waiting_for_work(sql) == 2)  # next claims found nothing: they wait
 
     with supervisor(_pool_of_two(database_url, sql), sql) as process:
-        time.sleep(0.5)
+        wait_until(lambda: waiting_for_work(sql) == 2)
         batch_runs_on_both()
         # A replacement of high_2 reads the same pipe; one of high_1 LISTENs and holds its end.
         _replace(process, sql, "high_2")
@@ -383,7 +382,7 @@ def test_second_signal_kills_at_once_and_the_next_start_releases(
     with supervisor(config, sql) as process:
         wait_until(lambda: count(sql, "state = 'running'") == 1)
         os.kill(pid_of(process), signal.SIGTERM)
-        time.sleep(0.3)
+        wait_until(lambda: title(pid_of(process)) == "asynctask supervisor (stopping)")
         began = time.monotonic()
         assert stop(process) == 0  # the second SIGTERM: no 30 s grace
         assert time.monotonic() - began < 5
@@ -489,7 +488,8 @@ def test_crash_loop_is_slowed_by_backoff(
     process = CTX.Process(target=supervise, args=(config,), kwargs={"target": crash_and_note})
     process.start()
     try:
-        time.sleep(3)
+        # Long enough for the backoff to show: at once, then 0.25-0.5 s, 0.5-1 s, 1-2 s.
+        wait_until(lambda: notes.exists() and len(notes.read_text().split()) >= 4, timeout=10)
         assert stop(process) == 0
     finally:
         kill_tree(process)

@@ -5,8 +5,8 @@ flush, lease extension, rescue) that need it, so every call takes a lock. A lost
 dropped and re-opened on the next call; the caller sees DatabaseUnavailable and backs off.
 
 A leader's connection also LISTENs (workers/wakeup.py). A notification reaches the backend that
-then runs the claim, so the claim does not have to wake a second, idle backend (0.2 ms of an idle
-wake-up), and a worker costs the server one connection, not two. PostgreSQL delivers
+then runs the claim, so the claim does not have to wake a second, idle backend (bench/README.md),
+and a worker costs the server one connection, not two. PostgreSQL delivers
 notifications between transactions, so one that arrives during a query waits for it to end: the
 worker looks for work after every statement anyway. A notification is only a hint (the claim is
 the truth); every worker also polls.

@@ -227,6 +227,9 @@ class Supervisor:
 
     def _shutdown(self) -> None:
         """SIGTERM everyone, wait for the grace period while reaping, then SIGKILL the rest."""
+        from setproctitle import setproctitle
+
+        setproctitle("asynctask supervisor (stopping)")  # what ps shows during the grace period
         live = [c.process for c in self.children if c.process is not None]
         grace = self.config.shutdown_timeout_seconds + STOP_GRACE_SECONDS
         log.info("stopping %d processes (up to %.0f s)", len(live), grace)

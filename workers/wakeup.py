@@ -1,14 +1,14 @@
 """Wake one worker per new task, not its whole pool.
 
 Every LISTENer of a channel gets every notification, and waking all of a pool's idle workers (and
-their backends) for one task slowed the one that ran it: on 2 cores, 4 listeners cost ~0.4 ms of
-the idle wake-up against 1 (bench/README.md). So only a pool's first worker, its leader, LISTENs
-on tasks_<priority>. It claims alone when it is idle and the notification names one task (a
-single create). Otherwise, when it is busy or already about to claim, or the notification stands
-for any number of tasks (a batch, a re-established LISTEN, a bare NOTIFY sent from SQL), it also
-wakes its siblings through pipes: one per sibling slot, made once by the supervisor and handed to
-every process of that slot, so a restarted worker is reachable at once. A notification stays a
-hint: every worker also polls, which is how tasks are found while a leader is being replaced.
+their backends) for one task slowed the one that ran it (measured in bench/README.md). So only a
+pool's first worker, its leader, LISTENs on tasks_<priority>. It claims alone when it is idle and
+the notification names one task (a single create). Otherwise, when it is busy or already about to
+claim, or the notification stands for any number of tasks (a batch, a re-established LISTEN, a bare
+NOTIFY sent from SQL), it also wakes its siblings through pipes: one per sibling slot, made once by
+the supervisor and handed to every process of that slot, so a restarted worker is reachable at
+once. A notification stays a hint: every worker also polls, which is how tasks are found while a
+leader is being replaced.
 """
 
 from __future__ import annotations
