@@ -78,24 +78,27 @@ async def batch(base: str, batches: int, size: int) -> dict[str, float]:
 
 
 def main() -> None:
-    """Run both measurements against one API process."""
+    """Run both measurements against the API (one process, or --processes sharing the port)."""
     parser = base_parser(__doc__ or "")
     parser.add_argument("--clients", type=int, default=32)
     parser.add_argument("--seconds", type=float, default=10)
     parser.add_argument("--batches", type=int, default=20)
     parser.add_argument("--batch-size", type=int, default=10_000)
+    parser.add_argument("--processes", type=int, default=1, help="api.processes (SO_REUSEPORT)")
     args = parser.parse_args()
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     with scratch_database() as url:
-        service = start(["api", "--port", str(port)], url)
+        service = start(
+            ["api", "--port", str(port)], url, ASYNCTASK_API_PROCESSES=str(args.processes)
+        )
         try:
             wait_http(f"{base}/health")
             result = asyncio.run(single(base, args.clients, args.seconds))
             result.update(asyncio.run(batch(base, args.batches, args.batch_size)))
         finally:
             service.stop()
-    report("api_load", {"clients": args.clients, **result}, args.json)
+    report("api_load", {"clients": args.clients, "processes": args.processes, **result}, args.json)
 
 
 if __name__ == "__main__":

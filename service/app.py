@@ -95,8 +95,8 @@ def is_loopback(host: str) -> bool:
         return False  # a host name or "" (all interfaces): assume reachable from elsewhere
 
 
-def serve(config: Config, host: str, port: int) -> None:
-    """Serve the API until SIGINT/SIGTERM (blocking)."""
+def serve(config: Config, host: str, port: int, reuse_port: bool = False) -> None:
+    """Serve the API until SIGINT/SIGTERM (blocking); `reuse_port` lets siblings share the port."""
     app = create_app(config)
     if not is_loopback(host) and not config.api.tokens:
         log.warning(
@@ -116,4 +116,13 @@ def serve(config: Config, host: str, port: int) -> None:
     gc.freeze()
     # Access lines stay on aiohttp.access, which setup_logging keeps at WARNING: at thousands of
     # requests per second they would drown everything else.
-    web.run_app(app, host=host, port=port, print=started, loop=loops.new_event_loop())
+    web.run_app(
+        app,
+        host=host,
+        port=port,
+        print=started,
+        loop=loops.new_event_loop(),
+        # Only when several API processes share the port: otherwise a second server started by
+        # mistake must fail with "address in use", not silently take half of the connections.
+        reuse_port=reuse_port,
+    )

@@ -15,6 +15,7 @@ import statistics
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -588,3 +589,72 @@ def test_run_all_starts_the_api_and_the_workers(database_url: str, sql: Cursor) 
         assert stop(process) == 0
     finally:
         kill_tree(process)
+
+
+def _listeners(pid: int, port: int) -> bool:
+    """True if process `pid` has a listening TCP socket on `port` (from /proc, no tools)."""
+    inodes = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        with contextlib.suppress(OSError):
+            target = os.readlink(fd)
+            if target.startswith("socket:["):
+                inodes.add(target[8:-1])
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        local_port, state, inode = int(fields[1].split(":")[1], 16), fields[3], fields[9]
+        if local_port == port and state == "0A" and inode in inodes:  # 0A: LISTEN
+            return True
+    return False
+
+
+def test_api_processes_share_one_port_and_are_restarted_like_workers(
+    database_url: str, sql: Cursor
+) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    config = make_config(
+        database_url, priority_queues={"high": 1, "normal": 0, "low": 0}, api__processes=2
+    )
+    process = CTX.Process(target=supervise_all, args=(config, port))
+    process.start()
+    try:
+        names = {"asynctask api_1", "asynctask api_2", "asynctask worker high_1"}
+        found = wait_until(lambda: (c := children(pid_of(process))) and names <= set(c) and c)
+        wait_until(
+            lambda: all(_listeners(found[n], port) for n in ("asynctask api_1", "asynctask api_2"))
+        )
+        os.kill(found["asynctask api_1"], signal.SIGKILL)
+        replaced = wait_until(
+            lambda: (
+                children(pid_of(process)).get("asynctask api_1", found["asynctask api_1"])
+                != found["asynctask api_1"]
+                and children(pid_of(process))["asynctask api_1"]
+            )
+        )
+        wait_until(lambda: _listeners(replaced, port))
+        for _ in range(20):  # every request is answered, whichever process takes it
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=5) as answer:
+                assert answer.status == 200
+        assert stop(process) == 0
+    finally:
+        kill_tree(process)
+
+
+def test_the_api_command_supervises_its_processes_when_there_are_several(
+    database_url: str, tmp_path: Path
+) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    environ = {**os.environ, "DATABASE_URL": database_url, "ASYNCTASK_API_PROCESSES": "2"}
+    command = [sys.executable, "-m", "asynctask.cli", "api", "--port", str(port)]
+    api = subprocess.Popen(command, env=environ, cwd=tmp_path)
+    try:
+        names = {"asynctask api_1", "asynctask api_2"}
+        found = wait_until(lambda: (c := children(api.pid)) and names <= set(c) and c, timeout=30)
+        wait_until(lambda: all(_listeners(found[name], port) for name in names))
+        api.send_signal(signal.SIGTERM)
+        assert api.wait(30) == 0
+    finally:
+        api.kill()

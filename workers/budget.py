@@ -32,7 +32,9 @@ def check_connection_budget(config: Config, workers: int, api_pool: int = 0) -> 
     max_connections, reserved = asyncio.run(_server_limits(config))
     available = max_connections - reserved
     if need > available:
-        api = f" + the API pool's {api_pool} (database.pool_size)" if api_pool else ""
+        api = (
+            f" + the API pools' {api_pool} (database.pool_size x api.processes)" if api_pool else ""
+        )
         raise ConfigError(
             f"not enough database connections: {workers} worker processes (priority_queues)"
             f" need {CONNECTIONS_PER_WORKER} each = {CONNECTIONS_PER_WORKER * workers}{api},"

@@ -11,7 +11,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from asynctask.cli.start import migrate, run_all, run_workers
+from asynctask.cli.start import migrate, run_all, run_api_processes, run_workers
 from asynctask.core import stats
 from asynctask.core.config import Config, load_config
 from asynctask.core.connections import with_connection
@@ -121,9 +121,11 @@ def _dispatch(args: argparse.Namespace, config: Config) -> int:
         asyncio.run(migrate(config))
         return 0
     if args.command == "api":
+        host, port = _listen_address(config, args)
+        if config.api.processes > 1:
+            return run_api_processes(config, host, port)
         from asynctask.service.app import serve
 
-        host, port = _listen_address(config, args)
         serve(config, host, port)
         return 0
     if args.command == "workers":

@@ -47,21 +47,41 @@ def run_all(config: Config, host: str, port: int) -> int:
     """`asynctask run`: the API and the workers under one supervisor."""
     slots = slots_for(config.priority_queues)
     registry.load_handlers(config)
-    check_connection_budget(config, workers=len(slots), api_pool=config.database.pool_size)
-    api = ServiceSpec("api", run_api, (config, host, port))
+    api_pool = config.database.pool_size * config.api.processes
+    check_connection_budget(config, workers=len(slots), api_pool=api_pool)
     from asynctask.workers.supervisor import Supervisor  # only the commands that supervise
 
-    return Supervisor(config, slots, services=[api]).run()
+    return Supervisor(config, slots, services=api_processes(config, host, port)).run()
 
 
-def run_api(config: Config, host: str, port: int) -> None:
-    """Entry point of the API process of `asynctask run` (spawned by the supervisor)."""
+def run_api_processes(config: Config, host: str, port: int) -> int:
+    """`asynctask api` with api.processes > 1: that many API processes, supervised."""
+    api_pool = config.database.pool_size * config.api.processes
+    check_connection_budget(config, workers=0, api_pool=api_pool)
+    from asynctask.workers.supervisor import Supervisor
+
+    return Supervisor(config, [], services=api_processes(config, host, port)).run()
+
+
+def api_processes(config: Config, host: str, port: int) -> list[ServiceSpec]:
+    """The API's children: `api`, or api_1..api_N sharing the port when api.processes is N."""
+    count = config.api.processes
+    if count == 1:
+        return [ServiceSpec("api", run_api, (config, host, port, "api", False))]
+    return [
+        ServiceSpec(f"api_{n}", run_api, (config, host, port, f"api_{n}", True))
+        for n in range(1, count + 1)
+    ]
+
+
+def run_api(config: Config, host: str, port: int, name: str = "api", shared: bool = False) -> None:
+    """Entry point of an API process under the supervisor (spawned)."""
     from setproctitle import setproctitle
 
     from asynctask.service.app import serve
 
-    setproctitle("asynctask api")
+    setproctitle(f"asynctask {name}")
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, signal.SIG_DFL)
     setup_logging(config.log_level, config.log_format)
-    serve(config, host, port)
+    serve(config, host, port, reuse_port=shared)

@@ -45,6 +45,7 @@ class ApiConfig:
 
     host: str = "127.0.0.1"
     port: int = 4000
+    processes: int = 1  # API processes sharing the port (SO_REUSEPORT), supervised
     max_body_bytes: int = 1024 * 1024
     tokens: tuple[str, ...] = ()
 
@@ -120,6 +121,7 @@ _SCALARS: dict[str, checks.Check] = {
     "database.prepared_statements": checks.boolean,
     "api.host": checks.text,
     "api.port": checks.integer(1, 65535, "a TCP port from 1 to 65535"),
+    "api.processes": checks.integer(1, 64),
     "api.max_body_bytes": checks.integer(1024, 1024**3),
     "api.tokens": checks.tokens,
     "max_attempts": checks.integer(1),
