@@ -301,3 +301,15 @@ async def test_ensure_database_without_create_privilege_names_the_url(database_u
         async with admin.cursor() as cur:
             await cur.execute(f"DROP ROLE {role}")
         admin.close()
+
+
+async def test_connections_notice_a_vanished_peer_unless_the_url_says_otherwise(
+    database_url: str,
+) -> None:
+    conn = await connect(database_url)
+    assert "keepalives=1" in conn.raw.dsn and "tcp_user_timeout=10000" in conn.raw.dsn
+    conn.close()
+    own = psycopg2.extensions.make_dsn(database_url, keepalives_idle="60")
+    conn = await connect(own)
+    assert "keepalives_idle=60" in conn.raw.dsn and "keepalives_idle=10" not in conn.raw.dsn
+    conn.close()

@@ -25,6 +25,17 @@ from asynctask.core.errors import DatabaseUnavailable
 from asynctask.core.sql import Query, inline_params
 
 _T = TypeVar("_T")
+# libpq settings for every connection, unless the URL sets its own: a peer that vanished (a host cut
+# off, a server's machine gone) is noticed within seconds, not after minutes of TCP retransmission
+# backoff. Keepalives cover an idle connection (a leader waiting for a NOTIFY); tcp_user_timeout
+# (ms) covers one whose sent data goes unacknowledged.
+TCP_SETTINGS = {
+    "keepalives": "1",
+    "keepalives_idle": "10",
+    "keepalives_interval": "3",
+    "keepalives_count": "3",
+    "tcp_user_timeout": "10000",
+}
 
 
 def redact(url: str) -> str:
@@ -34,6 +45,15 @@ def redact(url: str) -> str:
         return url
     netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
     return urlunsplit(parts._replace(netloc=netloc))
+
+
+def with_tcp_settings(url: str) -> dict[str, str]:
+    """TCP_SETTINGS that `url` does not set itself, as keyword arguments for the driver."""
+    try:
+        given = psycopg2.extensions.parse_dsn(url)
+    except psycopg2.ProgrammingError:
+        return {}  # let connecting report the bad URL
+    return {key: value for key, value in TCP_SETTINGS.items() if key not in given}
 
 
 def first_line(exc: BaseException) -> str:
@@ -68,7 +88,12 @@ async def connect(
 ) -> aiopg.Connection:
     """One dedicated connection (a worker's, or a one-shot command's)."""
     with translate_errors(url):
-        conn = await aiopg.connect(url, timeout=timeout, connection_factory=_Connection, **kwargs)
+        conn = await aiopg.connect(
+            url,
+            timeout=timeout,
+            connection_factory=_Connection,
+            **{**with_tcp_settings(url), **kwargs},
+        )
     conn.raw.use_prepared = prepared_statements
     return conn
 
@@ -104,7 +129,7 @@ async def create_pool(
             timeout=timeout,
             connection_factory=_Connection,
             on_connect=configure,
-            **kwargs,
+            **{**with_tcp_settings(url), **kwargs},
         )
 
 
