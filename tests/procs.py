@@ -57,13 +57,18 @@ def title(pid: int) -> str:
 
 
 def children(pid: int) -> dict[str, int]:
-    """Title → pid of the live children of a process."""
-    found = {}
+    """Title → pid of the live descendants of a process (workers are the forkserver's children)."""
+    kids: dict[int, list[int]] = {}
     for stat in Path("/proc").glob("[0-9]*/stat"):
         with contextlib.suppress(OSError, IndexError):
             fields = stat.read_text().rsplit(")", 1)[1].split()
-            if int(fields[1]) == pid and fields[0] != "Z":
-                found[title(int(stat.parent.name))] = int(stat.parent.name)
+            if fields[0] != "Z":
+                kids.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    found, todo = {}, list(kids.get(pid, []))
+    while todo:
+        child = todo.pop()
+        found[title(child)] = child
+        todo += kids.get(child, [])
     return found
 
 

@@ -109,6 +109,7 @@ def test_slots_titles_polling_and_clean_stop(database_url: str, sql: Cursor) -> 
         assert process.pid is not None
         assert title(process.pid) == "asynctask supervisor"
         assert set(children(pid_of(process))) == {
+            "asynctask forkserver",
             "asynctask worker high_1",
             "asynctask worker high_2",
             "asynctask worker normal_1",
@@ -301,6 +302,11 @@ def test_sigkill_mid_task_restarts_the_slot_and_loses_nothing(
     assert fetch(sql) == (22, 21)
 
 
+def _holders(sql: Cursor) -> int:
+    sql.execute("SELECT count(DISTINCT locked_by) FROM tasks WHERE state = 'running'")
+    return int(fetch(sql)[0])
+
+
 def replacement_ms(seconds: float) -> str:
     return f"{seconds * 1000:.0f} ms"
 
@@ -314,7 +320,8 @@ def test_sigkill_of_the_whole_supervisor_leaves_nothing_running(
     )
     insert_many(sql, 6, "record", '{"seconds": 1.5}')
     with supervisor(config, sql) as process:
-        wait_until(lambda: count(sql, "state = 'running'") >= 2)
+        # Both workers hold a claim (not one worker a claim of two): two dead processes to charge.
+        wait_until(lambda: count(sql, "state = 'running'") >= 2 and _holders(sql) == 2)
         kill_tree(process)
     assert count(sql, "state = 'running'") >= 2  # the killed claims are still there
     started = time.monotonic()
@@ -441,7 +448,7 @@ def test_connection_budget_refusal_names_both_numbers(database_url: str, sql: Cu
         priority_queues={"high": workers, "normal": 0, "low": 0},
         database__pool_size=10,
     )
-    with pytest.raises(ConfigError, match=r"API pool's 10 \(database.pool_size\)"):
+    with pytest.raises(ConfigError, match=r"API pools' 10 \(database.pool_size x api.processes\)"):
         run_all(config, "127.0.0.1", 0)
 
 

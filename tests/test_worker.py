@@ -190,7 +190,7 @@ async def test_stuck_sync_handler_asks_to_be_replaced(database_url: str, sql: Cu
 
 async def test_supervisor_vanished(database_url: str) -> None:
     async with running(make_config(database_url)) as (worker, task):
-        worker._ppid = -1  # as if re-parented: our supervisor is gone
+        worker.supervisor_alive = lambda: False  # as if our supervisor were gone
         assert await asyncio.wait_for(task, 5) == 0
         assert worker.stopping
 

@@ -110,7 +110,11 @@ def test_metrics_sum_all_worker_processes_and_count_restarts(
     )
     with supervisor(config, sql) as process:
         workers = children(pid_of(process))
-        assert set(workers) == {"asynctask worker high_1", "asynctask worker high_2"}
+        assert set(workers) == {
+            "asynctask forkserver",
+            "asynctask worker high_1",
+            "asynctask worker high_2",
+        }
         directory = multiproc_dir(workers["asynctask worker high_1"])
         assert multiproc_dir(workers["asynctask worker high_2"]) == directory
         restarts = "asynctask_worker_restarts_total"

@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass
-from multiprocessing.context import SpawnProcess
+from multiprocessing.context import ForkServerProcess, SpawnProcess
 from typing import Any
 
 from asynctask.core.config import Config
@@ -33,10 +33,11 @@ class Child:
 
     watched = False  # heartbeat watchdog and memory limit apply
     metrics_env = True  # inherits the workers' multiprocess metrics directory
+    start_method = "spawn"  # how its processes start (see supervisor.start_contexts)
 
     def __init__(self, name: str) -> None:
         self.name = name
-        self.process: SpawnProcess | None = None
+        self.process: ForkServerProcess | SpawnProcess | None = None
         self.started = 0.0
         self.failures = 0
         self.restart_at: float | None = 0.0
@@ -58,6 +59,7 @@ class WorkerChild(Child):
     """A worker slot (high_2): its link, and the record its dead process left for the next."""
 
     watched = True
+    start_method = "forkserver"
 
     def __init__(self, link: SlotLink, config: Config, run: Callable[..., None]) -> None:
         super().__init__(link.slot.name)

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import multiprocessing
-import os
 import signal
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from asynctask.core.models import PRIORITIES, Priority
@@ -53,12 +52,13 @@ def describe_exit(exitcode: int | None) -> str:
     return f"killed by {name}"
 
 
-def spawner_pid() -> int:
-    """The pid of the process that spawned this one (the supervisor), even if it already died.
+def supervisor_alive() -> Callable[[], bool]:
+    """A check that the process that started this one (the supervisor) still runs.
 
-    multiprocessing records it before the child runs; os.getppid() read later would already be 1
-    (or a subreaper) if the supervisor died while this child was starting, and the child would
-    then never notice that it is an orphan.
+    It watches multiprocessing's parent sentinel, a pipe the parent holds open, so it works
+    whether this process was spawned or forked by the forkserver (whose children see the
+    forkserver, not the supervisor, as os.getppid()), and even when the supervisor died while this
+    process was still starting. Always True outside a supervisor (a worker run in a test).
     """
     parent = multiprocessing.parent_process()
-    return parent.pid if parent is not None and parent.pid is not None else os.getppid()
+    return (lambda: True) if parent is None else parent.is_alive

@@ -16,7 +16,7 @@ import socket
 import time
 from collections.abc import Callable, Sequence
 from multiprocessing.connection import wait
-from multiprocessing.context import SpawnContext
+from multiprocessing.context import ForkServerContext, SpawnContext
 from types import FrameType
 from typing import Any
 
@@ -41,6 +41,24 @@ STOP_GRACE_SECONDS = 5.0  # beyond shutdown_timeout_seconds, before SIGKILL
 WATCHDOG_GRACE_SECONDS = 10.0  # beyond the longest task timeout, before a silent child is killed
 
 
+# Imported once by the forkserver, so each worker it forks starts with them in place (a spawned
+# interpreter would import them again: most of a worker's start-up time and CPU).
+PRELOAD = ["asynctask.workers.forkserver"]
+
+
+def start_contexts() -> dict[str, ForkServerContext | SpawnContext]:
+    """The start methods children use, by name; never plain fork of this process.
+
+    Workers come from a forkserver: a clean single-threaded process, started once and holding no
+    connection, event loop or thread of ours, that forks each worker with asynctask's modules
+    already imported; a replacement after a crash starts as fast. Services (the API) are spawned:
+    a fresh interpreter, whose environment the supervisor still chooses at each start.
+    """
+    forkserver: ForkServerContext = multiprocessing.get_context("forkserver")
+    forkserver.set_forkserver_preload(PRELOAD)
+    return {"forkserver": forkserver, "spawn": multiprocessing.get_context("spawn")}
+
+
 class Supervisor:
     """Keeps one process per slot alive until told to stop."""
 
@@ -54,14 +72,15 @@ class Supervisor:
         watchdog_grace: float = WATCHDOG_GRACE_SECONDS,
     ) -> None:
         self.config = config
-        self.ctx: SpawnContext = multiprocessing.get_context("spawn")
+        self.contexts = start_contexts()
         self.host = socket.gethostname()
         self.stale_after = registry.max_timeout(config) + watchdog_grace
         # Made once per slot: every process of a slot gets the same link (and its pipe ends), so
         # a restarted worker rejoins its pool at once.
-        pipes = pool_pipes(self.ctx, slots)
+        forkserver = self.contexts["forkserver"]
+        pipes = pool_pipes(forkserver, slots)
         self.children: list[Child] = [
-            WorkerChild(SlotLink(self.ctx, slot, pipes.get(slot.name)), config, target)
+            WorkerChild(SlotLink(forkserver, slot, pipes.get(slot.name)), config, target)
             for slot in slots
         ]
         self.children += [ServiceChild(spec) for spec in services]
@@ -138,7 +157,8 @@ class Supervisor:
 
     def _spawn(self, child: Child) -> None:
         target, args = child.target()
-        process = self.ctx.Process(target=target, args=args, name=child.name, daemon=False)
+        context = self.contexts[child.start_method]
+        process = context.Process(target=target, args=args, name=child.name, daemon=False)
         with contextlib.nullcontext() if child.metrics_env else without_multiproc_env():
             process.start()
         child.process, child.started, child.restart_at = process, time.monotonic(), None

@@ -35,7 +35,12 @@ from asynctask.workers.pruner import Pruner
 from asynctask.workers.recovery import release_leftovers, rescue_expired
 from asynctask.workers.registry import Handler
 from asynctask.workers.report import TaskReport
-from asynctask.workers.slots import EXIT_CONFIG_ERROR, EXIT_REPLACE_NOW, locked_by, spawner_pid
+from asynctask.workers.slots import (
+    EXIT_CONFIG_ERROR,
+    EXIT_REPLACE_NOW,
+    locked_by,
+    supervisor_alive,
+)
 from asynctask.workers.wakeup import Wakeup
 
 log = logging.getLogger("asynctask.worker")
@@ -97,7 +102,7 @@ class Worker:
         self._recovered = False
         self._batch_token: str | None = None
         self.acks = AckBuffer(self.conn, config.ack_flush_milliseconds, link.unwritten)
-        self._ppid = spawner_pid()
+        self.supervisor_alive = supervisor_alive()
         self.attempts = AttemptRunner(config.shutdown_timeout_seconds, f"handler-{slot.name}")
         report = TaskReport(slot.name, worker_metrics(config, slot.priority))
         self.executor = TaskExecutor(config, link, handlers, self.attempts, report)
@@ -254,7 +259,7 @@ class Worker:
         """Heartbeat for the supervisor's watchdog, and exit if the supervisor vanished."""
         while True:
             self.link.beat()
-            if os.getppid() != self._ppid:
+            if not self.supervisor_alive():
                 self.stop("the supervisor is gone")
             await asyncio.sleep(BEAT_SECONDS)
 
