@@ -8,6 +8,7 @@ Prints the account; exits 1 if a task was lost or left running. See bench/README
 
 from __future__ import annotations
 
+import functools
 import json
 import random
 import sys
@@ -177,19 +178,27 @@ def main() -> None:
     parser.add_argument("-n", "--tasks", type=int, default=20_000)
     parser.add_argument("--kills", type=int, default=12, help="worker SIGKILLs (at least 10)")
     parser.add_argument("--interval", type=float, default=1.0, help="seconds between faults")
+    parser.add_argument("--no-supervisor-kill", action="store_true", help="no supervisor SIGKILL")
     parser.add_argument("--no-db-restart", action="store_true", help="never restart PostgreSQL")
     parser.add_argument("--no-baseline", action="store_true", help="skip the run without faults")
+    parser.add_argument("--work-ms", type=int, default=5, help="a task works 1 to this many ms")
     parser.add_argument("--seed", type=int, default=1)
     args = parser.parse_args()
+    run = functools.partial(
+        run_chaos, n=args.tasks, interval=args.interval, seed=args.seed, work_ms=args.work_ms
+    )
     baseline = None
     if not args.no_baseline:
         with scratch_database() as url:
-            quiet = run_chaos(url, args.tasks, 0, False, False, args.interval, seed=args.seed)
+            quiet = run(url, kills=0, supervisor_kill=False, db_restart=False)
         baseline = quiet.drain_seconds
         print(f"baseline (no faults): drained {args.tasks} tasks in {baseline:.1f} s", flush=True)
     with scratch_database() as url:
-        account = run_chaos(
-            url, args.tasks, args.kills, True, not args.no_db_restart, args.interval, seed=args.seed
+        account = run(
+            url,
+            kills=args.kills,
+            supervisor_kill=not args.no_supervisor_kill,
+            db_restart=not args.no_db_restart,
         )
     account.baseline_drain_seconds = baseline
     print(render(account), flush=True)

@@ -63,8 +63,9 @@ class Account:
         return self.lost == 0 and self.stuck == 0
 
     def as_dict(self) -> dict[str, Any]:
-        """Plain data for --json."""
-        return {**asdict(self), "ok": self.ok}
+        """Plain data for --json (tests/test_chaos.py reads it)."""
+        unexplained = self.duplicate_causes.get(UNEXPLAINED, 0)
+        return {**asdict(self), "unexplained_duplicates": unexplained, "ok": self.ok}
 
 
 def tally(

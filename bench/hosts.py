@@ -11,6 +11,7 @@ root, iproute2, setpriv, and sch_netem or /dev/net/tun. See bench/README.md.
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
 import os
@@ -21,7 +22,7 @@ import sys
 import tempfile
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -73,6 +74,18 @@ class Plan:
     def feed_seconds(self) -> float:
         """Creates are spread over the faults and the tail."""
         return self.warm + self.latency + self.gap + self.cut + self.gap + self.tail
+
+
+PLAN_HELP = {
+    "tasks": "tasks created over HTTP",
+    "warm": "seconds of load before the first fault",
+    "latency": "seconds app2 is delayed",
+    "latency_ms": "its added delay per packet (ms)",
+    "gap": "seconds between faults",
+    "cut": "seconds app1 is cut off from the database",
+    "tail": "seconds of creates after app3 is killed",
+    "slow_every": "every Nth task is slow (0.4-1.6 s)",
+}
 
 
 def _task(key: int, plan: Plan) -> dict[str, Any]:
@@ -191,7 +204,9 @@ def run_hosts(plan: Plan) -> HostsAccount:
             host.start()
         for host in hosts:
             wait_http(host.base + "/ready", 60)
-        return _flow(plan, net, url, hosts)
+        account = _flow(plan, net, url, hosts)
+        account.namespaces = list(net.made)  # all removed below
+        return account
     finally:
         for host in hosts:
             host.kill()
@@ -201,17 +216,28 @@ def run_hosts(plan: Plan) -> HostsAccount:
         shutil.rmtree(work, ignore_errors=True)
 
 
+def _add_plan_options(parser: argparse.ArgumentParser) -> None:
+    """One option per field of Plan (--latency-ms for latency_ms), defaulting to the Plan's."""
+    for option in fields(Plan):
+        default = getattr(Plan, option.name)
+        flags = [f"--{option.name.replace('_', '-')}"]
+        if option.name == "tasks":
+            flags.insert(0, "-n")
+        parser.add_argument(
+            *flags, type=type(default), default=default, help=PLAN_HELP[option.name]
+        )
+
+
 def main() -> None:
     """Parse the options, run the plan, print the account; exit 1 if it does not hold."""
     parser = base_parser(__doc__ or "")
-    parser.add_argument("-n", "--tasks", type=int, default=Plan.tasks)
-    parser.add_argument("--cut", type=float, default=Plan.cut, help="seconds cut off")
-    parser.add_argument("--latency", type=float, default=Plan.latency, help="seconds delayed")
+    _add_plan_options(parser)
     args = parser.parse_args()
     # SIGTERM and SIGHUP unwind like Ctrl-C, through run_hosts' cleanup.
     for signum in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(signum, lambda number, _frame: sys.exit(128 + number))
-    account = run_hosts(Plan(tasks=args.tasks, cut=args.cut, latency=args.latency))
+    plan = Plan(**{option.name: getattr(args, option.name) for option in fields(Plan)})
+    account = run_hosts(plan)
     print(render(account), flush=True)
     report("hosts", account.as_dict(), args.json)
     sys.exit(0 if account.ok else 1)

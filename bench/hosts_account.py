@@ -57,6 +57,7 @@ class HostsAccount:
     drain_seconds: float
     feed: dict[str, int]
     faults: list[Fault] = field(default_factory=list)
+    namespaces: list[str] = field(default_factory=list)  # the run's, removed when it ends
 
     @property
     def ok(self) -> bool:
@@ -72,8 +73,15 @@ class HostsAccount:
         )
 
     def as_dict(self) -> dict[str, Any]:
-        """Plain data for --json."""
-        return {**asdict(self), "ok": self.ok}
+        """Plain data for --json (tests/test_hosts.py reads it)."""
+        causes = self.duplicate_causes
+        return {
+            **asdict(self),
+            "partition_duplicates": causes.get(PARTITION, 0),
+            "host_kill_duplicates": causes.get(HOST_KILL, 0),
+            "unexplained_duplicates": causes.get(UNEXPLAINED, 0),
+            "ok": self.ok,
+        }
 
 
 def load_executions(conn: psycopg2.extensions.connection, hosts: list[AppHost]) -> None:
