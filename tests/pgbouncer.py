@@ -21,7 +21,7 @@ from pathlib import Path
 import psycopg2
 import psycopg2.extensions
 
-from bench.common import free_port
+from tests.processes import free_port
 
 POOLS = {
     "session": "pool_mode=session",

@@ -1,6 +1,8 @@
-"""The reduced chaos run (bench/chaos.py): worker and supervisor SIGKILLs lose nothing.
+"""The reduced chaos run: worker and supervisor SIGKILLs lose nothing.
 
-No PostgreSQL restart here: other tests share the server. The full run in bench/chaos.py adds it.
+`python -m bench.chaos` runs as a black box on a scratch database of the tests' server; the test
+reads the account it writes with --json. No PostgreSQL restart here: other tests share the
+server. The full run (bench/README.md, "Chaos") adds it.
 """
 
 from __future__ import annotations
@@ -10,30 +12,23 @@ import time
 from pathlib import Path
 
 from asynctask.workers.slots import supervisor_alive
-from bench.chaos import run_chaos
-from bench.chaos_account import UNEXPLAINED, render
+from tests.processes import run_bench
 from tests.procs import CTX
 from tests.waiting import wait_until
 
+# 3 worker SIGKILLs and 1 of the supervisor (then restarted), 0.4 s apart; tasks work 1-20 ms.
+REDUCED = "--tasks 2000 --kills 3 --interval 0.4 --work-ms 20 --no-db-restart --no-baseline"
 
-def test_kills_lose_nothing_and_every_duplicate_is_a_killed_attempt(database_url: str) -> None:
-    account = run_chaos(
-        database_url,
-        n=2000,
-        kills=3,
-        supervisor_kill=True,
-        db_restart=False,
-        interval=0.4,
-        work_ms=20,
-    )
-    print("\n" + render(account))
-    assert (account.worker_kills, account.supervisor_kills) == (3, 1)
-    assert account.lost == 0 and account.stuck == 0
-    assert account.completed == 2000 and account.created == 2000
+
+def test_kills_lose_nothing_and_every_duplicate_is_a_killed_attempt() -> None:
+    account = run_bench("chaos", *REDUCED.split())
+    assert (account["worker_kills"], account["supervisor_kills"]) == (3, 1)
+    assert account["lost"] == 0 and account["stuck"] == 0
+    assert account["completed"] == 2000 and account["created"] == 2000
     # A SIGKILL re-runs only the task it was running: completions still in its ack buffer are
     # written by its replacement (the shared-memory mirror), so at most one duplicate per kill.
-    assert account.duplicates <= account.kills_hit
-    assert UNEXPLAINED not in account.duplicate_causes
+    assert account["duplicates"] <= account["kills_hit"]
+    assert account["unexplained_duplicates"] == 0
 
 
 def _report_spawner(path: str) -> None:

@@ -1,4 +1,7 @@
-"""The layers of the package, as its imports show them: core <- api, workers <- command line."""
+"""The layers of the package, as its imports show them: core <- api, workers <- command line.
+
+And the tests stand apart from the benchmarks: they run a benchmark as a script, never import it.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-PACKAGE = Path(__file__).parent.parent / "asynctask"
+TESTS = Path(__file__).parent
+PACKAGE = TESTS.parent / "asynctask"
 # What each layer may import of asynctask (besides itself).
 ALLOWED = {
     "asynctask.core": set(),
@@ -35,14 +39,14 @@ def _modules() -> list[tuple[str, Path]]:
     return found
 
 
-def _imports(path: Path) -> set[str]:
+def _imports(path: Path, roots: tuple[str, ...] = ("asynctask", "aiohttp")) -> set[str]:
     names: set[str] = set()
     for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
         if isinstance(node, ast.Import):
             names |= {alias.name for alias in node.names}
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
             names.add(node.module)
-    return {name for name in names if name.split(".")[0] in ("asynctask", "aiohttp")}
+    return {name for name in names if name.split(".")[0] in roots}
 
 
 def _layer(module: str) -> str | None:
@@ -67,3 +71,9 @@ def test_imports_only_run_downwards(module: str, path: Path) -> None:
 def test_the_layers_are_all_there() -> None:
     found = {_layer(module) for module, _ in _modules()}
     assert set(ALLOWED) <= found
+
+
+def test_the_tests_import_nothing_from_the_benchmarks() -> None:
+    # A benchmark's internals may change at will: tests run it (tests/processes.py run_bench).
+    found = {path.name: _imports(path, ("bench",)) for path in sorted(TESTS.glob("*.py"))}
+    assert {name: imported for name, imported in found.items() if imported} == {}

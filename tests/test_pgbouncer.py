@@ -21,9 +21,9 @@ import pytest
 from asynctask.core import db
 from asynctask.core.connections import acquire, connect, create_pool
 from asynctask.core.models import Priority
-from bench.common import Service, asynctask, env, free_port, start, wait_http
 from tests.pgbouncer import Bouncer, pgbouncer
-from tests.procs import wait_until
+from tests.processes import asynctask, env, free_port, start, stop, wait_http
+from tests.waiting import wait_until
 
 CONFIG = {
     "database": {"pool_size": 4},
@@ -94,7 +94,6 @@ def _run(
     port = free_port()
     api = start(["api", "--port", str(port)], api_url, ASYNCTASK_CONFIG=str(config), **api_env)
     workers = start(["workers"], workers_url, ASYNCTASK_CONFIG=str(config))
-    services: list[Service] = [api, workers]
     try:
         wait_http(f"http://127.0.0.1:{port}/ready")
         statuses = asyncio.run(_create_all(port))
@@ -108,13 +107,12 @@ def _run(
         wait_until(all_completed, timeout=30, interval=0.1)
         assert asyncio.run(_read_routes(port)) == [200, 200, 200, 200, 409]
     finally:
-        codes = [service.stop() for service in services]
+        codes = [stop(api), stop(workers)]
     assert codes == [0, 0]
 
 
 def _migrate(url: str, config: Path) -> subprocess.Popen[bytes]:
-    command = [*asynctask(), "migrate"]
-    return subprocess.Popen(command, env=env(url, ASYNCTASK_CONFIG=str(config)))
+    return subprocess.Popen(asynctask("migrate"), env=env(url, ASYNCTASK_CONFIG=str(config)))
 
 
 def test_session_pooling_serves_migrate_api_and_workers_as_they_are(
