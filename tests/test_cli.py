@@ -6,7 +6,6 @@ import json
 import logging
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -22,6 +21,7 @@ import yaml
 
 from asynctask.cli import main
 from tests.conftest import ADMIN_DSN, TEST_HANDLERS
+from tests.processes import free_port
 
 Cursor = psycopg2.extensions.cursor
 
@@ -122,15 +122,9 @@ def test_an_invalid_port_is_refused(
     assert "invalid int value: 'http'" in capsys.readouterr().err
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def test_api_serves_logs_its_url_and_stops_on_sigterm(tmp_path: Path, database_url: str) -> None:
     config = _write_config(tmp_path / "config.yaml", database_url)
-    port = _free_port()
+    port = free_port()
     log_path = tmp_path / "api.log"
     with log_path.open("w") as log:
         process = subprocess.Popen(
@@ -158,10 +152,10 @@ def test_api_serves_logs_its_url_and_stops_on_sigterm(tmp_path: Path, database_u
 
 
 def test_api_exits_1_when_the_database_is_unreachable(tmp_path: Path) -> None:
-    url = f"postgresql://postgres@127.0.0.1:{_free_port()}/nowhere"
+    url = f"postgresql://postgres@127.0.0.1:{free_port()}/nowhere"
     config = _write_config(tmp_path / "config.yaml", url)
     result = subprocess.run(
-        _api_command(config, _free_port()),
+        _api_command(config, free_port()),
         capture_output=True,
         text=True,
         timeout=60,
@@ -218,7 +212,7 @@ def test_stats_json_is_the_api_answer(
 def test_stats_exits_1_when_the_database_is_unreachable(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    url = f"postgresql://postgres@127.0.0.1:{_free_port()}/nowhere"
+    url = f"postgresql://postgres@127.0.0.1:{free_port()}/nowhere"
     config = _write_config(tmp_path / "config.yaml", url)
     assert main(["--config", str(config), "stats"]) == 1
     captured = capsys.readouterr()

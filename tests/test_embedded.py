@@ -16,7 +16,6 @@ import shutil
 import socket
 import stat
 import subprocess
-import urllib.request
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -37,6 +36,7 @@ from asynctask.embedded.layout import Layout, root_base, root_layout, user_layou
 from asynctask.embedded.osuser import NO_LOGIN_SHELLS, ServerUser, ensure_server_user
 from asynctask.embedded.server import release_all
 from tests.embedded_scratch import Scratch, postmaster_pid, stop, warnings_in
+from tests.processes import answers, free_port
 from tests.waiting import wait_until
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="runs asynctask as root (CI does)")
@@ -165,11 +165,9 @@ def test_commands_share_one_server_which_stops_with_the_last(
     scratch: Scratch, first_run: FirstRun
 ) -> None:
     pgdata = scratch.cluster(first_run.app) / "pgdata"
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     api = scratch.start(first_run.app, "api", "--port", str(port))
-    wait_until(lambda: _answers(port) or api.poll() is not None)
+    wait_until(lambda: answers(f"http://127.0.0.1:{port}/health") or api.poll() is not None)
     server = postmaster_pid(pgdata)
     assert server is not None, "api did not start the server"
     _assert_runs_as(server, pwd.getpwnam(scratch.server_user))
@@ -406,14 +404,6 @@ def test_a_failed_start_is_one_logged_line_and_exit_1(
     assert main(["migrate"]) == 1
     (error,) = capsys.readouterr().err.splitlines()
     assert f"ERROR asynctask: initdb failed in {pgdata}: initdb: error: directory" in error
-
-
-def _answers(port: int) -> bool:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1):
-            return True
-    except OSError:
-        return False
 
 
 def _assert_runs_as(pid: int, user: pwd.struct_passwd) -> None:

@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import os
 import pwd
-import socket
 import subprocess
-import urllib.request
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +27,7 @@ from asynctask.service.app import create_app
 from asynctask.service.rules import MAX_DATA_DEPTH, TOO_DEEP
 from tests.conftest import make_config
 from tests.embedded_scratch import Scratch, postmaster_pid
+from tests.processes import answers, free_port
 from tests.procs import count, insert_many, stop, supervisor
 from tests.waiting import wait_until
 
@@ -150,25 +149,16 @@ def embedded_server() -> Iterator[EmbeddedServer]:
     scratch = Scratch()
     try:
         project = scratch.project("project")
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            api_port = probe.getsockname()[1]
+        api_port = free_port()
         api = scratch.start(project, "api", "--port", str(api_port))
-        wait_until(lambda: _answers(api_port) or api.poll() is not None)
+        health = f"http://127.0.0.1:{api_port}/health"
+        wait_until(lambda: answers(health) or api.poll() is not None)
         state = scratch.cluster(project)
         assert postmaster_pid(state / "pgdata") is not None, "asynctask api did not start it"
         port = int((state / "pgdata" / "postmaster.pid").read_text().splitlines()[3])
         yield EmbeddedServer(state, port, scratch)
     finally:
         scratch.close()
-
-
-def _answers(port: int) -> bool:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1):
-            return True
-    except OSError:
-        return False
 
 
 def _as(user: str, *command: str) -> subprocess.CompletedProcess[str]:

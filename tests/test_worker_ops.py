@@ -28,6 +28,7 @@ from asynctask.core.errors import ConfigError
 from asynctask.core.logs import JsonFormatter, setup_logging
 from asynctask.workers import metrics
 from tests.conftest import TEST_HANDLERS, make_config
+from tests.processes import answers, free_port
 from tests.procs import (
     CTX,
     children,
@@ -53,12 +54,6 @@ def supervise_all(config: Config, port: int) -> None:
     sys.exit(run_all(config, "127.0.0.1", port))
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def scrape(port: int) -> Samples:
     """Every sample of the supervisor's /metrics, parsed by prometheus-client's own parser."""
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as answer:
@@ -68,14 +63,6 @@ def scrape(port: int) -> Samples:
         for sample in family.samples:
             samples.setdefault(sample.name, {})[tuple(sorted(sample.labels.items()))] = sample.value
     return samples
-
-
-def answers(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=1) as answer:
-            return bool(answer.status == 200)
-    except OSError:
-        return False
 
 
 def value(samples: Samples, name: str, **labels: str) -> float | None:
