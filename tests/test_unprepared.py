@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import AsyncIterator
 
@@ -10,11 +11,13 @@ import psycopg2.extensions
 import pytest
 
 from asynctask.core import db
+from asynctask.core.connections import acquire, create_pool
+from asynctask.core.models import Priority
 
 
 @pytest.fixture
 async def pool(database_url: str) -> AsyncIterator[aiopg.Pool]:
-    unprepared = await db.create_pool(database_url, 2, 5.0, prepared_statements=False)
+    unprepared = await create_pool(database_url, 2, 5.0, prepared_statements=False)
     yield unprepared
     unprepared.close()
     await unprepared.wait_closed()
@@ -29,16 +32,26 @@ async def _prepared(conn: aiopg.Connection) -> list[str]:
 async def test_inserts_and_claims_run_unprepared_with_the_same_results(
     pool: aiopg.Pool, sql: psycopg2.extensions.cursor
 ) -> None:
-    async with db.acquire(pool, 5.0) as conn:
-        one = await db.insert_task(conn, "ok", 1, 5, {"percent": "100%", "quote": "'"})
-        rows = await db.insert_task_rows(conn, [("ok", 2, 3, "{}"), ("ok", 1, 1, '{"n": 1}')])
-        ids = await db.insert_tasks(conn, [("ok", 3, 2, "{}")])
+    async with acquire(pool, 5.0) as conn:
+        data = '{"percent": "100%", "quote": "\'"}'
+        (one,) = await db.insert_task_rows(conn, [db.NewRow("ok", 1, 5, data)])
+        rows = await db.insert_task_rows(
+            conn, [db.NewRow("ok", 2, 3, "{}"), db.NewRow("ok", 1, 1, '{"n": 1}')]
+        )
+        ids = await db.insert_tasks(conn, [db.NewRow("ok", 3, 2, "{}")])
         token = str(uuid.uuid4())
         claimed = await db.claim(
-            conn, priority=1, limit=10, locked_by="h:1:high_1", token=token, lease_seconds=30
+            conn,
+            priority=Priority.HIGH,
+            limit=10,
+            locked_by="h:1:high_1",
+            token=token,
+            lease_seconds=30,
+            max_bytes=1 << 20,
         )
+        stored = await db.get_task(conn, one["id"])
         assert await _prepared(conn) == []
-    assert one["data"] == {"percent": "100%", "quote": "'"} and one["priority"] == "high"
+    assert json.loads(stored["data"]) == json.loads(data) and one["priority"] == "high"
     assert [(r["priority"], r["max_attempts"]) for r in rows] == [("normal", 3), ("high", 1)]
     assert [r["id"] for r in claimed] == [one["id"], rows[1]["id"]]
     sql.execute("SELECT id, state, lock_token::text FROM tasks ORDER BY id")
