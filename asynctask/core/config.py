@@ -56,10 +56,10 @@ class HandlerConfig:
 
 @dataclass(frozen=True)
 class RetentionConfig:
-    """How long finished tasks are kept; 0 keeps them forever."""
+    """How long finished tasks are kept, in days (fractions allowed); 0 keeps them forever."""
 
-    completed_days: int = 7
-    failed_days: int = 30
+    completed_days: float = 7
+    failed_days: float = 30
 
 
 @dataclass(frozen=True)
@@ -125,6 +125,13 @@ def _number(low: float, high: float = 10**9) -> Callable[[str, Any], float]:
     return check
 
 
+def _days(key: str, value: Any) -> float:
+    # Fractions of a day let a test or a soak see rows pruned within minutes (0.0035 = ~5 min).
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 36_500:
+        raise _fail(key, value, "days from 0 to 36500, fractions allowed; 0 keeps them forever")
+    return float(value)
+
+
 def _optional(check: Callable[[str, Any], Any]) -> Callable[[str, Any], Any]:
     return lambda key, value: None if value is None else check(key, value)
 
@@ -176,8 +183,8 @@ _SCALARS: dict[str, Callable[[str, Any], Any]] = {
     "metrics_port": _optional(_int(1, 65535, "a TCP port from 1 to 65535")),
     "log_level": _choice(LOG_LEVELS, upper=True),
     "log_format": _choice(LOG_FORMATS),
-    "retention.completed_days": _int(0, 36_500),
-    "retention.failed_days": _int(0, 36_500),
+    "retention.completed_days": _days,
+    "retention.failed_days": _days,
 }
 for _priority in PRIORITIES:
     _SCALARS[f"priority_queues.{_priority}"] = _int(0, 256, "0 or more workers, at most 256")

@@ -659,7 +659,7 @@ async def queue_lag(conn: aiopg.Connection) -> dict[str, float]:
 
 
 async def prune_finished(
-    conn: aiopg.Connection, *, state: str, older_than_days: int, limit: int = 5000
+    conn: aiopg.Connection, *, state: str, older_than_days: float, limit: int = 5000
 ) -> int:
     """Delete up to `limit` tasks of one finished state older than the cutoff; returns how many.
 
