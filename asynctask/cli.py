@@ -8,7 +8,7 @@ import json
 import logging
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from asynctask.core import db, stats
@@ -18,6 +18,7 @@ from asynctask.core.logs import setup_logging
 from asynctask.embedded import with_database
 
 log = logging.getLogger("asynctask")
+VACUUM_CHECK_TIMEOUT_SECONDS = 2.0  # a start-up courtesy: never hold up a start for long
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -81,6 +82,32 @@ def stats_table(snapshot: stats.Snapshot) -> str:
     return "\n".join([*lines, "", f"last minute: {finished}"])
 
 
+def autovacuum_warning(settings: Mapping[str, str]) -> str | None:
+    """The start-up warning for a server that does not vacuum by itself, or None if it does."""
+    # A setting we could not read counts as on: warn only about what the server says.
+    off = [name for name in ("autovacuum", "track_counts") if settings.get(name, "on") != "on"]
+    if not off:
+        return None
+    return (
+        f"the database server runs with {' and '.join(f'{name} = off' for name in off)}:"
+        " nothing vacuums the tasks table, and a queue table without vacuum bloats (every task"
+        " leaves dead row versions); set autovacuum = on (and track_counts = on) on the server"
+    )
+
+
+def warn_without_autovacuum(config: Config) -> None:
+    """Log one WARNING at start when the server has autovacuum off."""
+    url = str(config.database.url)
+    timeout = min(config.database.connect_timeout_seconds, VACUUM_CHECK_TIMEOUT_SECONDS)
+    try:
+        settings = asyncio.run(db.with_connection(url, timeout, db.vacuum_settings))
+    except AsyncTaskError:
+        return  # an unreachable server is the command's own business (it reports or rides it out)
+    message = autovacuum_warning(settings)
+    if message:
+        log.warning("%s", message)
+
+
 def _listen_address(config: Config, args: argparse.Namespace) -> tuple[str, int]:
     host = args.host or config.api.host
     port = args.port if args.port is not None else config.api.port
@@ -121,11 +148,13 @@ def _dispatch(args: argparse.Namespace, config: Config) -> int:
         from asynctask.service.app import serve
 
         host, port = _listen_address(config, args)
+        warn_without_autovacuum(config)
         serve(config, host, port)
         return 0
     if args.command == "workers":
         from asynctask.workers.supervisor import run_workers
 
+        warn_without_autovacuum(config)
         return run_workers(config)
     if args.command == "stats":
         snapshot = asyncio.run(read_stats(config))
@@ -134,6 +163,7 @@ def _dispatch(args: argparse.Namespace, config: Config) -> int:
     # run: the local all-in-one
     host, port = _listen_address(config, args)
     asyncio.run(migrate(config))
+    warn_without_autovacuum(config)
     from asynctask.workers.supervisor import run_all
 
     return run_all(config, host, port)

@@ -683,3 +683,12 @@ async def try_lock(conn: aiopg.Connection, key: int) -> bool:
 async def unlock(conn: aiopg.Connection, key: int) -> None:
     """Release a session advisory lock taken with try_lock."""
     await _execute(conn, "SELECT pg_advisory_unlock(%s)", (key,))
+
+
+async def vacuum_settings(conn: aiopg.Connection) -> dict[str, str]:
+    """The server's `autovacuum` and `track_counts` ('on'/'off'): autovacuum needs both on."""
+    rows = await _rows(
+        conn,
+        "SELECT name, setting FROM pg_settings WHERE name IN ('autovacuum', 'track_counts')",
+    )
+    return {str(row["name"]): str(row["setting"]) for row in rows}
