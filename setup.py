@@ -39,6 +39,8 @@ setup(
         "uvloop>=0.19,<1; sys_platform != 'win32'",
     ],
     extras_require={
+        # The benchmarks in bench/: the soak draws its charts with matplotlib.
+        "bench": ["matplotlib>=3.7,<4", "psutil>=5.9"],
         "dev": [
             "pytest>=8",
             "pytest-aiohttp>=1.1",

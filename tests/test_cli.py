@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
@@ -21,6 +22,8 @@ import pytest
 import yaml
 
 from asynctask.cli import autovacuum_warning, main, warn_without_autovacuum
+from asynctask.core import db
+from bench.cluster import own_cluster
 from tests.conftest import ADMIN_DSN, TEST_HANDLERS, make_config
 
 Cursor = psycopg2.extensions.cursor
@@ -208,6 +211,15 @@ def test_the_autovacuum_check_stays_quiet_when_the_server_is_unreachable(
     with caplog.at_level(logging.DEBUG, logger="asynctask"):
         warn_without_autovacuum(make_config(url))
     assert caplog.records == []  # the command itself reports the outage
+
+
+def test_no_autovacuum_warning_from_a_server_that_vacuums(caplog: pytest.LogCaptureFixture) -> None:
+    with own_cluster() as cluster:
+        settings = asyncio.run(db.with_connection(cluster.url(), 5, db.vacuum_settings))
+        with caplog.at_level(logging.DEBUG, logger="asynctask"):
+            warn_without_autovacuum(make_config(cluster.url()))
+    assert settings == {"autovacuum": "on", "track_counts": "on"}  # the query reached it
+    assert caplog.records == []
 
 
 def _fill(sql: Cursor) -> None:
