@@ -24,7 +24,13 @@ import yaml
 
 from bench.cluster import Cluster, own_cluster
 from bench.common import ROOT, asynctask, base_parser, env, free_port, report, wait_http
-from bench.soak_load import BUCKETS, Counters, histogram_percentile, start_load
+from bench.soak_load import (
+    BUCKETS,
+    MAX_IN_FLIGHT,
+    Counters,
+    histogram_percentile,
+    start_load,
+)
 from bench.soak_sample import Sample, Sampler
 from bench.soak_verdict import Account, Check, as_json, passed, verdict
 
@@ -184,13 +190,12 @@ def run_soak(cluster: Cluster, options: Options) -> Result:
             try:
                 samples = _sample_loop(sampler, counters, options)
             finally:
-                stop.set()
-                load.join(60)
-            drain_s = _drain(url)
-            created, errors = counters.read()
+                _stop_load(load, stop)
+            drain_s = _drain(url)  # nothing is created any more: the account below is final
+            created, errors, missed = counters.read()
         finally:
             sampler.close()
-        account = _account(url, created, errors)
+        account = _account(url, created, errors, missed)
         log = log_path.read_text()
     checks = verdict(samples, account, options.warmup_minutes * 60, options.span_minutes * 60)
     extra = {
@@ -200,6 +205,14 @@ def run_soak(cluster: Cluster, options: Options) -> Result:
         ],
     }
     return Result(options, capacity_runs, rate, samples, account, checks, log, drain_s, extra)
+
+
+def _stop_load(load: Any, stop: Any) -> None:
+    stop.set()
+    load.join(30)  # requests in flight are answered within their 30 s timeout
+    if load.is_alive():
+        load.terminate()
+        load.join()
 
 
 def _say(options: Options, line: str) -> None:
@@ -220,12 +233,13 @@ def _execute(url: str, statement: str) -> list[tuple[Any, ...]]:
 
 def _sample_loop(sampler: Sampler, counters: Counters, options: Options) -> list[Sample]:
     samples: list[Sample] = []
-    seen, seen_histogram = (0, 0), [0] * BUCKETS
+    seen, seen_histogram = (0, 0, 0), [0] * BUCKETS
     count = max(1, round(options.minutes * 60 / options.sample_seconds))
     for n in range(1, count + 1):
         time.sleep(max(0.0, sampler.started + n * options.sample_seconds - time.monotonic()))
         now, histogram = counters.read(), counters.histogram()
         sample = sampler.take(now[0] - seen[0], now[1] - seen[1])
+        sample.missed = now[2] - seen[2]
         window = [b - a for a, b in zip(seen_histogram, histogram, strict=True)]
         sample.post_p50_ms = histogram_percentile(window, 0.50)
         sample.post_p99_ms = histogram_percentile(window, 0.99)
@@ -256,12 +270,12 @@ def _drain(url: str, timeout: float = 120) -> float:
     return time.monotonic() - started
 
 
-def _account(url: str, created: int, errors: int) -> Account:
+def _account(url: str, created: int, errors: int, missed: int) -> Account:
     rows, not_completed = _execute(
         url, "SELECT count(*), count(*) FILTER (WHERE state <> 'completed') FROM tasks"
     )[0]
     # Only the pruner deletes, and only finished tasks: a created task that is gone had finished.
-    return Account(created, errors, int(not_completed), created - int(rows))
+    return Account(created, errors, int(not_completed), created - int(rows), missed)
 
 
 def render(result: Result) -> str:
@@ -271,7 +285,8 @@ def render(result: Result) -> str:
         f"capacity   {result.capacity:,.0f} tasks/s (median of drains of"
         f" {result.options.capacity_tasks:,} tasks: {runs})",
         f"rate       {result.rate:,.0f} creates/s asked for {result.options.minutes:g} min,"
-        f" {result.achieved_rate:,.0f}/s achieved (retention {result.options.retention_minutes:g}"
+        f" {result.achieved_rate:,.0f}/s achieved ({result.account.missed:,} creates missed:"
+        f" {MAX_IN_FLIGHT} were already waiting; retention {result.options.retention_minutes:g}"
         f" min; drained {result.drain_s:.1f} s after the load stopped)",
     ]
     lines += [f"{c.name:<10} {'PASS' if c.passed else 'FAIL'}  {c.detail}" for c in result.checks]

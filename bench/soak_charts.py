@@ -26,8 +26,9 @@ def draw(result: dict[str, Any], directory: Path) -> list[Path]:
     samples = result["samples"]
     minutes = [s["t"] / 60 for s in samples]
     title = (
-        f"{result['minutes']:g} min at {result['rate']:.0f} creates/s"
-        f" (capacity {result['capacity']:.0f}/s), retention {result['retention_minutes']:g} min"
+        f"{result['minutes']:g} min, {result['achieved_rate']:.0f} creates/s of"
+        f" {result['rate']:.0f} asked (capacity {result['capacity']:.0f}/s),"
+        f" retention {result['retention_minutes']:g} min"
     )
     paths = []
     for name, painter in (

@@ -1,8 +1,9 @@
 """The soak's load: single creates over HTTP at a steady rate, from a process of its own.
 
 Open loop: the k-th create is due at k / rate seconds, whether or not earlier ones were answered,
-so a slow API shows as latency, not as a lower rate; at most MAX_IN_FLIGHT requests are pending
-(the sender waits beyond that, and the achieved rate shows it).
+so a slow API shows as latency, not as a lower rate. At most MAX_IN_FLIGHT requests are pending: a
+create that comes due while all of them are taken is skipped and counted as missed, never sent
+later, so the offered load never rises above the rate to catch up (no bursts after a slow spell).
 """
 
 from __future__ import annotations
@@ -58,16 +59,18 @@ class Counters:
 
     ok: Any  # multiprocessing.Value("q")
     errors: Any
+    missed: Any  # creates not sent: MAX_IN_FLIGHT were pending when they came due
     latency: Any  # multiprocessing.Array("q", BUCKETS): answered POSTs per latency bucket
 
     @classmethod
     def make(cls, context: Any) -> Counters:
         """Counters in shared memory of this multiprocessing context."""
-        return cls(context.Value("q", 0), context.Value("q", 0), context.Array("q", BUCKETS))
+        value = context.Value
+        return cls(value("q", 0), value("q", 0), value("q", 0), context.Array("q", BUCKETS))
 
-    def read(self) -> tuple[int, int]:
-        """(ok, errors) so far."""
-        return int(self.ok.value), int(self.errors.value)
+    def read(self) -> tuple[int, int, int]:
+        """(ok, errors, missed) so far."""
+        return int(self.ok.value), int(self.errors.value), int(self.missed.value)
 
     def histogram(self) -> list[int]:
         """POSTs per latency bucket so far."""
@@ -105,12 +108,15 @@ async def _generate(
         started, sent = loop.time(), 0
         while not stop.is_set() and (now := loop.time()) < started + seconds:
             due = int((now - started) * rate)
-            while sent < due:
+            while sent < due and not slots.locked():
                 await slots.acquire()
                 task = asyncio.create_task(_create(session, base, sent, counters, slots))
                 pending.add(task)
                 task.add_done_callback(pending.discard)
                 sent += 1
+            if sent < due:  # every slot taken: these creates are missed, not sent in a burst later
+                counters.missed.value += due - sent
+                sent = due
             await asyncio.sleep(TICK_SECONDS)
         if pending:
             await asyncio.gather(*pending)

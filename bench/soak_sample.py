@@ -55,6 +55,7 @@ class Sample:
     t: float
     creates: int = 0
     errors: int = 0
+    missed: int = 0  # creates the load skipped: all its connections were waiting
     post_p50_ms: float | None = None  # POST /api/tasks answered, as the load generator saw it
     post_p99_ms: float | None = None
     p50_ms: float | None = None

@@ -124,11 +124,15 @@ def test_size_must_stop_growing_in_the_last_third() -> None:
     # Grows while retention fills up, then a sawtooth (vacuum frees, new rows reuse): no growth.
     sawtooth = [mib * (10 + 3 * i) for i in range(10)] + [mib * (40 + i % 3) for i in range(20)]
     flat = size_check(_series(size=sawtooth))
-    assert flat.passed and abs(flat.value or 0) < 0.05
-    # 20 % over the last third (ten samples, 9 minutes between the first and the last).
-    growing = sawtooth[:20] + [int(mib * 40 * (1 + 0.2 * i / 9)) for i in range(10)]
-    check = size_check(_series(size=growing))
-    assert not check.passed and check.value == pytest.approx(0.2 / 1.1, rel=0.15)
+    assert flat.passed and flat.value == 0.0  # the peak of 42 MiB is never passed
+    # A leak: 1 % a minute from minute 11 on. The last third's peak (at 30 min, +19 %) is 10.2 %
+    # above the peak before it (at 19 min, +8 %).
+    leaking = sawtooth[:10] + [int(mib * 40 * (1 + 0.01 * i)) for i in range(20)]
+    check = size_check(_series(size=leaking))
+    assert not check.passed and check.value == pytest.approx(1.19 / 1.08 - 1, abs=0.001)
+    # Shrinking after a spike of creates (fewer rows kept) is no growth.
+    spiked = [*sawtooth[:15], mib * 60, *sawtooth[16:]]
+    assert size_check(_series(size=spiked)).value == pytest.approx(42 / 60 - 1, rel=0.01)
     late = size_check(_series(size=sawtooth, pruned_from=25))
     assert not late.passed and "retention deleted nothing" in late.detail
 
