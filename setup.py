@@ -43,6 +43,8 @@ setup(
     ],
     extras_require={
         "embedded": EMBEDDED,
+        # The benchmarks in bench/: the soak draws its charts with matplotlib.
+        "bench": ["matplotlib>=3.7,<4", "psutil>=5.9"],
         "dev": [
             *EMBEDDED,
             "pytest>=8",

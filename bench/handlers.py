@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import random
 import socket
 import time
 
@@ -17,3 +19,8 @@ async def stamp(task: Task) -> None:
 
 async def noop(task: Task) -> None:
     """Do nothing: measures the queue, not the work."""
+
+
+async def work(task: Task) -> None:
+    """Take 1 to 3 ms, waiting as a handler that calls another service does (the soak's work)."""
+    await asyncio.sleep(random.uniform(0.001, 0.003))

@@ -7,14 +7,19 @@ autovacuum off, which no production server does; fault and soak runs need their 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
 import subprocess
+import tempfile
 import time
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import psycopg2
+
+from bench.common import free_port
 
 SETTINGS = {
     "autovacuum": "on",
@@ -41,13 +46,20 @@ class Cluster:
     """One server: `start` it, take `url`s, `stop` it (also after a partial start)."""
 
     def __init__(
-        self, directory: Path, host: str, clients: str, prefix: list[str] | None = None
+        self,
+        directory: Path,
+        host: str,
+        clients: str,
+        prefix: list[str] | None = None,
+        port: int = 5432,
+        settings: Mapping[str, str] | None = None,
     ) -> None:
         self.directory = directory  # created, and removed, by the caller; its parents searchable
         self.host = host
         self.clients = clients  # the network allowed in, e.g. 10.213.7.0/24 (trust auth)
         self.prefix = prefix or []  # e.g. ["ip", "netns", "exec", NAME]
-        self.port = 5432
+        self.port = port
+        self.settings = {**SETTINGS, **(settings or {})}
         self.process: subprocess.Popen[bytes] | None = None
 
     def url(self, database: str = "postgres") -> str:
@@ -77,7 +89,7 @@ class Cluster:
         with (data / "pg_hba.conf").open("a") as hba:
             hba.write(f"host all all {self.clients} trust\n")
         settings = {
-            **SETTINGS,
+            **self.settings,
             "listen_addresses": self.host,
             "port": str(self.port),
             "unix_socket_directories": str(self.directory),
@@ -114,6 +126,11 @@ class Cluster:
                     raise
                 time.sleep(0.1)
 
+    def postmaster_pid(self) -> int:
+        """The server's main process."""
+        assert self.process is not None
+        return self.process.pid
+
     def stop(self) -> None:
         """Fast shutdown (SIGINT); SIGKILL to its whole process group if it does not exit."""
         if self.process is None or self.process.poll() is not None:
@@ -124,3 +141,17 @@ class Cluster:
         except subprocess.TimeoutExpired:
             os.killpg(self.process.pid, signal.SIGKILL)
             self.process.wait()
+
+
+@contextlib.contextmanager
+def own_cluster(settings: Mapping[str, str] | None = None) -> Iterator[Cluster]:
+    """A cluster on 127.0.0.1 and a free port in a temporary directory, removed afterwards."""
+    directory = Path(tempfile.mkdtemp(prefix="asynctask-pg-"))
+    directory.chmod(0o755)  # the postgres account must reach its data directory inside
+    cluster = Cluster(directory, "127.0.0.1", "127.0.0.1/32", port=free_port(), settings=settings)
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.stop()
+        shutil.rmtree(directory, ignore_errors=True)

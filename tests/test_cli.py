@@ -20,7 +20,8 @@ import pytest
 import yaml
 
 from asynctask.cli import main
-from tests.conftest import ADMIN_DSN, TEST_HANDLERS
+from asynctask.cli.start import autovacuum_warning, warn_without_autovacuum
+from tests.conftest import ADMIN_DSN, TEST_HANDLERS, make_config
 from tests.processes import free_port
 
 Cursor = psycopg2.extensions.cursor
@@ -148,7 +149,11 @@ def test_api_serves_logs_its_url_and_stops_on_sigterm(tmp_path: Path, database_u
         if process.poll() is None:
             process.kill()
             process.wait()
-    assert f"asynctask api on http://127.0.0.1:{port} (docs at /api/docs)" in log_path.read_text()
+    logged = log_path.read_text()
+    assert f"asynctask api on http://127.0.0.1:{port} (docs at /api/docs)" in logged
+    # The test server runs with autovacuum = off, as these machines' server does.
+    warned = [line for line in logged.splitlines() if "autovacuum = off" in line]
+    assert len(warned) == 1 and "WARNING" in warned[0], logged
 
 
 def test_api_exits_1_when_the_database_is_unreachable(tmp_path: Path) -> None:
@@ -162,6 +167,42 @@ def test_api_exits_1_when_the_database_is_unreachable(tmp_path: Path) -> None:
     )
     assert result.returncode == 1, result.stderr
     assert "is unavailable" in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("command", ["workers", "run"])
+def test_workers_and_run_warn_once_when_the_server_has_autovacuum_off(
+    tmp_path: Path, database_url: str, command: str, capfd: pytest.CaptureFixture[str]
+) -> None:
+    # A handler that cannot be imported stops both commands right after the start-up checks.
+    config = tmp_path / "config.yaml"
+    config.write_text(
+        yaml.safe_dump({"database": {"url": database_url}, "handlers": {"x": "no_such_mod:f"}})
+    )
+    assert main(["--config", str(config), command]) == 1
+    err = capfd.readouterr().err
+    warnings = [line for line in err.splitlines() if "WARNING" in line]
+    assert len(warnings) == 1 and "autovacuum = off" in warnings[0], err
+    assert "handlers.x" in err
+
+
+def test_the_autovacuum_warning_names_what_is_off() -> None:
+    assert autovacuum_warning({"autovacuum": "on", "track_counts": "on"}) is None
+    assert autovacuum_warning({}) is None  # unreadable settings: no false alarm
+    only = autovacuum_warning({"autovacuum": "off", "track_counts": "on"})
+    assert only is not None and "with autovacuum = off:" in only and "bloats" in only
+    both = autovacuum_warning({"autovacuum": "off", "track_counts": "off"})
+    assert both is not None and "autovacuum = off and track_counts = off" in both
+    counts = autovacuum_warning({"autovacuum": "on", "track_counts": "off"})
+    assert counts is not None and "with track_counts = off:" in counts
+
+
+def test_the_autovacuum_check_stays_quiet_when_the_server_is_unreachable(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    url = f"postgresql://postgres@127.0.0.1:{free_port()}/nowhere"
+    with caplog.at_level(logging.DEBUG, logger="asynctask"):
+        warn_without_autovacuum(make_config(url))
+    assert caplog.records == []  # the command itself reports the outage
 
 
 def _fill(sql: Cursor) -> None:

@@ -80,6 +80,10 @@ def test_unreadable_yaml_names_the_file(tmp_path: Path) -> None:
             {"database": {"prepared_statements": "no"}},
             "database.prepared_statements: 'no' is not allowed (true or false)",
         ),
+        ({"retention": {"completed_days": -1}}, "retention.completed_days: -1 is not allowed (day"),
+        ({"retention": {"failed_days": "7d"}}, "retention.failed_days: '7d' is not allowed"),
+        ({"retention": {"failed_days": True}}, "retention.failed_days: True is not allowed"),
+        ({"retention": {"completed_days": 36_501}}, "retention.completed_days: 36501 is not"),
     ],
 )
 def test_bad_values_name_the_key_the_value_and_what_is_allowed(
@@ -134,6 +138,16 @@ def test_per_handler_timeout_overrides_the_global_one() -> None:
     assert config.timeout_for("slow") == 600
     assert config.timeout_for("fast") == 60
     assert config.timeout_for("unknown") == 60
+
+
+def test_retention_takes_fractions_of_a_day() -> None:
+    config = parse_config(
+        {"retention": {"completed_days": 0.0035, "failed_days": 0}},
+        environ={"ASYNCTASK_RETENTION_FAILED_DAYS": "0.5"},
+    )
+    assert config.retention.completed_days == 0.0035  # about 5 minutes
+    assert config.retention.failed_days == 0.5
+    assert parse_config({}, environ={}).retention.completed_days == 7
 
 
 def test_config_is_frozen() -> None:

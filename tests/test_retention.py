@@ -37,7 +37,7 @@ def remaining(sql: Cursor, ids: list[int]) -> int:
     return int(fetch(sql)[0])
 
 
-def make_pruner(url: str, completed: int = 7, failed: int = 30, batch: int = 5000) -> Pruner:
+def make_pruner(url: str, completed: float = 7, failed: float = 30, batch: int = 5000) -> Pruner:
     config = make_config(url, retention__completed_days=completed, retention__failed_days=failed)
     made = Pruner(QueryConnection(url, 10.0), config.retention, "high_1")
     made.batch = batch
@@ -61,6 +61,31 @@ async def test_deletes_only_finished_rows_past_their_retention(
     assert remaining(sql, gone) == 0
     assert remaining(sql, kept) == len(kept)
     assert advisory_locks(sql) == 0  # released
+
+
+async def test_fractional_days_prune_within_minutes(database_url: str, sql: Cursor) -> None:
+    minute = 1 / 1440
+    gone = add(sql, "completed", 4 * minute) + add(sql, "failed", 11 * minute)
+    kept = add(sql, "completed", 2 * minute) + add(sql, "failed", 9 * minute)
+    short = make_pruner(database_url, completed=3 * minute, failed=10 * minute)
+    try:
+        assert await short.prune_once() == {"completed": 1, "cancelled": 0, "failed": 1}
+    finally:
+        short.conn.close()
+    assert remaining(sql, gone) == 0
+    assert remaining(sql, kept) == len(kept)
+
+
+def test_a_retention_shorter_than_the_interval_sets_the_interval(database_url: str) -> None:
+    # Rows become due for pruning after the retention, and are gone one interval later at most.
+    second = 1 / 86_400
+    assert make_pruner(database_url).interval() == pruner.PRUNE_EVERY_SECONDS
+    short = make_pruner(database_url, completed=10 * second, failed=0)
+    assert short.interval() == pytest.approx(10)
+    short = make_pruner(database_url, completed=0, failed=20 * second)
+    assert short.interval() == pytest.approx(20)
+    tiny = make_pruner(database_url, completed=0.001 * second, failed=0)
+    assert tiny.interval() == pruner.SHORTEST_INTERVAL_SECONDS
 
 
 async def test_zero_keeps_a_state_forever(database_url: str, sql: Cursor) -> None:

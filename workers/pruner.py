@@ -1,8 +1,9 @@
 """Retention: workers delete old finished tasks, one pruner at a time across all supervisors.
 
-Every worker tries a session advisory lock on its query connection every PRUNE_EVERY_SECONDS; the
-one that gets it deletes in bounded batches (short statements, short row locks, WAL in small
-pieces) and releases it. If the connection is lost mid-prune the server drops the lock with it.
+Every worker tries a session advisory lock on its query connection every PRUNE_EVERY_SECONDS (or
+every retention period, when one is shorter than that); the one that gets it deletes in bounded
+batches (short statements, short row locks, WAL in small pieces) and releases it. If the
+connection is lost mid-prune the server drops the lock with it.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from asynctask.workers.connection import QueryConnection, raise_if_cancelled
 
 log = logging.getLogger("asynctask.worker")
 PRUNE_EVERY_SECONDS = 60.0  # per worker; tests patch it
+SHORTEST_INTERVAL_SECONDS = 1.0  # a retention of a split second must not turn into a busy loop
 BATCH_ROWS = 5000
 PAUSE_SECONDS = 0.1  # between full batches: lets this worker's claims and acks use the connection
 LOCK_KEY = 0x61_73_79_6E_63_70_72  # "asyncpr": one key for every asynctask database user
@@ -42,18 +44,25 @@ class Pruner:
         ]
         self.batch = BATCH_ROWS
 
+    def interval(self) -> float:
+        """Seconds between tries: PRUNE_EVERY_SECONDS, or the shortest retention if shorter."""
+        # A retention of minutes (fractional days) is pruned within about twice that, not a minute.
+        shortest = min((days * 86_400 for _, days in self.rules), default=PRUNE_EVERY_SECONDS)
+        return min(PRUNE_EVERY_SECONDS, max(SHORTEST_INTERVAL_SECONDS, shortest))
+
     async def run(self) -> None:
-        """Try to prune every PRUNE_EVERY_SECONDS, forever (a background task of the worker)."""
+        """Try to prune every interval(), forever (a background task of the worker)."""
         if not self.rules:
             return
+        every = self.interval()
         # A random phase: the workers of several supervisors started together spread their tries.
-        await asyncio.sleep(random.uniform(0, PRUNE_EVERY_SECONDS))
+        await asyncio.sleep(random.uniform(0, every))
         while True:
             try:
                 await self.prune_once()
             except DatabaseUnavailable:
                 raise_if_cancelled()  # else: the main loop reports the outage and reconnects
-            await asyncio.sleep(PRUNE_EVERY_SECONDS)
+            await asyncio.sleep(every)
 
     async def prune_once(self) -> dict[str, int] | None:
         """Prune if the lock is free: rows deleted per state, or None if another pruner runs."""

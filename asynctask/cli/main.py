@@ -11,7 +11,13 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from asynctask.cli.start import migrate, run_all, run_api_processes, run_workers
+from asynctask.cli.start import (
+    migrate,
+    run_all,
+    run_api_processes,
+    run_workers,
+    warn_without_autovacuum,
+)
 from asynctask.core import stats
 from asynctask.core.config import Config, load_config
 from asynctask.core.connections import with_connection
@@ -122,6 +128,7 @@ def _dispatch(args: argparse.Namespace, config: Config) -> int:
         return 0
     if args.command == "api":
         host, port = _listen_address(config, args)
+        warn_without_autovacuum(config)
         if config.api.processes > 1:
             return run_api_processes(config, host, port)
         from asynctask.service.app import serve
@@ -129,6 +136,7 @@ def _dispatch(args: argparse.Namespace, config: Config) -> int:
         serve(config, host, port)
         return 0
     if args.command == "workers":
+        warn_without_autovacuum(config)
         return run_workers(config)
     if args.command == "stats":
         snapshot = asyncio.run(read_stats(config))
@@ -137,4 +145,5 @@ def _dispatch(args: argparse.Namespace, config: Config) -> int:
     # run: the local all-in-one
     host, port = _listen_address(config, args)
     asyncio.run(migrate(config))
+    warn_without_autovacuum(config)
     return run_all(config, host, port)

@@ -6,13 +6,15 @@ it the API as one more child (a ServiceSpec) to keep alive.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import signal
+from collections.abc import Mapping
 
-from asynctask.core import schema
+from asynctask.core import db, schema
 from asynctask.core.config import Config
 from asynctask.core.connections import redact, with_connection
-from asynctask.core.errors import ConfigError
+from asynctask.core.errors import AsyncTaskError, ConfigError
 from asynctask.core.logs import setup_logging
 from asynctask.workers import registry
 from asynctask.workers.budget import check_connection_budget
@@ -20,6 +22,8 @@ from asynctask.workers.children import ServiceSpec
 from asynctask.workers.slots import slots_for
 
 log = logging.getLogger("asynctask")
+# The autovacuum check at start must not hold up a start against a slow server for long.
+VACUUM_CHECK_TIMEOUT_SECONDS = 2.0
 
 
 async def migrate(config: Config) -> None:
@@ -29,6 +33,32 @@ async def migrate(config: Config) -> None:
         log.info("created database %s", redact(url))
     await with_connection(url, config.database.connect_timeout_seconds, schema.apply_schema)
     log.info("schema applied to %s", redact(url))
+
+
+def autovacuum_warning(settings: Mapping[str, str]) -> str | None:
+    """The start-up warning for a server that does not vacuum by itself, or None if it does."""
+    # A setting we could not read counts as on: warn only about what the server says.
+    off = [name for name in ("autovacuum", "track_counts") if settings.get(name, "on") != "on"]
+    if not off:
+        return None
+    return (
+        f"the database server runs with {' and '.join(f'{name} = off' for name in off)}:"
+        " nothing vacuums the tasks table, and a queue table without vacuum bloats (every task"
+        " leaves dead row versions); set autovacuum = on (and track_counts = on) on the server"
+    )
+
+
+def warn_without_autovacuum(config: Config) -> None:
+    """Log one WARNING at start when the server has autovacuum off."""
+    url = str(config.database.url)
+    timeout = min(config.database.connect_timeout_seconds, VACUUM_CHECK_TIMEOUT_SECONDS)
+    try:
+        settings = asyncio.run(with_connection(url, timeout, db.vacuum_settings))
+    except AsyncTaskError:
+        return  # an unreachable server is the command's own business (it reports or rides it out)
+    message = autovacuum_warning(settings)
+    if message:
+        log.warning("%s", message)
 
 
 def run_workers(config: Config) -> int:

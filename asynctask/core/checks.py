@@ -36,6 +36,13 @@ def number(low: float, high: float = 10**9) -> Callable[[str, Any], float]:
     return check
 
 
+def days(key: str, value: Any) -> float:
+    """A retention in days; fractions let a test or a soak see rows pruned within minutes."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 36_500:
+        raise fail(key, value, "days from 0 to 36500, fractions allowed; 0 keeps them forever")
+    return float(value)
+
+
 def optional(check: Callable[[str, Any], Any]) -> Callable[[str, Any], Any]:
     return lambda key, value: None if value is None else check(key, value)
 

@@ -62,8 +62,8 @@ class HandlerConfig:
 class RetentionConfig:
     """How long finished tasks are kept; 0 keeps them forever."""
 
-    completed_days: int = 7
-    failed_days: int = 30
+    completed_days: float = 7
+    failed_days: float = 30
 
 
 @dataclass(frozen=True)
@@ -138,8 +138,8 @@ _SCALARS: dict[str, checks.Check] = {
     "metrics_port": checks.optional(checks.integer(1, 65535, "a TCP port from 1 to 65535")),
     "log_level": checks.choice(LOG_LEVELS, upper=True),
     "log_format": checks.choice(LOG_FORMATS),
-    "retention.completed_days": checks.integer(0, 36_500),
-    "retention.failed_days": checks.integer(0, 36_500),
+    "retention.completed_days": checks.days,
+    "retention.failed_days": checks.days,
 }
 for _priority in PRIORITIES:
     _SCALARS[f"priority_queues.{_priority}"] = checks.integer(

@@ -255,3 +255,9 @@ async def try_lock(conn: aiopg.Connection, key: int) -> bool:
 async def unlock(conn: aiopg.Connection, key: int) -> None:
     """Release a session advisory lock taken with try_lock."""
     await rows(conn, QUERIES["unlock"], key)
+
+
+async def vacuum_settings(conn: aiopg.Connection) -> dict[str, str]:
+    """The server's `autovacuum` and `track_counts` ('on'/'off'): autovacuum needs both on."""
+    found = await rows(conn, QUERIES["vacuum_settings"])
+    return {str(row["name"]): str(row["setting"]) for row in found}

@@ -252,3 +252,8 @@ SELECT current_setting('max_connections')::int AS max,
 -- name: ping
 -- One round trip.
 SELECT 1;
+
+
+-- name: vacuum_settings
+-- Whether the server vacuums by itself: autovacuum needs both settings on (checked at start).
+SELECT name, setting FROM pg_settings WHERE name IN ('autovacuum', 'track_counts');
