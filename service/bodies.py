@@ -45,7 +45,7 @@ class BodyReader:
         """`validate(parsed body)`; 415 unless JSON, 408 if too slow, 413/400/422 from the body."""
         if request.content_type != JSON_TYPE:
             raise UnsupportedMediaType(
-                f"Content-Type must be {JSON_TYPE} (got {request.content_type})."
+                f"Content-Type must be {JSON_TYPE} (got {request.content_type[:100]})."
             )
         try:
             async with asyncio.timeout(self.timeout_seconds):

@@ -166,10 +166,12 @@ async def access_middleware(request: web.Request, handler: Handler) -> web.Strea
             return error_response(
                 401, "Missing or wrong bearer token.", headers={"WWW-Authenticate": "Bearer"}
             )
-    elif not _host_allowed(request):
+    elif (host := _foreign_host(request)) is not None:
         # A page on evil.example whose name now resolves to 127.0.0.1 (DNS rebinding) sends
         # `Host: evil.example`; the browser's same-origin rule thinks it talks to evil.example.
-        return error_response(421, "This server does not answer for that Host without a token.")
+        return error_response(
+            421, f"Host {_shown(host)!r} is not answered without a token (api.allowed_hosts)."
+        )
     return await handler(request)
 
 
@@ -183,8 +185,12 @@ def _bearer_matches(request: web.Request, tokens: tuple[str, ...]) -> bool:
     return scheme.lower() == "bearer" and any(matches)
 
 
-def _host_allowed(request: web.Request) -> bool:
+def _foreign_host(request: web.Request) -> str | None:
+    """The Host's name if it is not one answered without a token, else None."""
     allowed = request.app[keys.HOSTS]
     header = request.headers.get(hdrs.HOST)
     # No Host at all is an HTTP/1.0 client, never a browser; "*" turns the check off.
-    return header is None or ANY_HOST in allowed or host_name(header) in allowed
+    if header is None or ANY_HOST in allowed:
+        return None
+    name = host_name(header)
+    return None if name in allowed else name
