@@ -323,6 +323,11 @@ async def test_a_foreign_host_is_421_without_tokens(
     tokens = await aiohttp_client(create_app(make_config(database_url, api__tokens=["t"])))
     bearer = {"Host": "evil.example", "Authorization": "Bearer t"}
     assert (await tokens.get("/api/tasks", headers=bearer)).status == 200  # the token decides
+    # The setting from the environment: comma-separated, compared as the header's name part.
+    environ = {"ASYNCTASK_API_ALLOWED_HOSTS": "Tasks.Example., [::1]"}
+    assert parse_config({}, environ).api.allowed_hosts == ("tasks.example", "::1")
+    with pytest.raises(ConfigError, match=r"api.allowed_hosts: \[1\] is not allowed"):
+        parse_config({"api": {"allowed_hosts": [1]}}, {})
 
 
 # --- smaller: ids, public paths, timeouts, metrics, Server header, masked tokens, disconnects ---
