@@ -1,4 +1,4 @@
-"""Request metrics, request ids, optional bearer tokens, and the rule that every error is JSON."""
+"""Request metrics, request ids, who may ask (a token; else Host and Origin), JSON errors."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from aiohttp import hdrs, web
 from aiohttp.typedefs import Handler
 
 from asynctask.core.errors import DatabaseUnavailable, InvalidTransition, TaskNotFound
-from asynctask.core.exposure import ANY_HOST, host_name
+from asynctask.core.exposure import ANY_HOST, host_name, same_origin
 from asynctask.service import keys
 from asynctask.service.bodies import BodyTimeout, UnsupportedMediaType
 from asynctask.service.metrics import method_label, route_label
@@ -172,6 +172,12 @@ async def access_middleware(request: web.Request, handler: Handler) -> web.Strea
         return error_response(
             421, f"Host {_shown(host)!r} is not answered without a token (api.allowed_hosts)."
         )
+    elif (origin := _foreign_origin(request)) is not None:
+        # A page of another origin posting straight to 127.0.0.1:4000 (a cancel has no body, so
+        # no Content-Type to refuse): its browser says where the page came from, in Origin.
+        return error_response(
+            403, f"Origin {_shown(origin)!r} may not use this API without a token."
+        )
     return await handler(request)
 
 
@@ -183,6 +189,14 @@ def _bearer_matches(request: web.Request, tokens: tuple[str, ...]) -> bool:
     # compare_digest against every token: the time taken says nothing about which was close.
     matches = [hmac.compare_digest(presented, token.encode()) for token in tokens]
     return scheme.lower() == "bearer" and any(matches)
+
+
+def _foreign_origin(request: web.Request) -> str | None:
+    """The Origin header if a browser sent it from a page of another origin, else None."""
+    origin = request.headers.get(hdrs.ORIGIN)
+    if origin is None or same_origin(origin, request.headers.get(hdrs.HOST, "")):
+        return None
+    return origin
 
 
 def _foreign_host(request: web.Request) -> str | None:

@@ -38,6 +38,7 @@ def is_public(path: str, public_metrics: bool) -> bool:
 Handler = TypeVar("Handler", bound=Callable[[web.Request], Awaitable[web.StreamResponse]])
 _ERRORS = {
     400: "The body is not valid JSON.",
+    403: "Without tokens: a page of another origin sent it from a browser (Origin).",
     404: "No task has this id.",
     408: "The body did not arrive within api.body_timeout_seconds; the connection is closed.",
     409: "The task's state does not allow this change.",
@@ -173,7 +174,8 @@ def setup_openapi(app: web.Application, config: Config, version: str) -> None:
 
 
 def _document_access(document: dict[str, Any], config: Config) -> None:
-    # With tokens, the guarded routes answer 401 without one; without, 421 for a foreign Host.
+    # With tokens, the guarded routes answer 401 without one; without, 421 for a foreign Host
+    # and 403 for a foreign Origin.
     if config.api.tokens:
         document["components"]["securitySchemes"] = {"bearer": {"type": "http", "scheme": "bearer"}}
     for path, operations in document["paths"].items():
@@ -183,6 +185,7 @@ def _document_access(document: dict[str, Any], config: Config) -> None:
                     spec["security"] = [{"bearer": []}]
                     spec["responses"]["401"] = _error("Missing or wrong bearer token.")
                 else:
+                    spec["responses"]["403"] = _error(_ERRORS[403])
                     spec["responses"]["421"] = _error(_ERRORS[421])
 
 

@@ -330,6 +330,28 @@ async def test_a_foreign_host_is_421_without_tokens(
         parse_config({"api": {"allowed_hosts": [1]}}, {})
 
 
+async def test_a_page_of_another_origin_is_403_without_tokens(
+    client: Client, aiohttp_client: MakeClient, database_url: str, sql: Cursor
+) -> None:
+    # A page on another site (or another local port) posting straight to the API: a cancel or a
+    # retry has no body, so only the Origin its browser adds tells it apart.
+    task = await (await client.post("/api/tasks", json={"type": "ok"})).json()
+    cancel = f"/api/tasks/{task['id']}/cancel"
+    own = f"http://{client.host}:{client.port}"
+    for origin in ("http://evil.example", f"http://{client.host}:1", "null"):
+        answer = await client.post(cancel, headers={"Origin": origin})
+        assert answer.status == 403 and origin in (await answer.json())["error"], origin
+        foreign = {"Origin": origin, **JSON}
+        assert (await client.post("/api/tasks", json={"type": "ok"}, headers=foreign)).status == 403
+    sql.execute("SELECT state FROM tasks")
+    assert sql.fetchall() == [("available",)]  # not cancelled, and nothing else created
+    # Its own pages (Swagger UI) and clients that send no Origin (curl, SDKs) are answered.
+    assert (await client.post(cancel, headers={"Origin": own})).status == 200
+    tokens = await aiohttp_client(create_app(make_config(database_url, api__tokens=["t"])))
+    bearer = {"Origin": "http://evil.example", "Authorization": "Bearer t"}
+    assert (await tokens.get("/api/tasks", headers=bearer)).status == 200  # the token decides
+
+
 # --- smaller: ids, public paths, timeouts, metrics, Server header, masked tokens, disconnects ---
 
 

@@ -2,13 +2,15 @@
 
 Without tokens the API trusts whoever connects, so it listens only on loopback unless
 `api.allow_anonymous` says otherwise; and since a web page in the user's browser can reach
-loopback too (DNS rebinding: evil.example resolving to 127.0.0.1), it answers only requests whose
-Host header names this machine or a configured name.
+loopback too, it answers only requests whose Host header names this machine or a configured name
+(DNS rebinding: evil.example resolving to 127.0.0.1), and whose Origin, when a browser sends one,
+is the API's own (a page of another site posting to it).
 """
 
 from __future__ import annotations
 
 import ipaddress
+from urllib.parse import urlsplit
 
 from asynctask.core.config import ApiConfig
 from asynctask.core.errors import ConfigError
@@ -56,3 +58,14 @@ def host_name(header: str) -> str:
     if colon and port.isdigit() and ":" not in head:
         name = head
     return name.rstrip(".")
+
+
+def same_origin(origin: str, host: str) -> bool:
+    """True if a browser's Origin header names the server of this Host (host and port)."""
+    try:
+        page, target = urlsplit(origin), urlsplit("//" + host)
+        default = 443 if page.scheme == "https" else 80
+        same_port = (page.port or default) == (target.port or default)
+    except ValueError:  # a port that is not a number
+        return False
+    return page.hostname is not None and page.hostname == target.hostname and same_port
