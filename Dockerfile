@@ -53,12 +53,15 @@ RUN groupadd --system --gid 10001 asynctask \
         --home-dir /app --create-home --shell /usr/sbin/nologin asynctask
 
 # ASYNCTASK_REQUIRE_DATABASE_URL: a container without DATABASE_URL is a mistake (api and workers
-# would not share a database), never a request for a private embedded one.
+# would not share a database), never a request for a private embedded one. The listeners bind
+# every interface of the container (its network is the boundary; loopback would be unreachable);
+# without tokens the API then refuses to start unless ASYNCTASK_API_ALLOW_ANONYMOUS=true.
 ENV VIRTUAL_ENV=/opt/asynctask \
     PATH=/opt/asynctask/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
     ASYNCTASK_API_HOST=0.0.0.0 \
+    ASYNCTASK_METRICS_HOST=0.0.0.0 \
     ASYNCTASK_REQUIRE_DATABASE_URL=1
 
 # Installed offline from the builder's wheels only (bind-mounted, so no layer keeps them): a

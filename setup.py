@@ -24,7 +24,7 @@ setup(
     # container image) has no source tree to read them from.
     package_data={
         "asynctask": ["py.typed"],
-        "asynctask.core": ["schema.sql", "default_config.yaml"],
+        "asynctask.core": ["schema.sql", "queries.sql", "default_config.yaml"],
     },
     install_requires=[
         "aiohttp>=3.10,<4",

@@ -4,19 +4,21 @@ from __future__ import annotations
 
 import gc
 import importlib.metadata
-import ipaddress
 import logging
 from collections.abc import AsyncIterator
+from dataclasses import replace
 
-from aiohttp import web
+from aiohttp import web, web_response
 
 from asynctask.core import loops, stats
 from asynctask.core.config import Config
 from asynctask.core.connections import acquire, create_pool
+from asynctask.core.exposure import allowed_hosts, check_exposure, is_loopback
 from asynctask.service import keys, views
+from asynctask.service.bodies import BodyReader
 from asynctask.service.group_commit import GroupCommit
 from asynctask.service.metrics import ApiMetrics
-from asynctask.service.middlewares import error_middleware, metrics_middleware, token_middleware
+from asynctask.service.middlewares import access_middleware, error_middleware, metrics_middleware
 from asynctask.service.openapi import DOCS_PATH, METRICS_PATH, setup_openapi
 from asynctask.service.rules import TaskRules
 
@@ -25,7 +27,9 @@ log = logging.getLogger("asynctask.api")
 # Bounds every query of the API pool: a 10,000-task batch takes well under a second, so a statement
 # still running after this long is stuck (a partitioned or overloaded server), not slow.
 QUERY_TIMEOUT_SECONDS = 30.0
-_TASK_ID = r"/api/tasks/{id:[0-9]+}"
+# Up to 19 digits (bigint's width); a longer id is no route, so a 404 before any int() of it.
+_TASK_ID = r"/api/tasks/{id:[0-9]{1,19}}"
+SERVER_NAME = "asynctask"  # the Server header: no versions to look up vulnerabilities by
 
 
 def create_app(config: Config) -> web.Application:
@@ -33,10 +37,15 @@ def create_app(config: Config) -> web.Application:
     app = web.Application(
         client_max_size=config.api.max_body_bytes,
         # Outermost first: metrics see the final status of everything, 401s and errors included.
-        middlewares=[metrics_middleware, error_middleware, token_middleware],
+        middlewares=[metrics_middleware, error_middleware, access_middleware],
     )
     app[keys.CONFIG] = config
-    app[keys.RULES] = TaskRules(config.task_types, config.max_attempts)
+    app[keys.RULES] = TaskRules(config.task_types, config.max_attempts, config.api.max_data_bytes)
+    app[keys.BODIES] = BodyReader(config.api.body_timeout_seconds)
+    app[keys.HOSTS] = frozenset() if config.api.tokens else allowed_hosts(config.api)
+    # Every answer's Server header, the HTTP parser's own 400s included (they are sent before any
+    # app code or signal runs), comes from this module global of aiohttp's.
+    setattr(web_response, "SERVER_SOFTWARE", SERVER_NAME)  # noqa: B010 (not re-exported)
     app[keys.STATS] = stats.CachedStats(lambda: _read_stats(app), stats.STATS_CACHE_SECONDS)
     app[keys.METRICS] = ApiMetrics(app[keys.STATS])
     app.cleanup_ctx.append(_pool)
@@ -85,23 +94,19 @@ def _version() -> str:
         return "0.0.0"
 
 
-def is_loopback(host: str) -> bool:
-    """True when `host` only accepts connections from this machine."""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False  # a host name or "" (all interfaces): assume reachable from elsewhere
-
-
 def serve(config: Config, host: str, port: int, reuse_port: bool = False) -> None:
-    """Serve the API until SIGINT/SIGTERM (blocking); `reuse_port` lets siblings share the port."""
+    """Serve the API until SIGINT/SIGTERM (blocking); ConfigError if it may not listen there.
+
+    `reuse_port` lets sibling API processes share the port (api.processes).
+    """
+    check_exposure(config.api, host)
+    # The address actually listened on is the default Host name answered without tokens.
+    config = replace(config, api=replace(config.api, host=host, port=port))
     app = create_app(config)
     if not is_loopback(host) and not config.api.tokens:
         log.warning(
-            "the API listens on %s without api.tokens: anyone who can reach it can create"
-            " and cancel tasks (set ASYNCTASK_API_TOKENS or keep it behind a private network)",
+            "the API listens on %s without api.tokens (api.allow_anonymous): anyone who can"
+            " reach it can create and cancel tasks; keep it behind a private network",
             host,
         )
 
@@ -116,6 +121,8 @@ def serve(config: Config, host: str, port: int, reuse_port: bool = False) -> Non
     gc.freeze()
     # Access lines stay on aiohttp.access, which setup_logging keeps at WARNING: at thousands of
     # requests per second they would drown everything else.
+    # keepalive_timeout also bounds the request head: aiohttp closes a connection that has not
+    # sent a whole one this long after connecting or after its previous answer.
     web.run_app(
         app,
         host=host,
@@ -125,4 +132,5 @@ def serve(config: Config, host: str, port: int, reuse_port: bool = False) -> Non
         # Only when several API processes share the port: otherwise a second server started by
         # mistake must fail with "address in use", not silently take half of the connections.
         reuse_port=reuse_port,
+        keepalive_timeout=config.api.idle_timeout_seconds,
     )

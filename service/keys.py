@@ -9,6 +9,7 @@ from aiohttp import web
 
 from asynctask.core.config import Config
 from asynctask.core.stats import CachedStats
+from asynctask.service.bodies import BodyReader
 from asynctask.service.group_commit import GroupCommit
 from asynctask.service.metrics import ApiMetrics
 from asynctask.service.rules import TaskRules
@@ -19,3 +20,6 @@ CREATES: Final = web.AppKey("creates", GroupCommit)
 RULES: Final = web.AppKey("rules", TaskRules)
 STATS: Final = web.AppKey("stats", CachedStats)
 METRICS: Final = web.AppKey("metrics", ApiMetrics)
+BODIES: Final = web.AppKey("bodies", BodyReader)
+# The Host names answered without a token (empty when tokens are set: then any Host is fine).
+HOSTS: Final = web.AppKey("hosts", frozenset[str])

@@ -1,4 +1,4 @@
-"""Request metrics, request ids, optional bearer tokens, and the rule that every error is JSON."""
+"""Request metrics, request ids, who may ask (a token; else Host and Origin), JSON errors."""
 
 from __future__ import annotations
 
@@ -14,9 +14,11 @@ from aiohttp import hdrs, web
 from aiohttp.typedefs import Handler
 
 from asynctask.core.errors import DatabaseUnavailable, InvalidTransition, TaskNotFound
+from asynctask.core.exposure import ANY_HOST, host_name, same_origin
 from asynctask.service import keys
+from asynctask.service.bodies import BodyTimeout, UnsupportedMediaType
 from asynctask.service.metrics import method_label, route_label
-from asynctask.service.openapi import PUBLIC_PREFIXES
+from asynctask.service.openapi import is_public
 from asynctask.service.rules import MalformedRequest, ValidationFailed
 
 log = logging.getLogger("asynctask.api")
@@ -35,6 +37,11 @@ def error_response(
     return web.json_response(body, status=status, headers=headers)
 
 
+# nginx's code for a request whose client left before the answer; metrics count it, nobody sees it.
+CLIENT_GONE = 499
+SHOWN_PATH = 100
+
+
 @web.middleware
 async def metrics_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Count every answer (errors included) by route template, method and status, and time it."""
@@ -48,7 +55,7 @@ async def metrics_middleware(request: web.Request, handler: Handler) -> web.Stre
         status = exc.status
         raise
     except asyncio.CancelledError:
-        status = 499  # the client went away before the answer (nginx's code for it)
+        status = CLIENT_GONE
         raise
     finally:
         request.app[keys.METRICS].observe(
@@ -88,6 +95,19 @@ async def _answer(request: web.Request, handler: Handler, request_id: str) -> we
         return error_response(404, str(exc))
     except InvalidTransition as exc:
         return error_response(409, str(exc))
+    except UnsupportedMediaType as exc:
+        return error_response(415, str(exc))
+    except BodyTimeout as exc:
+        response = error_response(408, str(exc))
+        response.force_close()  # the rest of the body may still trickle in: stop reading it
+        return response
+    except ConnectionResetError:
+        # The client went away mid-body (aiohttp raises this from request.read()): nobody is
+        # left to answer, and nothing failed here.
+        log.debug(
+            "request %s: the client closed the connection before its body arrived", request_id
+        )
+        return error_response(CLIENT_GONE, "The client closed the connection.")
     except DatabaseUnavailable as exc:
         log.warning("request %s: %s", request_id, exc)
         return error_response(
@@ -112,11 +132,12 @@ def _http_error(request: web.Request, exc: web.HTTPException) -> web.Response:
     headers = {
         k: v for k, v in exc.headers.items() if k not in (hdrs.CONTENT_TYPE, hdrs.CONTENT_LENGTH)
     }
+    path = _shown(request.path)
     if isinstance(exc, web.HTTPMethodNotAllowed):
         allowed = ", ".join(sorted(exc.allowed_methods))
-        message = f"Method {request.method} is not allowed on {request.path} (allowed: {allowed})."
+        message = f"Method {request.method} is not allowed on {path} (allowed: {allowed})."
     elif isinstance(exc, web.HTTPNotFound):
-        message = f"Not found: {request.path}."
+        message = f"Not found: {path}."
     elif isinstance(exc, web.HTTPRequestEntityTooLarge):
         limit = request.app[keys.CONFIG].api.max_body_bytes
         message = f"Request body is larger than the limit of {limit} bytes."
@@ -125,19 +146,65 @@ def _http_error(request: web.Request, exc: web.HTTPException) -> web.Response:
     return error_response(exc.status, message, headers=headers)
 
 
+def _shown(path: str) -> str:
+    # A path can be 8 KiB long (aiohttp's line limit): enough of it to recognise, not all of it.
+    return path if len(path) <= SHOWN_PATH else f"{path[:SHOWN_PATH]}... ({len(path)} characters)"
+
+
 @web.middleware
-async def token_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """With api.tokens set, all but the public routes need `Authorization: Bearer <token>`."""
-    tokens = request.app[keys.CONFIG].api.tokens
-    if tokens and not request.path.startswith(PUBLIC_PREFIXES):
-        scheme, _, given = request.headers.get(hdrs.AUTHORIZATION, "").partition(" ")
-        # aiohttp decodes header bytes that are not UTF-8 as lone surrogates; surrogateescape
-        # turns them back into those bytes (a plain encode() raised: a 500 instead of a 401).
-        presented = given.encode("utf-8", "surrogateescape")
-        # compare_digest against every token: the time taken says nothing about which was close.
-        matches = [hmac.compare_digest(presented, token.encode()) for token in tokens]
-        if scheme.lower() != "bearer" or not any(matches):
+async def access_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """All but the public paths need a bearer token when api.tokens is set, else a local Host.
+
+    Unknown paths are guarded too, so without a token they answer 401 like the real ones and do
+    not tell which exist.
+    """
+    api = request.app[keys.CONFIG].api
+    if is_public(request.path, api.public_metrics):
+        return await handler(request)
+    if api.tokens:
+        if not _bearer_matches(request, api.tokens):
             return error_response(
                 401, "Missing or wrong bearer token.", headers={"WWW-Authenticate": "Bearer"}
             )
+    elif (host := _foreign_host(request)) is not None:
+        # A page on evil.example whose name now resolves to 127.0.0.1 (DNS rebinding) sends
+        # `Host: evil.example`; the browser's same-origin rule thinks it talks to evil.example.
+        return error_response(
+            421, f"Host {_shown(host)!r} is not answered without a token (api.allowed_hosts)."
+        )
+    elif (origin := _foreign_origin(request)) is not None:
+        # A page of another origin posting straight to 127.0.0.1:4000 (a cancel has no body, so
+        # no Content-Type to refuse): its browser says where the page came from, in Origin.
+        return error_response(
+            403, f"Origin {_shown(origin)!r} may not use this API without a token."
+        )
     return await handler(request)
+
+
+def _bearer_matches(request: web.Request, tokens: tuple[str, ...]) -> bool:
+    scheme, _, given = request.headers.get(hdrs.AUTHORIZATION, "").partition(" ")
+    # aiohttp decodes header bytes that are not UTF-8 as lone surrogates; surrogateescape
+    # turns them back into those bytes (a plain encode() raised: a 500 instead of a 401).
+    presented = given.encode("utf-8", "surrogateescape")
+    # compare_digest against every token: the time taken says nothing about which was close.
+    matches = [hmac.compare_digest(presented, token.encode()) for token in tokens]
+    return scheme.lower() == "bearer" and any(matches)
+
+
+def _foreign_origin(request: web.Request) -> str | None:
+    """The Origin header if a browser sent it from a page of another origin, else None."""
+    origin = request.headers.get(hdrs.ORIGIN)
+    if origin is None or same_origin(origin, request.headers.get(hdrs.HOST, "")):
+        return None
+    return origin
+
+
+def _foreign_host(request: web.Request) -> str | None:
+    """The Host's name if it is not one answered without a token, else None."""
+    allowed = request.app[keys.HOSTS]
+    header = request.headers.get(hdrs.HOST)
+    # No Host at all is an HTTP/1.0 client, never a browser; "*" turns the check off.
+    if header is None or ANY_HOST in allowed:
+        return None
+    name = host_name(header)
+    return None if name in allowed else name

@@ -17,24 +17,39 @@ from marshmallow import Schema
 
 from asynctask.core.config import Config
 from asynctask.service.rules import MAX_BIGINT, one_of
-from asynctask.service.schemas import ErrorSchema
+from asynctask.service.schemas import DATA_DESCRIPTION, ErrorSchema
 
 OPENAPI_PATH = "/api/openapi"
 DOCS_PATH = "/api/docs"
 METRICS_PATH = "/metrics"
-# Paths anyone may read even when tokens are configured: probes, metrics and documentation.
-PUBLIC_PREFIXES = ("/health", "/ready", METRICS_PATH, OPENAPI_PATH, DOCS_PATH)
+# Paths anyone may read even when tokens are configured: probes and documentation (exact paths,
+# plus Swagger UI's files), and /metrics when api.public_metrics says so.
+PUBLIC_PATHS = frozenset({"/health", "/ready", OPENAPI_PATH, DOCS_PATH})
+STATIC_PREFIX = DOCS_PATH + "/static/"
+
+
+def is_public(path: str, public_metrics: bool) -> bool:
+    """True for the paths that need no token (and no Host check) even when tokens are set."""
+    if path in PUBLIC_PATHS or path.startswith(STATIC_PREFIX):
+        return True
+    return public_metrics and path == METRICS_PATH
+
+
 Handler = TypeVar("Handler", bound=Callable[[web.Request], Awaitable[web.StreamResponse]])
 _ERRORS = {
     400: "The body is not valid JSON.",
+    403: "Without tokens: a page of another origin sent it from a browser (Origin).",
     404: "No task has this id.",
+    408: "The body did not arrive within api.body_timeout_seconds; the connection is closed.",
     409: "The task's state does not allow this change.",
     413: "The body is larger than api.max_body_bytes.",
+    415: "The body is not declared as JSON (Content-Type: application/json).",
+    421: "Without tokens: the Host header is not this machine nor one of api.allowed_hosts.",
     422: "A field breaks a rule; `fields` names each one.",
     500: "Unexpected error, logged with the X-Request-Id; nothing internal is shown.",
     503: "The database is unavailable; retry later (Retry-After).",
 }
-BODY_ERRORS = (400, 413, 422, 503)
+BODY_ERRORS = (400, 408, 413, 415, 422, 503)
 LOCATION = {"Location": {"description": "/api/tasks/{id}", "schema": {"type": "string"}}}
 _ID = {
     "in": "path",
@@ -153,17 +168,29 @@ def setup_openapi(app: web.Application, config: Config, version: str) -> None:
     create["type"]["enum"] = list(config.task_types)
     create["type"]["description"] = one_of(config.task_types)
     create["max_attempts"]["default"] = config.max_attempts
+    limit = config.api.max_data_bytes
+    create["data"]["description"] = f"{DATA_DESCRIPTION} At most {limit} bytes as JSON."
+    _document_access(document, config)
+
+
+def _document_access(document: dict[str, Any], config: Config) -> None:
+    # With tokens, the guarded routes answer 401 without one; without, 421 for a foreign Host
+    # and 403 for a foreign Origin.
     if config.api.tokens:
-        _document_tokens(document)
-
-
-def _document_tokens(document: dict[str, Any]) -> None:
-    document["components"]["securitySchemes"] = {"bearer": {"type": "http", "scheme": "bearer"}}
+        document["components"]["securitySchemes"] = {"bearer": {"type": "http", "scheme": "bearer"}}
     for path, operations in document["paths"].items():
-        if not path.startswith(PUBLIC_PREFIXES):
+        if not is_public(path, config.api.public_metrics):
             for spec in operations.values():
-                spec["security"] = [{"bearer": []}]
-                spec["responses"]["401"] = {
-                    "description": "Missing or wrong bearer token.",
-                    "content": {"application/json": {"schema": {"$ref": _ERROR_REF}}},
-                }
+                if config.api.tokens:
+                    spec["security"] = [{"bearer": []}]
+                    spec["responses"]["401"] = _error("Missing or wrong bearer token.")
+                else:
+                    spec["responses"]["403"] = _error(_ERRORS[403])
+                    spec["responses"]["421"] = _error(_ERRORS[421])
+
+
+def _error(description: str) -> dict[str, Any]:
+    return {
+        "description": description,
+        "content": {"application/json": {"schema": {"$ref": _ERROR_REF}}},
+    }

@@ -75,12 +75,18 @@ class NewTask(NamedTuple):
         return NewRow(self.type, self.priority.number, self.max_attempts, self.data_json)
 
 
+def too_large(limit: int) -> str:
+    """The message for data above api.max_data_bytes."""
+    return f"Must be at most {limit} bytes as JSON (api.max_data_bytes)."
+
+
 @dataclass(frozen=True)
 class TaskRules:
-    """The rules for a new task, bound to one configuration's types and default attempts."""
+    """The rules for a new task, bound to one configuration's types, attempts and data limit."""
 
     task_types: tuple[str, ...]
     default_max_attempts: int
+    max_data_bytes: int
 
     def task(self, item: Any, prefix: str = "") -> tuple[NewTask | None, dict[str, list[str]]]:
         """Validate one task object: (the task, {}) or (None, {field: [messages]})."""
@@ -117,6 +123,8 @@ class TaskRules:
             else:
                 if not _storable(data_json):
                     errors[f"{prefix}data"] = [NUL_OR_SURROGATE]
+                elif _utf8_length(data_json) > self.max_data_bytes:
+                    errors[f"{prefix}data"] = [too_large(self.max_data_bytes)]
         if errors:
             return None, errors
         # No errors: type_ is one of the str types and attempts an int.
@@ -179,6 +187,11 @@ def _storable(text: str) -> bool:
     except UnicodeEncodeError:
         return False
     return True
+
+
+def _utf8_length(text: str) -> int:
+    # Called after _storable: no lone surrogates, so the encode cannot fail.
+    return len(text) if text.isascii() else len(text.encode("utf-8"))
 
 
 def too_deep(data: dict[str, Any], limit: int) -> bool:

@@ -20,6 +20,11 @@ LIST_LIMIT_MAX: Final = 1000
 LIST_LIMIT_DEFAULT: Final = 100
 # A page cursor is an id in base 36; 13 digits reach past the largest bigint.
 CURSOR_PATTERN: Final = r"^[0-9a-z]{1,13}$"
+# The per-task size limit is configured (api.max_data_bytes): openapi.py adds it per app.
+DATA_DESCRIPTION: Final = (
+    f"Any JSON object, nested at most {MAX_DATA_DEPTH} levels; its strings may not contain"
+    " \\u0000 (jsonb cannot)."
+)
 
 
 class StrictSchema(Schema):
@@ -45,11 +50,7 @@ class TaskCreateSchema(StrictSchema):
     )
     data = fields.Dict(
         load_default=dict,
-        metadata={
-            "default": {},
-            "description": "Any JSON object, nested at most"
-            f" {MAX_DATA_DEPTH} levels; its strings may not contain \\u0000 (jsonb cannot).",
-        },
+        metadata={"default": {}, "description": DATA_DESCRIPTION},
     )
 
 
@@ -89,7 +90,11 @@ class TaskPageSchema(Schema):
     """One page of tasks, newest first; pass `next_cursor` as `cursor` for the next page."""
 
     tasks = fields.List(fields.Nested(TaskSchema), required=True)
-    next_cursor = fields.String(required=True, allow_none=True)
+    next_cursor = fields.String(
+        required=True,
+        allow_none=True,
+        metadata={"description": "null on the last page only: a page may be short and not last."},
+    )
 
 
 class TaskListQuerySchema(StrictSchema):
@@ -101,7 +106,11 @@ class TaskListQuerySchema(StrictSchema):
     limit = fields.Integer(
         load_default=LIST_LIMIT_DEFAULT,
         validate=validate.Range(1, LIST_LIMIT_MAX),
-        metadata={"default": LIST_LIMIT_DEFAULT},
+        metadata={
+            "default": LIST_LIMIT_DEFAULT,
+            "description": "At most this many tasks; fewer when their data would pass"
+            " api.max_page_bytes (the page then ends early, with a next_cursor).",
+        },
     )
     cursor = fields.String(
         validate=validate.Regexp(CURSOR_PATTERN),

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import re
 from typing import Any
@@ -19,12 +18,7 @@ from asynctask.core.models import Priority
 from asynctask.service import keys
 from asynctask.service.openapi import BODY_ERRORS, LOCATION, body, operation, query, text_operation
 from asynctask.service.render import json_text, page_text, task_text
-from asynctask.service.rules import (
-    MAX_BIGINT,
-    TOO_DEEP_TO_PARSE,
-    MalformedRequest,
-    ValidationFailed,
-)
+from asynctask.service.rules import MAX_BIGINT, ValidationFailed
 from asynctask.service.schemas import (
     CURSOR_PATTERN,
     BatchCreatedSchema,
@@ -47,28 +41,8 @@ _BASE36 = "0123456789abcdefghijklmnopqrstuvwxyz"
 _LIST_QUERY = TaskListQuerySchema()
 
 
-def _reject_constant(name: str) -> Any:
-    # Python's json accepts NaN and Infinity, which are not JSON and which jsonb refuses.
-    raise ValueError(f"{name} is not valid JSON")
-
-
-async def read_json(request: web.Request) -> Any:
-    """The request body parsed as JSON; 413 past client_max_size (raised by aiohttp), else 400.
-
-    A body nested too deep for the parser is valid JSON that breaks the depth rule: a 422.
-    """
-    raw = await request.read()
-    try:
-        return json.loads(raw, parse_constant=_reject_constant)
-    except RecursionError:
-        raise ValidationFailed({"_schema": [TOO_DEEP_TO_PARSE]}) from None
-    except ValueError as exc:
-        reason = exc.args[0] if exc.args else "cannot be parsed"
-        raise MalformedRequest(f"Request body is not valid JSON: {reason}") from None
-
-
 def _task_id(request: web.Request) -> int:
-    # The route only matches digits; beyond bigint no task can exist, so it is a 404 too.
+    # The route only matches 1 to 19 digits; beyond bigint no task can exist, so a 404 too.
     task_id = int(request.match_info["id"])
     if task_id > MAX_BIGINT:
         raise TaskNotFound(f"task {task_id} does not exist")
@@ -104,7 +78,7 @@ def decode_cursor(cursor: str) -> int | None:
 @body(TaskCreateSchema)
 async def create_task(request: web.Request) -> web.Response:
     """POST /api/tasks: insert one task (and NOTIFY its priority), committed before the 201."""
-    task = request.app[keys.RULES].one(await read_json(request))
+    task = await request.app[keys.BODIES].load(request, request.app[keys.RULES].one)
     row = await request.app[keys.CREATES].create(task)
     request.app[keys.METRICS].tasks_created((task.priority,))
     headers = {"Location": f"/api/tasks/{row['id']}"}
@@ -117,7 +91,7 @@ async def create_task(request: web.Request) -> web.Response:
 @body(TaskBatchSchema)
 async def create_tasks(request: web.Request) -> web.Response:
     """POST /api/tasks/batch: validate every item, then insert all in one statement."""
-    tasks = request.app[keys.RULES].batch(await read_json(request))
+    tasks = await request.app[keys.BODIES].load(request, request.app[keys.RULES].batch)
     async with acquire(request.app[keys.POOL], _timeout(request)) as conn:
         ids = await db.insert_tasks(conn, [task.row() for task in tasks])
     request.app[keys.METRICS].tasks_created(task.priority for task in tasks)
@@ -153,9 +127,12 @@ async def list_tasks(request: web.Request) -> web.Response:
             priority=Priority(priority) if priority else None,
             type_=query.get("type"),
             before_id=before_id,
+            max_bytes=request.app[keys.CONFIG].api.max_page_bytes,
         )
-    next_cursor = encode_cursor(rows[limit - 1]["id"]) if len(rows) > limit else None
-    return json_text(page_text(rows[:limit], next_cursor))
+    # A row without data is past the byte budget: the page ends before it, with a cursor.
+    page = [row for row in rows[:limit] if row["data"] is not None]
+    next_cursor = encode_cursor(page[-1]["id"]) if len(rows) > len(page) else None
+    return json_text(page_text(page, next_cursor))
 
 
 def _flat(messages: dict[str, Any]) -> dict[str, list[str]]:

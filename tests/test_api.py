@@ -20,15 +20,17 @@ from asynctask.core import db
 from asynctask.core.config import Config
 from asynctask.core.connections import connect
 from asynctask.core.errors import DatabaseUnavailable
+from asynctask.core.exposure import is_loopback
 from asynctask.service import views
-from asynctask.service.app import create_app, is_loopback, serve
-from asynctask.service.middlewares import token_middleware
+from asynctask.service.app import create_app, serve
+from asynctask.service.middlewares import access_middleware
 from asynctask.service.rules import ATTEMPTS_RANGE, NOT_FINITE
 from tests.conftest import make_config
 from tests.outage import database_down, database_name
 
 Client = TestClient[web.Request, web.Application]
 MakeClient = Callable[..., Awaitable[Client]]
+JSON = {"Content-Type": "application/json"}
 Cursor = psycopg2.extensions.cursor
 
 
@@ -164,11 +166,13 @@ _OVERFLOW = b'{"type": "ok", "data": {"n": [1, 1e400]}}'
 
 async def test_create_rejects_a_number_that_overflows_a_double(client: Client, sql: Cursor) -> None:
     # Valid JSON that Python reads as inf: it must be a 422 naming data, never a 500.
-    fields = await _fields(await client.post("/api/tasks", data=_OVERFLOW))
+    fields = await _fields(await client.post("/api/tasks", data=_OVERFLOW, headers=JSON))
     assert fields == {"data": [NOT_FINITE]}
     fields = await _fields(
         await client.post(
-            "/api/tasks/batch", data=b'{"tasks": [{"type": "ok"}, ' + _OVERFLOW + b"]}"
+            "/api/tasks/batch",
+            data=b'{"tasks": [{"type": "ok"}, ' + _OVERFLOW + b"]}",
+            headers=JSON,
         )
     )
     assert fields == {"tasks.1.data": [NOT_FINITE]}
@@ -183,12 +187,12 @@ async def test_create_lists_every_error_at_once(client: Client) -> None:
 
 @pytest.mark.parametrize("raw", [b"{", b"", b"nope", b'{"type": NaN}'])
 async def test_malformed_json_is_400(client: Client, raw: bytes) -> None:
-    await _error(await client.post("/api/tasks", data=raw), 400)
+    await _error(await client.post("/api/tasks", data=raw, headers=JSON), 400)
 
 
 @pytest.mark.parametrize("raw", [b"[]", b'"report"', b"3", b"null"])
 async def test_a_body_that_is_not_an_object_is_422(client: Client, raw: bytes) -> None:
-    assert await _fields(await client.post("/api/tasks", data=raw)) == {
+    assert await _fields(await client.post("/api/tasks", data=raw, headers=JSON)) == {
         "_schema": ["Must be a JSON object."]
     }
 
@@ -327,7 +331,9 @@ async def test_batch_of_ten_thousand_is_accepted(
         create_app(make_config(database_url, api__max_body_bytes=4 * 1024 * 1024))
     )
     tasks = [{"type": "report", "priority": "normal", "data": {"i": i}} for i in range(10_000)]
-    response = await client.post("/api/tasks/batch", data=json.dumps({"tasks": tasks}))
+    response = await client.post(
+        "/api/tasks/batch", data=json.dumps({"tasks": tasks}), headers=JSON
+    )
     assert response.status == 201
     assert len((await response.json())["ids"]) == 10_000 == _count(sql)
 
@@ -552,7 +558,7 @@ async def test_token_headers(database_url: str, header: str) -> None:
     async def handler(request: web.Request) -> web.Response:
         return web.json_response({})
 
-    response = await token_middleware(request, handler)
+    response = await access_middleware(request, handler)
     assert response.status == (200 if header == "bearer other" else 401)
 
 
@@ -576,8 +582,9 @@ def test_is_loopback() -> None:
 
 
 def test_serve_warns_on_an_open_host_without_tokens_and_logs_the_url(
-    config: Config, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+    database_url: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
+    config = make_config(database_url, api__allow_anonymous=True)
     calls: list[dict[str, Any]] = []
 
     def fake_run_app(app: web.Application, **kwargs: Any) -> None:

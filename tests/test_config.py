@@ -62,7 +62,7 @@ def test_unreadable_yaml_names_the_file(tmp_path: Path) -> None:
         ({"timeout_milliseconds": 0}, "timeout_milliseconds: 0 is not allowed"),
         ({"api": {"port": 70000}}, "api.port: 70000 is not allowed (a TCP port"),
         ({"api": "x"}, "api: 'x' is not allowed (a mapping of keys)"),
-        ({"api": {"tokens": [1]}}, "api.tokens: [1] is not allowed"),
+        ({"api": {"tokens": [1]}}, "api.tokens: [int] is not allowed"),
         ({"retry_backoff": "linear"}, "retry_backoff: 'linear' is not allowed (one of fixed"),
         ({"log_format": "xml"}, "log_format: 'xml' is not allowed"),
         ({"task_timeout_seconds": 0}, "task_timeout_seconds: 0 is not allowed"),

@@ -226,13 +226,18 @@ async def test_list_tasks_filters_and_pages_by_keyset(conn) -> None:
         await db.insert_task_rows(
             conn, [db.NewRow("ok" if i % 2 else "report", 1 + i % 3, 5, "{}")]
         )
-    page = await db.list_tasks(conn, limit=2)
+    page = await db.list_tasks(conn, max_bytes=1 << 20, limit=2)
     assert [t["id"] for t in page] == [5, 4]
-    page = await db.list_tasks(conn, limit=2, before_id=4)
+    page = await db.list_tasks(conn, max_bytes=1 << 20, limit=2, before_id=4)
     assert [t["id"] for t in page] == [3, 2]
-    assert [t["id"] for t in await db.list_tasks(conn, limit=10, type_="ok")] == [4, 2]
-    assert [t["id"] for t in await db.list_tasks(conn, limit=10, priority=Priority.HIGH)] == [4, 1]
-    assert await db.list_tasks(conn, limit=10, state="failed") == []
+    assert [
+        t["id"] for t in await db.list_tasks(conn, max_bytes=1 << 20, limit=10, type_="ok")
+    ] == [4, 2]
+    assert [
+        t["id"]
+        for t in await db.list_tasks(conn, max_bytes=1 << 20, limit=10, priority=Priority.HIGH)
+    ] == [4, 1]
+    assert await db.list_tasks(conn, max_bytes=1 << 20, limit=10, state="failed") == []
 
 
 async def test_insert_tasks_keeps_request_order_and_notifies_once_per_priority(

@@ -24,6 +24,7 @@ from tests.outage import database_down
 Client = TestClient[web.Request, web.Application]
 MakeClient = Callable[..., Awaitable[Client]]
 Cursor = psycopg2.extensions.cursor
+JSON = {"Content-Type": "application/json"}
 Labels = tuple[tuple[str, str], ...]
 
 
@@ -114,7 +115,7 @@ async def test_http_metrics_label_the_route_template_and_status(client: Client) 
     assert (await client.get("/api/tasks/batch")).status == 405
     assert (await client.request("PROPFIND", "/api/tasks")).status == 405  # a WebDAV method
     assert (await client.post("/api/tasks", json={"type": "ok"})).status == 201
-    assert (await client.post("/api/tasks", data=b"{")).status == 400
+    assert (await client.post("/api/tasks", data=b"{", headers=JSON)).status == 400
     samples = await scrape(client)
     requests = samples["asynctask_http_requests_total"]
     assert requests[labels(route="/api/tasks/{id}", method="GET", status="404")] == 3
@@ -189,10 +190,11 @@ async def test_a_failing_statistics_query_is_logged_not_a_500(
     assert any("statistics query failed" in record.getMessage() for record in caplog.records)
 
 
-async def test_metrics_stay_open_when_tokens_are_set(
+async def test_metrics_stay_open_with_tokens_when_public_metrics_is_set(
     aiohttp_client: MakeClient, database_url: str
 ) -> None:
-    client = await aiohttp_client(create_app(make_config(database_url, api__tokens=["s3cret"])))
+    config = make_config(database_url, api__tokens=["s3cret"], api__public_metrics=True)
+    client = await aiohttp_client(create_app(config))
     assert (await client.get("/api/tasks")).status == 401
     requests = (await scrape(client))["asynctask_http_requests_total"]
     assert requests[labels(route="/api/tasks", method="GET", status="401")] == 1

@@ -11,7 +11,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 from marshmallow import ValidationError
 
-from asynctask.core.config import Config
+from asynctask.core.config import ApiConfig, Config
 from asynctask.core.models import STATES
 from asynctask.service.app import create_app
 from asynctask.service.rules import TaskRules
@@ -52,7 +52,7 @@ def test_it_lists_every_route_the_app_serves(document: dict[str, Any], config: C
     for route in create_app(config).router.routes():
         path = route.resource.canonical if route.resource else ""
         if route.method != "HEAD" and "/static" not in path:
-            served.add((route.method.lower(), path.replace("{id:[0-9]+}", "{id}")))
+            served.add((route.method.lower(), path.replace("{id:[0-9]{1,19}}", "{id}")))
     assert served == ROUTES
 
 
@@ -62,15 +62,19 @@ def test_every_answer_is_documented(document: dict[str, Any]) -> None:
     def codes(method: str, path: str) -> set[str]:
         return set(paths[path][method]["responses"])
 
-    assert codes("post", "/api/tasks") == {"201", "400", "413", "422", "500", "503"}
-    assert codes("post", "/api/tasks/batch") == {"201", "400", "413", "422", "500", "503"}
-    assert codes("get", "/api/tasks") == {"200", "422", "500", "503"}
-    assert codes("get", "/api/tasks/{id}") == {"200", "404", "500", "503"}
-    assert codes("post", "/api/tasks/{id}/cancel") == {"200", "404", "409", "500", "503"}
-    assert codes("post", "/api/tasks/{id}/retry") == {"200", "404", "409", "500", "503"}
+    # Without tokens, every route but the public ones may answer 403 (a foreign Origin) and 421
+    # (a foreign Host).
+    local = {"403", "421"}
+    body = {"400", "408", "413", "415", "422", "500", "503", *local}
+    assert codes("post", "/api/tasks") == {"201", *body}
+    assert codes("post", "/api/tasks/batch") == {"201", *body}
+    assert codes("get", "/api/tasks") == {"200", "422", "500", "503", *local}
+    assert codes("get", "/api/tasks/{id}") == {"200", "404", "500", "503", *local}
+    assert codes("post", "/api/tasks/{id}/cancel") == {"200", "404", "409", "500", "503", *local}
+    assert codes("post", "/api/tasks/{id}/retry") == {"200", "404", "409", "500", "503", *local}
     assert codes("get", "/ready") == {"200", "500", "503"}
-    assert codes("get", "/api/stats") == {"200", "500", "503"}
-    assert codes("get", "/metrics") == {"200", "500"}
+    assert codes("get", "/api/stats") == {"200", "500", "503", *local}
+    assert codes("get", "/metrics") == {"200", "500", *local}
     assert set(paths["/metrics"]["get"]["responses"]["200"]["content"]) == {"text/plain"}
     created = paths["/api/tasks"]["post"]["responses"]["201"]
     assert "Location" in created["headers"]
@@ -95,6 +99,7 @@ def test_the_create_schema_carries_every_rule(document: dict[str, Any], config: 
         "description": "Default: the server's max_attempts setting.",
     }
     assert props["data"]["type"] == "object"
+    assert f"At most {config.api.max_data_bytes} bytes as JSON." in props["data"]["description"]
     batch = document["components"]["schemas"]["TaskBatch"]["properties"]["tasks"]
     assert (batch["minItems"], batch["maxItems"]) == (1, 10_000)
     assert batch["items"] == {"$ref": "#/components/schemas/TaskCreate"}
@@ -138,10 +143,13 @@ def test_tokens_are_documented_when_configured(database_url: str) -> None:
         for method, spec in operations.items()
         if spec.get("security") == [{"bearer": []}] and "401" in spec["responses"]
     }
-    open_routes = {
-        ("get", p) for p in ("/health", "/ready", "/metrics", "/api/openapi", "/api/docs")
-    }
-    assert guarded == ROUTES - open_routes
+    open_routes = {("get", p) for p in ("/health", "/ready", "/api/openapi", "/api/docs")}
+    assert guarded == ROUTES - open_routes  # /metrics too, unless api.public_metrics
+    assert not any(
+        "421" in spec["responses"] for ops in document["paths"].values() for spec in ops.values()
+    )
+    public = create_app(make_config(database_url, api__tokens=["t"], api__public_metrics=True))
+    assert "security" not in public["swagger_dict"]["paths"]["/metrics"]["get"]
 
 
 def test_no_security_scheme_without_tokens(document: dict[str, Any]) -> None:
@@ -188,7 +196,7 @@ def test_the_fast_validator_agrees_with_the_documented_schema(body: dict[str, An
         documented = set(exc.messages_dict)
     if body.get("type") not in (None, *types):
         documented.add("type")  # the enum is added to the document per app, not to the class
-    _, errors = TaskRules(types, 5).task(body)
+    _, errors = TaskRules(types, 5, ApiConfig().max_data_bytes).task(body)
     assert set(errors) == documented
 
 

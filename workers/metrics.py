@@ -81,15 +81,15 @@ def worker_metrics(config: Config, priority: str) -> WorkerMetrics | None:
 
 
 def serve_supervisor_metrics(config: Config, slots: list[str]) -> SupervisorMetrics | None:
-    """Set up the directory and serve on `metrics_port` (on api.host) if set; None if not."""
+    """Set up the directory and serve on `metrics_host:metrics_port` if set; None if not."""
     if config.metrics_port is None:
         return None
-    metrics = SupervisorMetrics(config.api.host, config.metrics_port, slots)
+    metrics = SupervisorMetrics(config.metrics_host, config.metrics_port, slots)
     try:
         metrics.serve()
     except OSError as exc:
         metrics.close()
-        where = f"{config.api.host}:{config.metrics_port}"
+        where = f"{config.metrics_host}:{config.metrics_port}"
         raise ConfigError(f"metrics_port: cannot serve on {where} ({exc})") from exc
     return metrics
 

@@ -22,6 +22,7 @@ from asynctask.core import stats
 from asynctask.core.config import Config, load_config
 from asynctask.core.connections import with_connection
 from asynctask.core.errors import AsyncTaskError, ConfigError
+from asynctask.core.exposure import check_exposure
 from asynctask.core.logs import setup_logging
 from asynctask.embedded import with_database
 
@@ -98,6 +99,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.path.insert(0, os.getcwd())
     try:
         config = load_config(args.config)
+        if args.command in ("api", "run"):
+            check_exposure(config.api, args.host or config.api.host)
     except AsyncTaskError as exc:
         print(f"asynctask: {exc}", file=sys.stderr)
         return 2

@@ -70,8 +70,27 @@ def text(key: str, value: Any) -> str:
 
 
 def tokens(key: str, value: Any) -> tuple[str, ...]:
+    """Bearer tokens: a list, or comma-separated text; a bad one is shown masked, never echoed."""
     if isinstance(value, str):
         value = [part.strip() for part in value.split(",") if part.strip()]
     if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
-        raise fail(key, value, "a list of non-empty strings")
+        raise ConfigError(f"{key}: {masked(value)} is not allowed (a list of non-empty strings)")
     return tuple(value)
+
+
+def masked(value: Any) -> str:
+    """A secret's shape without its content: ['***', int] for ['s3cret', 42]."""
+    if isinstance(value, list):
+        return "[" + ", ".join(masked(item) for item in value) + "]"
+    if isinstance(value, str) and value:
+        return "'***'"
+    return "''" if value == "" else type(value).__name__
+
+
+def host_names(key: str, value: Any) -> tuple[str, ...]:
+    """Host names for the Host check: a list, or comma-separated text; lower case, no brackets."""
+    if isinstance(value, str):
+        value = value.split(",")
+    if not isinstance(value, list) or not all(isinstance(v, str) and v.strip() for v in value):
+        raise fail(key, value, "a list of host names such as localhost or tasks.example.com")
+    return tuple(v.strip().strip("[]").rstrip(".").lower() for v in value)

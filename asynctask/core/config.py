@@ -47,7 +47,14 @@ class ApiConfig:
     port: int = 4000
     processes: int = 1  # API processes sharing the port (SO_REUSEPORT), supervised
     max_body_bytes: int = 1024 * 1024
+    max_data_bytes: int = 256 * 1024
+    max_page_bytes: int = 1024 * 1024
+    idle_timeout_seconds: float = 75.0
+    body_timeout_seconds: float = 30.0
     tokens: tuple[str, ...] = ()
+    allow_anonymous: bool = False
+    allowed_hosts: tuple[str, ...] = ()
+    public_metrics: bool = False
 
 
 @dataclass(frozen=True)
@@ -88,6 +95,7 @@ class Config:
     ack_flush_milliseconds: int = 5
     worker_max_memory_mb: int | None = None
     metrics_port: int | None = None
+    metrics_host: str = "127.0.0.1"
     log_level: str = "INFO"
     log_format: str = "text"
     retention: RetentionConfig = field(default_factory=RetentionConfig)
@@ -123,7 +131,14 @@ _SCALARS: dict[str, checks.Check] = {
     "api.port": checks.integer(1, 65535, "a TCP port from 1 to 65535"),
     "api.processes": checks.integer(1, 64),
     "api.max_body_bytes": checks.integer(1024, 1024**3),
+    "api.max_data_bytes": checks.integer(16, 1024**3),
+    "api.max_page_bytes": checks.integer(1024, 1024**3),
+    "api.idle_timeout_seconds": checks.number(0, 86_400),
+    "api.body_timeout_seconds": checks.number(0, 86_400),
     "api.tokens": checks.tokens,
+    "api.allow_anonymous": checks.boolean,
+    "api.allowed_hosts": checks.host_names,
+    "api.public_metrics": checks.boolean,
     "max_attempts": checks.integer(1),
     "timeout_milliseconds": checks.integer(1, 86_400_000),
     "retry_backoff": checks.choice(RETRY_BACKOFFS),
@@ -136,6 +151,7 @@ _SCALARS: dict[str, checks.Check] = {
     "ack_flush_milliseconds": checks.integer(0, 10_000),
     "worker_max_memory_mb": checks.optional(checks.integer(16, 1_048_576)),
     "metrics_port": checks.optional(checks.integer(1, 65535, "a TCP port from 1 to 65535")),
+    "metrics_host": checks.text,
     "log_level": checks.choice(LOG_LEVELS, upper=True),
     "log_format": checks.choice(LOG_FORMATS),
     "retention.completed_days": checks.days,
@@ -146,6 +162,10 @@ for _priority in PRIORITIES:
         0, 256, "0 or more workers, at most 256"
     )
 _SECTIONS = {"database", "api", "priority_queues", "retention"}
+# Lists from the environment: a variable with no items (empty, blanks, commas) counts as unset, so
+# an empty value a template filled in (compose's `${VAR:-}`, an empty Secret) can never replace
+# the file's tokens with none.
+_LISTS = ("api.tokens", "api.allowed_hosts")
 
 
 def env_name(key: str) -> str:
@@ -169,12 +189,18 @@ def load_config(path: Path | None = None, environ: Mapping[str, str] | None = No
 def _read_yaml(path: Path) -> dict[str, Any]:
     try:
         loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.MarkedYAMLError as exc:
+        # The problem and its place, never PyYAML's copy of the line: it may hold a token.
+        mark = exc.problem_mark or exc.context_mark
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ConfigError(f"{path}: cannot be read as YAML ({exc.problem}{where})") from None
     except (OSError, yaml.YAMLError) as exc:
         raise ConfigError(f"{path}: cannot be read as YAML ({exc})") from None
     if loaded is None:
         return {}
     if not isinstance(loaded, dict):
-        raise ConfigError(f"{path}: the top level must be a mapping of keys, not {loaded!r}")
+        kind = type(loaded).__name__
+        raise ConfigError(f"{path}: the top level must be a mapping of keys, not a {kind}")
     return loaded
 
 
@@ -192,7 +218,7 @@ def parse_config(raw: Mapping[str, Any], environ: Mapping[str, str]) -> Config:
     handlers = _parse_handlers(raw.get("handlers") or {})
     for key in _SCALARS:
         name = env_name(key)
-        if name in environ:
+        if name in environ and not (key in _LISTS and _no_items(environ[name])):
             flat[key] = (name, _env_value(key, environ[name]))
     if "DATABASE_URL" in environ:
         flat["database.url"] = ("DATABASE_URL", environ["DATABASE_URL"] or None)
@@ -201,6 +227,10 @@ def parse_config(raw: Mapping[str, Any], environ: Mapping[str, str]) -> Config:
         label = key if source == key else f"{source} ({key})"
         values[key] = _SCALARS[key](label, value)
     return _build(values, handlers)
+
+
+def _no_items(text: str) -> bool:
+    return not text.replace(",", " ").strip()
 
 
 def _flatten(raw: Mapping[str, Any]) -> dict[str, tuple[str, Any]]:
@@ -231,7 +261,7 @@ def _known(key: str) -> None:
 
 
 def _env_value(key: str, text: str) -> Any:
-    if key in ("api.tokens", "database.url", "api.host"):
+    if key in (*_LISTS, "database.url", "api.host", "metrics_host"):
         return text
     try:
         return yaml.safe_load(text) if text.strip() else None

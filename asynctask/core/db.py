@@ -118,11 +118,16 @@ async def list_tasks(
     priority: Priority | None = None,
     type_: str | None = None,
     before_id: int | None = None,
+    max_bytes: int,
 ) -> list[dict[str, Any]]:
-    """Newest first, keyset-paginated: pass the last id seen as `before_id` for the next page."""
+    """Newest first, keyset-paginated: pass the last id seen as `before_id` for the next page.
+
+    Rows come while their data totals at most `max_bytes` (the first always); a last row with
+    `data` None means the page was cut there and more rows follow.
+    """
     number = None if priority is None else priority.number
-    found = await rows(conn, QUERIES["list_tasks"], state, number, type_, before_id, limit)
-    return [_task(row) for row in found]
+    params = (state, number, type_, before_id, limit, max_bytes)
+    return [_task(row) for row in await rows(conn, QUERIES["list_tasks"], *params)]
 
 
 async def cancel_task(conn: aiopg.Connection, task_id: int) -> dict[str, Any]:

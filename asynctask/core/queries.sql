@@ -68,19 +68,35 @@ FROM tasks WHERE id = $1;
 
 
 -- name: list_tasks
--- A page of tasks, newest first, keyset-paginated by id; a NULL filter matches everything. Run
--- with its values inlined (never prepared), so the planner folds the NULL tests away and picks
--- the index that fits the filters given.
--- params: $1 text (state), $2 smallint (priority), $3 text (type), $4 bigint (before id), $5 int (limit)
-SELECT id, type, priority, state, attempts, max_attempts, data::text AS data, scheduled_at,
-    inserted_at, updated_at, started_at, finished_at, last_error
-FROM tasks
-WHERE ($1::text IS NULL OR state = $1::text)
-    AND ($2::smallint IS NULL OR priority = $2::smallint)
-    AND ($3::text IS NULL OR type = $3::text)
-    AND ($4::bigint IS NULL OR id < $4::bigint)
-ORDER BY id DESC
-LIMIT $5;
+-- A page of tasks, newest first, keyset-paginated by id; a NULL filter matches everything. At most
+-- $5 rows, and only while their data's running total stays within $6 bytes (the first row always
+-- comes): sizes are measured first, so data past the budget is never read out nor sent. After a
+-- page that was cut short (by $5 or by $6), one more row comes with NULL data: it only says that a
+-- next page exists. Run with its values inlined (never prepared), so the planner folds the NULL
+-- tests away and picks the index that fits the filters given.
+-- params: $1 text (state), $2 smallint (priority), $3 text (type), $4 bigint (before id), $5 int (limit), $6 bigint (byte budget)
+WITH sized AS (
+    SELECT id, octet_length(data::text) AS size
+    FROM tasks
+    WHERE ($1::text IS NULL OR state = $1::text)
+        AND ($2::smallint IS NULL OR priority = $2::smallint)
+        AND ($3::text IS NULL OR type = $3::text)
+        AND ($4::bigint IS NULL OR id < $4::bigint)
+    ORDER BY id DESC
+    LIMIT $5
+), fitted AS (
+    SELECT id, row_number() OVER w = 1 OR sum(size) OVER w <= $6::bigint AS fits
+    FROM sized
+    WINDOW w AS (ORDER BY id DESC)
+), page AS (
+    SELECT id, fits, lag(fits, 1, true) OVER (ORDER BY id DESC) AS shown FROM fitted
+)
+SELECT t.id, t.type, t.priority, t.state, t.attempts, t.max_attempts,
+    CASE WHEN page.fits THEN t.data::text END AS data, t.scheduled_at, t.inserted_at,
+    t.updated_at, t.started_at, t.finished_at, t.last_error
+FROM page JOIN tasks AS t ON t.id = page.id
+WHERE page.shown
+ORDER BY t.id DESC;
 
 
 -- name: cancel_task
