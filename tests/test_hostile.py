@@ -104,7 +104,7 @@ async def test_a_body_too_deep_to_parse_is_refused_not_a_500(client: Client, sql
     assert count(sql, "true") == 0  # nothing was stored
 
 
-async def test_every_read_of_a_poison_rowanswers(client: Client, sql: Cursor) -> None:
+async def test_every_read_of_a_poison_row_answers(client: Client, sql: Cursor) -> None:
     poison = _insert_deep(sql)
     sql.execute(
         "INSERT INTO tasks (type, data)"
