@@ -186,6 +186,18 @@ async def test_malformed_json_is_400(client: Client, raw: bytes) -> None:
     await _error(await client.post("/api/tasks", data=raw), 400)
 
 
+async def test_a_body_that_is_not_utf8_is_400_in_words(client: Client) -> None:
+    latin1 = '{"type": "report", "data": {"name": "José"}}'.encode("latin-1")
+    body = await _error(await client.post("/api/tasks", data=latin1), 400)
+    assert body["error"] == (
+        "Request body is not valid UTF-8 text: byte 0xe9 at offset 40 cannot be decoded"
+        " (invalid continuation byte). Send JSON encoded as UTF-8."
+    )
+    batch = b'{"tasks": [{"type": "report", "data": {"x": "\xff"}}]}'
+    body = await _error(await client.post("/api/tasks/batch", data=batch), 400)
+    assert body["error"].startswith("Request body is not valid UTF-8 text: byte 0xff at offset 45")
+
+
 @pytest.mark.parametrize("raw", [b"[]", b'"report"', b"3", b"null"])
 async def test_a_body_that_is_not_an_object_is_422(client: Client, raw: bytes) -> None:
     assert await _fields(await client.post("/api/tasks", data=raw)) == {

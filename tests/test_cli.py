@@ -376,3 +376,50 @@ def test_handlers_beside_the_config_file_are_found_from_its_parent_folder(
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=30) == 0
     assert "hello, Ada (task 1, attempt 1 of 5)" in log_path.read_text()
+
+
+@pytest.mark.parametrize("command", ["api", "workers", "run"])
+def test_no_handlers_is_refused_at_start(
+    command: str, tmp_path: Path, database_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "config.yaml"
+    config.write_text(f"database: {{url: '{database_url}'}}\nhandlers: {{}}\n")
+    assert main([command, "--config", str(config)]) == 2
+    err = capsys.readouterr().err
+    assert (
+        err.startswith("asynctask: handlers: no task type is configured") and err.count("\n") == 1
+    )
+    assert main(["migrate", "--config", str(config)]) == 0  # a command that needs none runs
+
+
+@pytest.mark.parametrize(
+    "url", ["mysql://app:secret@db/app", "postgresql+psycopg2://app:secret@db/app", "not a url"]
+)
+def test_a_malformed_database_url_exits_2_with_one_line(url: str) -> None:
+    env = {**os.environ, "DATABASE_URL": url}
+    result = subprocess.run(
+        [sys.executable, "-m", "asynctask.cli", "stats"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr.startswith("asynctask: DATABASE_URL (database.url): ")
+    assert result.stderr.count("\n") == 1 and "secret" not in result.stderr
+
+
+def test_stats_on_a_database_without_the_schema_says_to_migrate(
+    tmp_path: Path, missing_database: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    admin = psycopg2.connect(ADMIN_DSN)
+    admin.autocommit = True
+    with admin.cursor() as cur:
+        cur.execute(f"CREATE DATABASE {psycopg2.extensions.parse_dsn(missing_database)['dbname']}")
+    admin.close()
+    config = _write_config(tmp_path / "config.yaml", missing_database)
+    assert main(["stats", "--config", str(config)]) == 1
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err.count("\n") == 1
+    assert captured.err.endswith("has no tasks table; run asynctask migrate\n")
+    assert "Traceback" not in captured.err

@@ -12,10 +12,12 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+import psycopg2.errors
+
 from asynctask.cli.start import migrate, run_all, run_workers
 from asynctask.core import stats
 from asynctask.core.config import Config, default_config_path, load_config
-from asynctask.core.connections import with_connection
+from asynctask.core.connections import redact, with_connection
 from asynctask.core.errors import AsyncTaskError, ConfigError
 from asynctask.core.logs import setup_logging
 from asynctask.embedded import with_database
@@ -81,7 +83,12 @@ def version() -> str:
 async def read_stats(config: Config) -> stats.Snapshot:
     """One statistics snapshot straight from the database (no cache: one run, one query)."""
     url, timeout = str(config.database.url), config.database.connect_timeout_seconds
-    return await with_connection(url, timeout, stats.read_snapshot)
+    try:
+        return await with_connection(url, timeout, stats.read_snapshot)
+    except psycopg2.errors.UndefinedTable:
+        raise AsyncTaskError(
+            f"the database {redact(url)} has no tasks table; run asynctask migrate"
+        ) from None
 
 
 def stats_table(snapshot: stats.Snapshot) -> str:
@@ -136,6 +143,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     add_handler_paths(path or default_config_path(os.environ))
     try:
         config = load_config(path)
+        if args.command in ("api", "workers", "run") and not config.handlers:
+            raise ConfigError(
+                "handlers: no task type is configured, so there is nothing to accept or run"
+                " (add one, e.g. handlers: {report: my_module:report})"
+            )
     except AsyncTaskError as exc:
         print(f"asynctask: {exc}", file=sys.stderr)
         return 2

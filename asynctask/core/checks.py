@@ -5,8 +5,12 @@ Every message names the key (or the variable it came from), the value and what i
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from typing import Any
+
+import psycopg2
+import psycopg2.extensions
 
 from asynctask.core.errors import ConfigError
 
@@ -68,3 +72,43 @@ def tokens(key: str, value: Any) -> tuple[str, ...]:
     if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
         raise fail(key, value, "a list of non-empty strings")
     return tuple(value)
+
+
+_URL_EXAMPLE = "postgresql://user:password@host:5432/dbname"
+
+
+def database_url(key: str, value: Any) -> str:
+    """A libpq connection string: a postgresql:// URL, or key=value settings (host=... dbname=...).
+
+    Checked at load, so a wrong one stops every command with one line instead of a driver error.
+    """
+    url = text(key, value)
+    why = _url_problem(url)
+    if why is not None:
+        raise fail(key, _masked(url), f"a PostgreSQL URL such as {_URL_EXAMPLE}; {why}")
+    return url
+
+
+def _url_problem(url: str) -> str | None:
+    scheme, separator, _ = url.partition("://")
+    if separator and scheme not in ("postgresql", "postgres"):
+        if scheme.startswith(("postgresql+", "postgres+")):
+            driver = scheme.partition("+")[2]
+            return f"{scheme}:// is SQLAlchemy's form: drop the +{driver}"
+        return f"the scheme {scheme}:// is not postgresql:// or postgres://"
+    try:
+        settings = psycopg2.extensions.parse_dsn(url)
+    except psycopg2.ProgrammingError as exc:
+        if not separator:
+            return "it is neither a URL nor libpq's key=value settings"
+        return str(exc).strip().splitlines()[0].removeprefix("invalid dsn: ")
+    for port in settings.get("port", "").split(","):
+        if port and not (port.isdigit() and 1 <= int(port) <= 65535):
+            return f"port {port!r} is not a TCP port from 1 to 65535"
+    return None
+
+
+def _masked(url: str) -> str:
+    """The connection string with its password hidden, for messages."""
+    url = re.sub(r"(password\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)", r"\1***", url)
+    return re.sub(r"^([a-z][a-z0-9+.-]*://[^:/@]*:)[^@/]*@", r"\1***@", url, flags=re.IGNORECASE)

@@ -12,4 +12,5 @@ log = logging.getLogger("myapp.greetings")
 def greet(task: Task) -> None:
     """Greets task.data["name"]; raising would fail this attempt, and it would be retried."""
     name = task.data.get("name", "world")
-    log.info("hello, %s (task %s, attempt %s of %s)", name, task.id, task.attempts, task.max_attempts)
+    attempt = f"{task.attempts} of {task.max_attempts}"
+    log.info("hello, %s (task %s, attempt %s)", name, task.id, attempt)
