@@ -26,6 +26,8 @@ log = logging.getLogger("asynctask.api")
 # still running after this long is stuck (a partitioned or overloaded server), not slow.
 QUERY_TIMEOUT_SECONDS = 30.0
 _TASK_ID = r"/api/tasks/{id:[0-9]+}"
+# What pg_stat_activity shows for the API's connections (a worker's: `asynctask worker high_1`).
+APPLICATION_NAME = "asynctask api"
 
 
 def create_app(config: Config) -> web.Application:
@@ -58,7 +60,9 @@ def create_app(config: Config) -> web.Application:
 async def _pool(app: web.Application) -> AsyncIterator[None]:
     config = app[keys.CONFIG]
     url = str(config.database.url)
-    app[keys.POOL] = await create_pool(url, config.database.pool_size, QUERY_TIMEOUT_SECONDS)
+    app[keys.POOL] = await create_pool(
+        url, config.database.pool_size, QUERY_TIMEOUT_SECONDS, application_name=APPLICATION_NAME
+    )
     app[keys.CREATES] = GroupCommit(app[keys.POOL], config.database.connect_timeout_seconds)
     try:
         yield

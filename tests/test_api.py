@@ -467,6 +467,17 @@ async def test_unknown_route_and_wrong_method_are_json(client: Client) -> None:
     await _error(await client.put("/api/tasks/1"), 405)
 
 
+async def test_the_pool_connections_are_named_in_pg_stat_activity(
+    client: Client, sql: Cursor
+) -> None:
+    await _error(await client.get("/api/tasks/12345"), 404)  # one query, so one connection
+    sql.execute(
+        "SELECT DISTINCT application_name FROM pg_stat_activity"
+        " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+    )
+    assert sql.fetchall() == [("asynctask api",)]
+
+
 async def test_health_and_ready(client: Client) -> None:
     assert await (await client.get("/health")).json() == {"status": "ok"}
     assert await (await client.get("/ready")).json() == {"status": "ok"}
