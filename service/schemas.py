@@ -150,3 +150,19 @@ class StatsSchema(Schema):
         required=True,
         metadata={"description": "Tasks that finished in the last minute, by final state."},
     )
+    workers = fields.Nested(
+        _named("LiveWorkers", lambda: fields.Integer(required=True), PRIORITIES),
+        required=True,
+        metadata={
+            "description": "Worker processes connected to the database now, per priority, from"
+            " every host (their connections are named `asynctask worker <priority>_<n>`)."
+        },
+    )
+    due_without_workers = fields.List(
+        fields.String(validate=validate.OneOf(PRIORITIES)),
+        required=True,
+        metadata={
+            "description": "Priorities that have due tasks and no live worker: those tasks wait"
+            " until a worker of that priority connects."
+        },
+    )

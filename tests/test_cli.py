@@ -203,14 +203,35 @@ def test_stats_prints_a_table(
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].split() == [
         "priority", "available", "running", "retrying", "completed", "failed", "cancelled",
-        "lag", "(s)",
+        "lag", "(s)", "workers",
     ]  # fmt: skip
     high, normal, low = (line.split() for line in lines[1:4])
     assert high[:7] == ["high", "2", "0", "0", "0", "0", "0"] and 42 <= float(high[7]) < 60
-    assert normal == ["normal", "0", "0", "0", "1", "0", "0", "0.0"]
-    assert low == ["low", "0", "0", "0", "0", "1", "1", "0.0"]
-    assert lines[4:] == ["", "last minute: completed 1, failed 1"]
+    assert high[8] == "0"
+    assert normal == ["normal", "0", "0", "0", "1", "0", "0", "0.0", "0"]
+    assert low == ["low", "0", "0", "0", "0", "1", "1", "0.0", "0"]
+    assert lines[4:] == [
+        "",
+        "last minute: completed 1, failed 1",
+        "warning: high tasks are due and no high worker is connected to this database; they"
+        " wait until one is (priority_queues.high is 0 where workers run?)",
+    ]
     assert len({len(line) for line in lines[:4]}) == 1  # the columns line up
+
+
+def test_stats_counts_live_workers_and_drops_the_warning(
+    tmp_path: Path, database_url: str, sql: Cursor, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _fill(sql)
+    config = _write_config(tmp_path / "config.yaml", database_url)
+    worker = psycopg2.connect(database_url, application_name="asynctask worker high_1")
+    try:
+        assert main(["--config", str(config), "stats"]) == 0
+    finally:
+        worker.close()
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[1].split()[0] == "high" and lines[1].split()[-1] == "1"
+    assert not any(line.startswith("warning") for line in lines)
 
 
 def test_stats_json_is_the_api_answer(
@@ -220,7 +241,10 @@ def test_stats_json_is_the_api_answer(
     config = _write_config(tmp_path / "config.yaml", database_url)
     assert main(["--config", str(config), "stats", "--json"]) == 0
     body = json.loads(capsys.readouterr().out)
-    assert set(body) == {"counts", "queue_lag_seconds", "last_minute"}
+    assert set(body) == {
+        "counts", "queue_lag_seconds", "last_minute", "workers", "due_without_workers"
+    }  # fmt: skip
+    assert body["due_without_workers"] == ["high"]
     assert body["counts"]["low"] == {
         "available": 0, "running": 0, "retrying": 0, "completed": 0, "failed": 1, "cancelled": 1
     }  # fmt: skip

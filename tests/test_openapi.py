@@ -153,11 +153,16 @@ def test_no_security_scheme_without_tokens(document: dict[str, Any]) -> None:
 
 def test_the_stats_schema_requires_every_priority_and_state(document: dict[str, Any]) -> None:
     schemas = document["components"]["schemas"]
-    assert set(schemas["Stats"]["required"]) == {"counts", "queue_lag_seconds", "last_minute"}
+    assert set(schemas["Stats"]["required"]) == {
+        "counts", "queue_lag_seconds", "last_minute", "workers", "due_without_workers"
+    }  # fmt: skip
     assert set(schemas["PriorityCounts"]["required"]) == {"high", "normal", "low"}
     assert set(schemas["StateCounts"]["required"]) == set(STATES)
     assert schemas["QueueLag"]["properties"]["high"]["type"] == "number"
     assert set(schemas["LastMinute"]["required"]) == {"completed", "failed"}
+    assert set(schemas["LiveWorkers"]["required"]) == {"high", "normal", "low"}
+    due = schemas["Stats"]["properties"]["due_without_workers"]
+    assert due["type"] == "array" and set(due["items"]["enum"]) == {"high", "normal", "low"}
 
 
 @pytest.mark.parametrize(

@@ -92,12 +92,17 @@ async def read_stats(config: Config) -> stats.Snapshot:
 
 
 def stats_table(snapshot: stats.Snapshot) -> str:
-    """The snapshot as plain text: a priority x state table with the lag, then the last minute."""
+    """The snapshot as text: counts, lag, live workers per priority; last minute; warnings."""
     states = list(next(iter(snapshot.counts.values())))
-    header = ["priority", *states, "lag (s)"]
+    header = ["priority", *states, "lag (s)", "workers"]
     lag = snapshot.queue_lag_seconds
     rows = [
-        [priority, *(str(counts[state]) for state in states), f"{lag[priority]:.1f}"]
+        [
+            priority,
+            *(str(counts[state]) for state in states),
+            f"{lag[priority]:.1f}",
+            str(snapshot.workers[priority]),
+        ]
         for priority, counts in snapshot.counts.items()
     ]
     widths = [max(len(row[i]) for row in (header, *rows)) for i in range(len(header))]
@@ -109,7 +114,12 @@ def stats_table(snapshot: stats.Snapshot) -> str:
         for row in (header, *rows)
     ]
     finished = ", ".join(f"{state} {n}" for state, n in snapshot.last_minute.items())
-    return "\n".join([*lines, "", f"last minute: {finished}"])
+    warnings = [
+        f"warning: {priority} tasks are due and no {priority} worker is connected to this"
+        f" database; they wait until one is (priority_queues.{priority} is 0 where workers run?)"
+        for priority in snapshot.due_without_workers
+    ]
+    return "\n".join([*lines, "", f"last minute: {finished}", *warnings])
 
 
 def _listen_address(config: Config, args: argparse.Namespace) -> tuple[str, int]:
