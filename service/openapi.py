@@ -16,6 +16,7 @@ from aiohttp_apigami.constants import SWAGGER_DICT
 from marshmallow import Schema
 
 from asynctask.core.config import Config
+from asynctask.service.examples import add_examples
 from asynctask.service.rules import MAX_BIGINT, one_of
 from asynctask.service.schemas import ErrorSchema
 
@@ -155,6 +156,7 @@ def setup_openapi(app: web.Application, config: Config, version: str) -> None:
     create["max_attempts"]["default"] = config.max_attempts
     if config.api.tokens:
         _document_tokens(document)
+    add_examples(document, config)
 
 
 def _document_tokens(document: dict[str, Any]) -> None:

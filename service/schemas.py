@@ -82,7 +82,15 @@ class TaskSchema(Schema):
     updated_at = fields.DateTime(required=True)
     started_at = fields.DateTime(required=True, allow_none=True)
     finished_at = fields.DateTime(required=True, allow_none=True)
-    last_error = fields.String(required=True, allow_none=True)
+    last_error = fields.String(
+        required=True,
+        allow_none=True,
+        metadata={
+            "description": "The last failed attempt's error (type, message, last traceback"
+            " frames); null until an attempt fails. A task that completes after a failed"
+            " attempt keeps it: it is the last failure, not the outcome."
+        },
+    )
 
 
 class TaskPageSchema(Schema):
