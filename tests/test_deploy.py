@@ -243,8 +243,62 @@ def test_api_publishes_port_4000(services: dict[str, Any]) -> None:
 
 
 def test_roles_without_http_disable_the_image_healthcheck(services: dict[str, Any]) -> None:
-    for name in ("migrate", "workers"):
-        assert services[name]["healthcheck"] == {"disable": True}, name
+    assert services["migrate"]["healthcheck"] == {"disable": True}
+    # The workers have a check of their own instead of the image's GET /health.
+    assert "/health" not in " ".join(services["workers"]["healthcheck"]["test"])
+
+
+def run_workers_healthcheck(services: dict[str, Any], heartbeat: Path) -> int:
+    """Run the workers' compose healthcheck against a heartbeat file; its exit status."""
+    workers = services["workers"]
+    command = workers["healthcheck"]["test"]
+    assert command[:2] == ["CMD", "python"]
+    # The file the supervisor touches is the one the check reads, named once in compose.
+    assert workers["environment"]["ASYNCTASK_HEARTBEAT_FILE"].startswith("/tmp/")
+    env = {**os.environ, "ASYNCTASK_HEARTBEAT_FILE": str(heartbeat)}
+    result = subprocess.run(
+        [sys.executable, *command[2:]], env=env, capture_output=True, timeout=30, check=False
+    )
+    return result.returncode
+
+
+def test_workers_healthcheck_passes_on_a_fresh_heartbeat_only(
+    services: dict[str, Any], tmp_path: Path
+) -> None:
+    heartbeat = tmp_path / "asynctask-supervisor.alive"
+    assert run_workers_healthcheck(services, heartbeat) != 0  # no supervisor (yet, or any more)
+    heartbeat.touch()
+    assert run_workers_healthcheck(services, heartbeat) == 0
+    stale = heartbeat.stat().st_mtime - 31
+    os.utime(heartbeat, (stale, stale))
+    assert run_workers_healthcheck(services, heartbeat) != 0
+    check = services["workers"]["healthcheck"]
+    assert seconds(check["interval"]) * check["retries"] >= 30  # no flapping on one slow beat
+    # Every other setting of the workers (the database, logging) stays the shared one.
+    shared = services["api"]["environment"]
+    assert {k: v for k, v in services["workers"]["environment"].items() if k in shared} == shared
+
+
+def test_env_example_lists_every_variable_compose_reads() -> None:
+    compose_text = (ROOT / "docker-compose.yml").read_text(encoding="utf-8")
+    read = dict(re.findall(r"\$\{(\w+):-([^}]*)\}", compose_text))
+    example = {}
+    for line in (ROOT / ".env.example").read_text(encoding="utf-8").splitlines():
+        if line and not line.startswith("#"):
+            name, _, value = line.partition("=")
+            example[name] = value
+    assert set(example) == set(read)
+    # Copied as it is, it keeps compose's defaults, except the password, which is to be changed.
+    assert {k: v for k, v in example.items() if k != "POSTGRES_PASSWORD"} == {
+        k: v for k, v in read.items() if k != "POSTGRES_PASSWORD"
+    }
+    assert example["POSTGRES_PASSWORD"] != read["POSTGRES_PASSWORD"]
+
+
+def test_git_ignores_virtualenvs_and_env_files_but_not_the_example() -> None:
+    patterns = (ROOT / ".gitignore").read_text(encoding="utf-8").splitlines()
+    assert ".venv/" in patterns and ".env" in patterns
+    assert not any(p in (".env*", ".env.*", "*.example") for p in patterns)
 
 
 def test_workers_can_scale_out(services: dict[str, Any]) -> None:

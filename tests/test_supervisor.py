@@ -655,3 +655,31 @@ def test_the_stop_notice_names_every_running_task_or_says_none_runs() -> None:
         " up to 2.5 s for them to finish (shutdown_timeout_seconds), then they are cut off and"
         " retried later"
     )
+
+
+def test_the_heartbeat_file_is_touched_while_the_loop_turns_and_removed_at_exit(
+    database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    heartbeat = tmp_path / "alive"
+    monkeypatch.setenv("ASYNCTASK_HEARTBEAT_FILE", str(heartbeat))
+    config = make_config(database_url, priority_queues={"high": 1, "normal": 0, "low": 0})
+    with supervisor(config) as process:
+        first = wait_until(lambda: heartbeat.exists() and heartbeat.stat().st_mtime)
+        wait_until(lambda: heartbeat.stat().st_mtime > first)  # again, about a second later
+        assert stop(process) == 0
+    assert not heartbeat.exists()
+
+
+def test_an_unwritable_heartbeat_file_is_one_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from asynctask.workers.alive import heartbeat_file
+
+    assert heartbeat_file({}) is None and heartbeat_file({"ASYNCTASK_HEARTBEAT_FILE": " "}) is None
+    beat = heartbeat_file({"ASYNCTASK_HEARTBEAT_FILE": str(tmp_path / "missing" / "alive")})
+    assert beat is not None
+    for _ in range(3):
+        beat.beat()  # the first fails and turns it off; the next ones do nothing
+    warnings = [r for r in caplog.records if "ASYNCTASK_HEARTBEAT_FILE" in r.getMessage()]
+    assert len(warnings) == 1 and "no heartbeat file" in warnings[0].getMessage()
+    beat.remove()  # nothing to remove: no error

@@ -23,6 +23,7 @@ from typing import Any
 from asynctask.core import backoff
 from asynctask.core.config import Config
 from asynctask.workers import registry
+from asynctask.workers.alive import heartbeat_file
 from asynctask.workers.children import Child, ServiceChild, ServiceSpec, WorkerChild, close_process
 from asynctask.workers.link import SlotLink
 from asynctask.workers.metrics import (
@@ -73,6 +74,7 @@ class Supervisor:
         self.stopping = False
         self._wakeup_r = -1
         self.metrics: SupervisorMetrics | None = None
+        self.heartbeat = heartbeat_file()  # a container's liveness check (workers/alive.py)
 
     def run(self) -> int:
         """Supervise until SIGTERM/SIGINT (exit 0) or a child's config error (exit 1)."""
@@ -100,6 +102,8 @@ class Supervisor:
             os.close(write_end)
             if self.metrics is not None:
                 self.metrics.close()
+            if self.heartbeat is not None:
+                self.heartbeat.remove()
         if self.halt:
             log.error("supervisor stopped: %s", self.halt)
             return 1
@@ -127,6 +131,8 @@ class Supervisor:
         return max(0.0, min(TICK_SECONDS, soonest - time.monotonic()))
 
     def _wait(self, timeout: float) -> None:
+        if self.heartbeat is not None:
+            self.heartbeat.beat()
         sentinels = [c.process.sentinel for c in self.children if c.process is not None]
         wait([*sentinels, self._wakeup_r], timeout)
         with contextlib.suppress(BlockingIOError):
