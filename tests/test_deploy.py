@@ -457,3 +457,16 @@ def test_dockerignore_keeps_what_the_builder_copies(
         assert not dockerignored(path, ignore_patterns), path
     for path in ("service/db.py", "service/schema.sql", "workers/handlers.py"):
         assert not dockerignored(path, ignore_patterns), path
+
+
+def test_readme_shows_the_derived_image_that_container_check_builds() -> None:
+    # README's three lines are the file .ci/container-check emulates, word for word.
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    blocks = re.findall(r"```dockerfile\n(.*?)```", readme, re.S)
+    recipe = ROOT / "deploy" / "handlers-image" / "Dockerfile"
+    assert blocks == [recipe.read_text(encoding="utf-8")]
+    lines = recipe.read_text(encoding="utf-8").splitlines()
+    assert len(lines) == 3 and lines[0].startswith("FROM asynctask:")
+    image_version = re.search(r'version="([^"]+)"', (ROOT / "setup.py").read_text()).group(1)  # type: ignore[union-attr]
+    assert lines[0] == f"FROM asynctask:{image_version}"
+    assert "derived image" in (ROOT / ".ci" / "container-check").read_text(encoding="utf-8")
