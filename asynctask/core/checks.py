@@ -5,13 +5,13 @@ Every message names the key (or the variable it came from), the value and what i
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from typing import Any
 
 import psycopg2
 import psycopg2.extensions
 
+from asynctask.core.connections import redact
 from asynctask.core.errors import ConfigError
 
 MAX_INT32 = 2_147_483_647
@@ -85,7 +85,7 @@ def database_url(key: str, value: Any) -> str:
     url = text(key, value)
     why = _url_problem(url)
     if why is not None:
-        raise fail(key, _masked(url), f"a PostgreSQL URL such as {_URL_EXAMPLE}; {why}")
+        raise fail(key, redact(url), f"a PostgreSQL URL such as {_URL_EXAMPLE}; {why}")
     return url
 
 
@@ -106,9 +106,3 @@ def _url_problem(url: str) -> str | None:
         if port and not (port.isdigit() and 1 <= int(port) <= 65535):
             return f"port {port!r} is not a TCP port from 1 to 65535"
     return None
-
-
-def _masked(url: str) -> str:
-    """The connection string with its password hidden, for messages."""
-    url = re.sub(r"(password\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)", r"\1***", url)
-    return re.sub(r"^([a-z][a-z0-9+.-]*://[^:/@]*:)[^@/]*@", r"\1***@", url, flags=re.IGNORECASE)
