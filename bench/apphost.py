@@ -86,6 +86,9 @@ class AppHost:
         variables = {
             "ASYNCTASK_CONFIG": str(self.config),
             "ASYNCTASK_LOG_LEVEL": "INFO",
+            # A public address, but on the harness's own private network, which nothing else
+            # reaches: no tokens needed (asynctask refuses a non-loopback listener without them).
+            "ASYNCTASK_API_ALLOW_ANONYMOUS": "true",
             RECORD_FILE_ENV: str(self.record_file),
         }
         self.process = subprocess.Popen(

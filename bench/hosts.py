@@ -37,7 +37,14 @@ from bench.hosts_account import (
     render,
     tally,
 )
-from bench.hosts_faults import Fault, add_latency, cut_off, held_by, kill_host
+from bench.hosts_faults import (
+    Fault,
+    add_latency,
+    cut_off,
+    held_by,
+    holds_a_slow_task,
+    kill_host,
+)
 from bench.hosts_timing import timings
 from bench.netns import Network, alive, remove_stale
 from bench.pgcluster import Cluster
@@ -111,15 +118,23 @@ def _feeders(plan: Plan, hosts: list[AppHost], stats: FeedStats) -> list[threadi
     return threads
 
 
+def _wait_holding(url: str, host: str) -> None:
+    """Until the host runs a slow task; failing that (the feed may be nearly over), any task."""
+    try:
+        wait_for(lambda: holds_a_slow_task(url, host), 20)
+    except TimeoutError:
+        wait_for(lambda: bool(held_by(url, host)), 30)
+
+
 def _faults(plan: Plan, net: Network, url: str, hosts: dict[str, AppHost]) -> list[Fault]:
     time.sleep(plan.warm)
     faults = [add_latency(net, DELAYED, plan.latency_ms, plan.latency)]
     time.sleep(plan.gap)
-    # Cut when the host holds something, so the partition meets running tasks.
-    wait_for(lambda: bool(held_by(url, CUT)), 30)
+    # Each fault starts while its host runs a task, so it meets running work.
+    _wait_holding(url, CUT)
     faults.append(cut_off(net, CUT, "db", url, plan.cut))
     time.sleep(plan.gap)
-    wait_for(lambda: bool(held_by(url, KILLED)), 30)
+    _wait_holding(url, KILLED)
     faults.append(kill_host(hosts[KILLED], url, patience=4 * LEASE_SECONDS))
     return faults
 

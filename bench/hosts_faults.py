@@ -39,6 +39,21 @@ def held_by(url: str, host: str) -> list[int]:
     return [int(row[0]) for row in found]
 
 
+def holds_a_slow_task(url: str, host: str) -> bool:
+    """True if the host runs a slow task (>= 0.4 s) with 150 ms or more left: a fault started now
+    still finds it.
+
+    Waiting for any held task raced with the 1-5 ms ones, which could finish (and be written)
+    between the check and the fault, so the fault found the host holding nothing.
+    """
+    sql = (
+        "SELECT count(*) FROM tasks WHERE state = 'running' AND locked_by LIKE %s"
+        " AND (data->>'ms')::int >= 400"
+        " AND started_at > now() - ((data->>'ms')::int - 150) * interval '1 millisecond'"
+    )
+    return int(scalar(url, sql, (host + ":%",))) > 0
+
+
 def _wait_released(url: str, host: str, held: list[int], until: float) -> float | None:
     """When none of `held` is `running` under the host's name any more (None: not by `until`)."""
     sql = (

@@ -30,6 +30,8 @@ QUERY_TIMEOUT_SECONDS = 30.0
 # Up to 19 digits (bigint's width); a longer id is no route, so a 404 before any int() of it.
 _TASK_ID = r"/api/tasks/{id:[0-9]{1,19}}"
 SERVER_NAME = "asynctask"  # the Server header: no versions to look up vulnerabilities by
+# What pg_stat_activity shows for the API's connections (a worker's: `asynctask worker high_1`).
+APPLICATION_NAME = "asynctask api"
 
 
 def create_app(config: Config) -> web.Application:
@@ -40,7 +42,7 @@ def create_app(config: Config) -> web.Application:
         middlewares=[metrics_middleware, error_middleware, access_middleware],
     )
     app[keys.CONFIG] = config
-    app[keys.RULES] = TaskRules(config.task_types, config.max_attempts, config.api.max_data_bytes)
+    app[keys.RULES] = TaskRules.of(config)
     app[keys.BODIES] = BodyReader(config.api.body_timeout_seconds)
     app[keys.HOSTS] = frozenset() if config.api.tokens else allowed_hosts(config.api)
     # Every answer's Server header, the HTTP parser's own 400s included (they are sent before any
@@ -72,6 +74,7 @@ async def _pool(app: web.Application) -> AsyncIterator[None]:
         config.database.pool_size,
         QUERY_TIMEOUT_SECONDS,
         prepared_statements=config.database.prepared_statements,
+        application_name=APPLICATION_NAME,
     )
     app[keys.CREATES] = GroupCommit(app[keys.POOL], config.database.connect_timeout_seconds)
     try:

@@ -72,6 +72,18 @@ def parse_json(raw: bytes) -> Any:
         return json.loads(raw, parse_constant=_reject_constant)
     except RecursionError:
         raise ValidationFailed({"_schema": [TOO_DEEP_TO_PARSE]}) from None
+    except UnicodeDecodeError as exc:
+        raise MalformedRequest(not_utf8(exc)) from None
     except ValueError as exc:
         reason = exc.args[0] if exc.args else "cannot be parsed"
         raise MalformedRequest(f"Request body is not valid JSON: {reason}") from None
+
+
+def not_utf8(exc: UnicodeDecodeError) -> str:
+    """The 400 message for a body that cannot be decoded as text, naming the first bad byte."""
+    # json.loads guesses UTF-16 or UTF-32 from zero bytes at the start; anything else is UTF-8.
+    bad = exc.object[exc.start : exc.start + 1].hex()
+    return (
+        f"Request body is not valid {exc.encoding.upper()} text: byte 0x{bad} at offset"
+        f" {exc.start} cannot be decoded ({exc.reason}). Send JSON encoded as UTF-8."
+    )

@@ -55,6 +55,14 @@ class TasksCollector(Collector):
         for priority, seconds in snapshot.queue_lag_seconds.items():
             lag.add_metric([priority], seconds)
         yield lag
+        workers = GaugeMetricFamily(
+            "asynctask_workers",
+            "Worker processes connected to the database, per priority, from every host.",
+            labels=["priority"],
+        )
+        for priority, count in snapshot.workers.items():
+            workers.add_metric([priority], count)
+        yield workers
 
 
 class ApiMetrics:

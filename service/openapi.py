@@ -16,6 +16,7 @@ from aiohttp_apigami.constants import SWAGGER_DICT
 from marshmallow import Schema
 
 from asynctask.core.config import Config
+from asynctask.service.examples import add_examples
 from asynctask.service.rules import MAX_BIGINT, one_of
 from asynctask.service.schemas import DATA_DESCRIPTION, ErrorSchema
 
@@ -175,7 +176,7 @@ def setup_openapi(app: web.Application, config: Config, version: str) -> None:
 
 def _document_access(document: dict[str, Any], config: Config) -> None:
     # With tokens, the guarded routes answer 401 without one; without, 421 for a foreign Host
-    # and 403 for a foreign Origin.
+    # and 403 for a foreign Origin. Then every answer gets its example.
     if config.api.tokens:
         document["components"]["securitySchemes"] = {"bearer": {"type": "http", "scheme": "bearer"}}
     for path, operations in document["paths"].items():
@@ -187,6 +188,7 @@ def _document_access(document: dict[str, Any], config: Config) -> None:
                 else:
                     spec["responses"]["403"] = _error(_ERRORS[403])
                     spec["responses"]["421"] = _error(_ERRORS[421])
+    add_examples(document, config)
 
 
 def _error(description: str) -> dict[str, Any]:

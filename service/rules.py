@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any, Final, NamedTuple
 
 from asynctask.core.checks import MAX_INT32
+from asynctask.core.config import Config
 from asynctask.core.db import NewRow
 from asynctask.core.errors import AsyncTaskError
 from asynctask.core.models import DEFAULT_PRIORITY, PRIORITIES, Priority
@@ -87,6 +88,11 @@ class TaskRules:
     task_types: tuple[str, ...]
     default_max_attempts: int
     max_data_bytes: int
+
+    @classmethod
+    def of(cls, config: Config) -> TaskRules:
+        """The rules of one configuration."""
+        return cls(config.task_types, config.max_attempts, config.api.max_data_bytes)
 
     def task(self, item: Any, prefix: str = "") -> tuple[NewTask | None, dict[str, list[str]]]:
         """Validate one task object: (the task, {}) or (None, {field: [messages]})."""

@@ -83,7 +83,15 @@ class TaskSchema(Schema):
     updated_at = fields.DateTime(required=True)
     started_at = fields.DateTime(required=True, allow_none=True)
     finished_at = fields.DateTime(required=True, allow_none=True)
-    last_error = fields.String(required=True, allow_none=True)
+    last_error = fields.String(
+        required=True,
+        allow_none=True,
+        metadata={
+            "description": "The last failed attempt's error (type, message, last traceback"
+            " frames); null until an attempt fails. A task that completes after a failed"
+            " attempt keeps it: it is the last failure, not the outcome."
+        },
+    )
 
 
 class TaskPageSchema(Schema):
@@ -158,4 +166,20 @@ class StatsSchema(Schema):
         _named("LastMinute", lambda: fields.Integer(required=True), LAST_MINUTE_STATES),
         required=True,
         metadata={"description": "Tasks that finished in the last minute, by final state."},
+    )
+    workers = fields.Nested(
+        _named("LiveWorkers", lambda: fields.Integer(required=True), PRIORITIES),
+        required=True,
+        metadata={
+            "description": "Worker processes connected to the database now, per priority, from"
+            " every host (their connections are named `asynctask worker <priority>_<n>`)."
+        },
+    )
+    due_without_workers = fields.List(
+        fields.String(validate=validate.OneOf(PRIORITIES)),
+        required=True,
+        metadata={
+            "description": "Priorities that have due tasks and no live worker: those tasks wait"
+            " until a worker of that priority connects."
+        },
     )

@@ -190,6 +190,18 @@ async def test_malformed_json_is_400(client: Client, raw: bytes) -> None:
     await _error(await client.post("/api/tasks", data=raw, headers=JSON), 400)
 
 
+async def test_a_body_that_is_not_utf8_is_400_in_words(client: Client) -> None:
+    latin1 = '{"type": "report", "data": {"name": "José"}}'.encode("latin-1")
+    body = await _error(await client.post("/api/tasks", data=latin1, headers=JSON), 400)
+    assert body["error"] == (
+        "Request body is not valid UTF-8 text: byte 0xe9 at offset 40 cannot be decoded"
+        " (invalid continuation byte). Send JSON encoded as UTF-8."
+    )
+    batch = b'{"tasks": [{"type": "report", "data": {"x": "\xff"}}]}'
+    body = await _error(await client.post("/api/tasks/batch", data=batch, headers=JSON), 400)
+    assert body["error"].startswith("Request body is not valid UTF-8 text: byte 0xff at offset 45")
+
+
 @pytest.mark.parametrize("raw", [b"[]", b'"report"', b"3", b"null"])
 async def test_a_body_that_is_not_an_object_is_422(client: Client, raw: bytes) -> None:
     assert await _fields(await client.post("/api/tasks", data=raw, headers=JSON)) == {
@@ -459,6 +471,17 @@ async def test_unknown_route_and_wrong_method_are_json(client: Client) -> None:
     assert response.headers["Allow"] == "GET,POST"
     await _error(await client.get("/api/tasks/batch"), 405)
     await _error(await client.put("/api/tasks/1"), 405)
+
+
+async def test_the_pool_connections_are_named_in_pg_stat_activity(
+    client: Client, sql: Cursor
+) -> None:
+    await _error(await client.get("/api/tasks/12345"), 404)  # one query, so one connection
+    sql.execute(
+        "SELECT DISTINCT application_name FROM pg_stat_activity"
+        " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+    )
+    assert sql.fetchall() == [("asynctask api",)]
 
 
 async def test_health_and_ready(client: Client) -> None:

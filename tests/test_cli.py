@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import logging
 import os
+import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -20,9 +23,11 @@ import pytest
 import yaml
 
 from asynctask.cli import main
+from asynctask.cli.main import build_parser, version
 from asynctask.cli.start import autovacuum_warning, warn_without_autovacuum
 from tests.conftest import ADMIN_DSN, TEST_HANDLERS, make_config
 from tests.processes import free_port
+from tests.waiting import wait_until
 
 Cursor = psycopg2.extensions.cursor
 
@@ -35,6 +40,14 @@ def _restore_logging() -> Iterator[None]:
     yield
     root.handlers[:] = handlers
     root.setLevel(level)
+
+
+@pytest.fixture(autouse=True)
+def _restore_sys_path() -> Iterator[None]:
+    """main() puts the working directory and the config file's directory on sys.path."""
+    saved = sys.path[:]
+    yield
+    sys.path[:] = saved
 
 
 def _write_config(path: Path, url: str, **extra: object) -> Path:
@@ -225,14 +238,35 @@ def test_stats_prints_a_table(
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].split() == [
         "priority", "available", "running", "retrying", "completed", "failed", "cancelled",
-        "lag", "(s)",
+        "lag", "(s)", "workers",
     ]  # fmt: skip
     high, normal, low = (line.split() for line in lines[1:4])
     assert high[:7] == ["high", "2", "0", "0", "0", "0", "0"] and 42 <= float(high[7]) < 60
-    assert normal == ["normal", "0", "0", "0", "1", "0", "0", "0.0"]
-    assert low == ["low", "0", "0", "0", "0", "1", "1", "0.0"]
-    assert lines[4:] == ["", "last minute: completed 1, failed 1"]
+    assert high[8] == "0"
+    assert normal == ["normal", "0", "0", "0", "1", "0", "0", "0.0", "0"]
+    assert low == ["low", "0", "0", "0", "0", "1", "1", "0.0", "0"]
+    assert lines[4:] == [
+        "",
+        "last minute: completed 1, failed 1",
+        "warning: high tasks are due and no high worker is connected to this database; they"
+        " wait until one is (priority_queues.high is 0 where workers run?)",
+    ]
     assert len({len(line) for line in lines[:4]}) == 1  # the columns line up
+
+
+def test_stats_counts_live_workers_and_drops_the_warning(
+    tmp_path: Path, database_url: str, sql: Cursor, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _fill(sql)
+    config = _write_config(tmp_path / "config.yaml", database_url)
+    worker = psycopg2.connect(database_url, application_name="asynctask worker high_1")
+    try:
+        assert main(["--config", str(config), "stats"]) == 0
+    finally:
+        worker.close()
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[1].split()[0] == "high" and lines[1].split()[-1] == "1"
+    assert not any(line.startswith("warning") for line in lines)
 
 
 def test_stats_json_is_the_api_answer(
@@ -242,7 +276,10 @@ def test_stats_json_is_the_api_answer(
     config = _write_config(tmp_path / "config.yaml", database_url)
     assert main(["--config", str(config), "stats", "--json"]) == 0
     body = json.loads(capsys.readouterr().out)
-    assert set(body) == {"counts", "queue_lag_seconds", "last_minute"}
+    assert set(body) == {
+        "counts", "queue_lag_seconds", "last_minute", "workers", "due_without_workers"
+    }  # fmt: skip
+    assert body["due_without_workers"] == ["high"]
     assert body["counts"]["low"] == {
         "available": 0, "running": 0, "retrying": 0, "completed": 0, "failed": 1, "cancelled": 1
     }  # fmt: skip
@@ -294,3 +331,154 @@ def test_console_script_runs_handlers_from_the_working_directory(
         assert process.wait(timeout=20) == 0
     sql.execute("SELECT state FROM tasks WHERE id = 1")
     assert sql.fetchone() == ("completed",)
+
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLE = ROOT / "deploy" / "handlers-image"
+
+
+def _commands() -> dict[str, argparse.ArgumentParser]:
+    parser = build_parser()
+    action = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return dict(action.choices)
+
+
+@pytest.mark.parametrize("command", ["migrate", "api", "workers", "run", "stats"])
+def test_config_is_accepted_before_or_after_the_command(command: str) -> None:
+    parser = build_parser()
+    before = parser.parse_args(["--config", "x.yaml", command])
+    after = parser.parse_args([command, "--config", "x.yaml"])
+    assert before.command == after.command == command
+    assert before.config == after.config == Path("x.yaml")
+    assert not hasattr(parser.parse_args([command]), "config")  # then the search order applies
+
+
+def test_config_after_the_command_is_the_file_used(
+    tmp_path: Path, database_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = _write_config(tmp_path / "config.yaml", database_url, api={"port": 0})
+    assert main(["migrate", "--config", str(config)]) == 2
+    assert "api.port: 0 is not allowed" in capsys.readouterr().err
+
+
+def test_version(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["--version"])
+    assert exited.value.code == 0
+    assert capsys.readouterr().out == f"asynctask {version()}\n"
+    assert re.fullmatch(r"\d+\.\d+\.\d+", version())
+
+
+def test_help_lists_every_command_and_the_config_search_order(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    for name, command in _commands().items():
+        assert f"{name} {command.description.split()[0]}" in text  # type: ignore[union-attr]
+    order = "--config PATH (before or after the command), $ASYNCTASK_CONFIG, ./config.yaml"
+    assert order in text and "the default shipped inside the package" in text
+    assert "then from the config file's directory" in text
+
+
+def test_readme_command_table_lists_every_command_and_option() -> None:
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = readme.split("## Commands", 1)[1].split("\n## ", 1)[0]
+    rows = [line for line in section.splitlines() if line.startswith("| `asynctask")]
+    documented = {re.match(r"\| `asynctask ([^` ]+)", row).group(1): row for row in rows}  # type: ignore[union-attr]
+    assert set(documented) == {*_commands(), "--version"}
+    for name, command in _commands().items():
+        for action in command._actions:
+            long = [o for o in action.option_strings if o.startswith("--")]
+            if long and long[0] not in ("--help", "--config"):
+                assert long[0] in documented[name], (name, long[0])
+    assert "before or after the command" in section
+
+
+def test_handlers_beside_the_config_file_are_found_from_its_parent_folder(
+    tmp_path: Path, database_url: str, sql: Cursor
+) -> None:
+    # README's example application, run as README says: from the folder above myapp/.
+    app = shutil.copytree(EXAMPLE, tmp_path / "example")
+    sql.execute(
+        """INSERT INTO tasks (type, priority, data) VALUES ('greet', 1, '{"name": "Ada"}')"""
+    )
+    script = Path(sys.executable).with_name("asynctask")
+    env = {
+        k: v for k, v in os.environ.items() if k != "PYTHONPATH" and not k.startswith("ASYNCTASK_")
+    }
+    env.update(
+        DATABASE_URL=database_url,
+        ASYNCTASK_PRIORITY_QUEUES_NORMAL="0",
+        ASYNCTASK_PRIORITY_QUEUES_LOW="0",
+        ASYNCTASK_PRIORITY_QUEUES_HIGH="1",
+        ASYNCTASK_TIMEOUT_MILLISECONDS="100",
+    )
+    log_path = tmp_path / "workers.log"
+    with log_path.open("w") as log:
+        process = subprocess.Popen(
+            [str(script), "workers", "--config", "myapp/config.yaml"],
+            cwd=app,
+            env=env,
+            stderr=log,
+        )
+    try:
+
+        def completed() -> bool:
+            assert process.poll() is None, log_path.read_text()
+            sql.execute("SELECT state FROM tasks WHERE id = 1")
+            return sql.fetchone() == ("completed",)
+
+        wait_until(completed, timeout=30)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=30) == 0
+    assert "hello, Ada (task 1, attempt 1 of 5)" in log_path.read_text()
+
+
+@pytest.mark.parametrize("command", ["api", "workers", "run"])
+def test_no_handlers_is_refused_at_start(
+    command: str, tmp_path: Path, database_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "config.yaml"
+    config.write_text(f"database: {{url: '{database_url}'}}\nhandlers: {{}}\n")
+    assert main([command, "--config", str(config)]) == 2
+    err = capsys.readouterr().err
+    assert (
+        err.startswith("asynctask: handlers: no task type is configured") and err.count("\n") == 1
+    )
+    assert main(["migrate", "--config", str(config)]) == 0  # a command that needs none runs
+
+
+@pytest.mark.parametrize(
+    "url", ["mysql://app:secret@db/app", "postgresql+psycopg2://app:secret@db/app", "not a url"]
+)
+def test_a_malformed_database_url_exits_2_with_one_line(url: str) -> None:
+    env = {**os.environ, "DATABASE_URL": url}
+    result = subprocess.run(
+        [sys.executable, "-m", "asynctask.cli", "stats"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr.startswith("asynctask: DATABASE_URL (database.url): ")
+    assert result.stderr.count("\n") == 1 and "secret" not in result.stderr
+
+
+def test_stats_on_a_database_without_the_schema_says_to_migrate(
+    tmp_path: Path, missing_database: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    admin = psycopg2.connect(ADMIN_DSN)
+    admin.autocommit = True
+    with admin.cursor() as cur:
+        cur.execute(f"CREATE DATABASE {psycopg2.extensions.parse_dsn(missing_database)['dbname']}")
+    admin.close()
+    config = _write_config(tmp_path / "config.yaml", missing_database)
+    assert main(["stats", "--config", str(config)]) == 1
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err.count("\n") == 1
+    assert captured.err.endswith("has no tasks table; run asynctask migrate\n")
+    assert "Traceback" not in captured.err

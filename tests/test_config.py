@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from asynctask.core.config import Config, env_name, load_config, parse_config
+from asynctask.core.config import _SCALARS, Config, env_name, load_config, parse_config
 from asynctask.core.errors import ConfigError
 
 
@@ -67,6 +67,7 @@ def test_unreadable_yaml_names_the_file(tmp_path: Path) -> None:
         ({"log_format": "xml"}, "log_format: 'xml' is not allowed"),
         ({"task_timeout_seconds": 0}, "task_timeout_seconds: 0 is not allowed"),
         ({"bogus": 1}, "bogus: unknown key (allowed here:"),
+        ({"api": {"tokenz": ["t"]}}, "api.tokenz: unknown key; did you mean tokens? (allowed"),
         ({"handlers": ["report"]}, "handlers: ['report'] is not allowed"),
         ({"handlers": {"report": "no-colon"}}, "handlers.report: 'no-colon' is not allowed"),
         ({"handlers": {"bad type!": "a:b"}}, "handlers.bad type!: 'bad type!' is not allowed"),
@@ -154,3 +155,50 @@ def test_config_is_frozen() -> None:
     config = Config()
     with pytest.raises(AttributeError):
         config.max_attempts = 3  # type: ignore[misc]
+
+
+def test_a_misspelled_key_lists_every_allowed_key_and_suggests_the_closest() -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_config({"priority_queue": {"high": 1}}, environ={})
+    message = str(info.value)
+    assert message.startswith("priority_queue: unknown key; did you mean priority_queues? (")
+    listed = message.split("(allowed here: ", 1)[1].rstrip(")").split(", ")
+    top_level = {key.split(".")[0] for key in _SCALARS} | {"handlers"}
+    assert set(listed) == top_level and listed == sorted(listed)
+    assert {"api", "database", "priority_queues", "retention", "handlers"} <= set(listed)
+
+
+@pytest.mark.parametrize(
+    ("url", "why"),
+    [
+        ("mysql://app:secret@db/app", "the scheme mysql:// is not postgresql:// or postgres://"),
+        ("postgresql+psycopg2://app:secret@db/app", "SQLAlchemy's form: drop the +psycopg2"),
+        ("not a url", "it is neither a URL nor libpq's key=value settings"),
+        ("postgresql://app:secret@db:54x2/app", "port '54x2' is not a TCP port from 1 to 65535"),
+        ("postgresql://app:secret@db/app?sslmod=require", 'invalid URI query parameter: "sslmod"'),
+        ("host=db password=secret port=0", "port '0' is not a TCP port"),
+    ],
+)
+def test_a_malformed_database_url_is_one_line_naming_the_setting(url: str, why: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_config({}, {"DATABASE_URL": url})
+    message = str(info.value)
+    assert message.startswith("DATABASE_URL (database.url): '")
+    assert "postgresql://user:password@host:5432/dbname" in message and why in message
+    assert "secret" not in message and "\n" not in message
+    with pytest.raises(ConfigError, match=r"^database\.url: "):
+        parse_config({"database": {"url": url}}, environ={})
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql://app:secret@db:5432/app",
+        "postgres://db/app",
+        "postgresql:///app?host=/var/run/postgresql",
+        "postgresql://db1:5432,db2:5433/app?target_session_attrs=read-write",
+        "host=db dbname=app user=app",
+    ],
+)
+def test_a_postgresql_url_or_libpq_settings_are_accepted(url: str) -> None:
+    assert parse_config({}, {"DATABASE_URL": url}).database.url == url

@@ -280,6 +280,34 @@ def test_redact_leaves_passwordless_urls_alone() -> None:
     assert redact("postgresql://u:p@h/d") == "postgresql://u:***@h/d"
 
 
+@pytest.mark.parametrize(
+    ("dsn", "shown"),
+    [
+        ("postgresql://u:p%40ss@h:5432/d", "postgresql://u:***@h:5432/d"),
+        (
+            "postgresql://h/d?password=secret&sslmode=require",
+            "postgresql://h/d?password=***&sslmode=require",
+        ),
+        # schema.py connects to the maintenance database with the URL in key=value form
+        (
+            "user=u password=pa&ss dbname=postgres host=h",
+            "user=u password=*** dbname=postgres host=h",
+        ),
+        ("host=h password='a b\\' c' dbname=d", "host=h password=*** dbname=d"),
+    ],
+)
+def test_redact_hides_the_password_of_every_form(dsn: str, shown: str) -> None:
+    assert redact(dsn) == shown
+
+
+async def test_an_unknown_role_names_the_server_without_its_password() -> None:
+    # The error of `asynctask migrate` (ensure_database) for a role that does not exist.
+    url = "postgresql://nosuchuser:hunter2@127.0.0.1:5432/asynctask"
+    with pytest.raises(DatabaseUnavailable) as info:
+        await schema.ensure_database(url)
+    assert "hunter2" not in str(info.value) and "password=***" in str(info.value)
+
+
 async def test_ensure_database_creates_once(database_url: str) -> None:
     name = f"asynctask_new_{uuid.uuid4().hex[:8]}"
     url = psycopg2.extensions.make_dsn(database_url, dbname=name)

@@ -243,8 +243,68 @@ def test_api_publishes_port_4000(services: dict[str, Any]) -> None:
 
 
 def test_roles_without_http_disable_the_image_healthcheck(services: dict[str, Any]) -> None:
-    for name in ("migrate", "workers"):
-        assert services[name]["healthcheck"] == {"disable": True}, name
+    assert services["migrate"]["healthcheck"] == {"disable": True}
+    # The workers have a check of their own instead of the image's GET /health.
+    assert "/health" not in " ".join(services["workers"]["healthcheck"]["test"])
+
+
+def run_workers_healthcheck(services: dict[str, Any], heartbeat: Path) -> int:
+    """Run the workers' compose healthcheck against a heartbeat file; its exit status."""
+    workers = services["workers"]
+    command = workers["healthcheck"]["test"]
+    assert command[:2] == ["CMD", "python"]
+    # The file the supervisor touches is the one the check reads, named once in compose.
+    assert workers["environment"]["ASYNCTASK_HEARTBEAT_FILE"].startswith("/tmp/")
+    env = {**os.environ, "ASYNCTASK_HEARTBEAT_FILE": str(heartbeat)}
+    result = subprocess.run(
+        [sys.executable, *command[2:]], env=env, capture_output=True, timeout=30, check=False
+    )
+    return result.returncode
+
+
+def test_workers_healthcheck_passes_on_a_fresh_heartbeat_only(
+    services: dict[str, Any], tmp_path: Path
+) -> None:
+    heartbeat = tmp_path / "asynctask-supervisor.alive"
+    assert run_workers_healthcheck(services, heartbeat) != 0  # no supervisor (yet, or any more)
+    heartbeat.touch()
+    assert run_workers_healthcheck(services, heartbeat) == 0
+    stale = heartbeat.stat().st_mtime - 31
+    os.utime(heartbeat, (stale, stale))
+    assert run_workers_healthcheck(services, heartbeat) != 0
+    check = services["workers"]["healthcheck"]
+    assert seconds(check["interval"]) * check["retries"] >= 30  # no flapping on one slow beat
+    # Every other setting of the workers (the database, logging) stays the shared one.
+    api = services["api"]["environment"]
+    shared = {k: v for k, v in api.items() if not k.startswith("ASYNCTASK_API_")}
+    assert {k: v for k, v in services["workers"]["environment"].items() if k in shared} == shared
+
+
+def test_env_example_lists_every_variable_compose_reads() -> None:
+    compose_text = (ROOT / "docker-compose.yml").read_text(encoding="utf-8")
+    read = dict(re.findall(r"\$\{(\w+):-([^}]*)\}", compose_text))
+    # Passed through when set in the shell or .env, left out when not: shown commented out.
+    passed = set(re.findall(r"^\s+(ASYNCTASK_\w+):\s*(?:#.*)?$", compose_text, re.M))
+    example, commented = {}, set()
+    for line in (ROOT / ".env.example").read_text(encoding="utf-8").splitlines():
+        if line and not line.startswith("#"):
+            name, _, value = line.partition("=")
+            example[name] = value
+        elif re.match(r"# ASYNCTASK_\w+=", line):
+            commented.add(line[2:].partition("=")[0])
+    assert set(example) == set(read)
+    assert passed and commented == passed
+    # Copied as it is, it keeps compose's defaults, except the password, which is to be changed.
+    assert {k: v for k, v in example.items() if k != "POSTGRES_PASSWORD"} == {
+        k: v for k, v in read.items() if k != "POSTGRES_PASSWORD"
+    }
+    assert example["POSTGRES_PASSWORD"] != read["POSTGRES_PASSWORD"]
+
+
+def test_git_ignores_virtualenvs_and_env_files_but_not_the_example() -> None:
+    patterns = (ROOT / ".gitignore").read_text(encoding="utf-8").splitlines()
+    assert ".venv/" in patterns and ".env" in patterns
+    assert not any(p in (".env*", ".env.*", "*.example") for p in patterns)
 
 
 def test_workers_can_scale_out(services: dict[str, Any]) -> None:
@@ -403,3 +463,16 @@ def test_dockerignore_keeps_what_the_builder_copies(
         assert not dockerignored(path, ignore_patterns), path
     for path in ("service/db.py", "service/schema.sql", "workers/handlers.py"):
         assert not dockerignored(path, ignore_patterns), path
+
+
+def test_readme_shows_the_derived_image_that_container_check_builds() -> None:
+    # README's three lines are the file .ci/container-check emulates, word for word.
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    blocks = re.findall(r"```dockerfile\n(.*?)```", readme, re.S)
+    recipe = ROOT / "deploy" / "handlers-image" / "Dockerfile"
+    assert blocks == [recipe.read_text(encoding="utf-8")]
+    lines = recipe.read_text(encoding="utf-8").splitlines()
+    assert len(lines) == 3 and lines[0].startswith("FROM asynctask:")
+    image_version = re.search(r'version="([^"]+)"', (ROOT / "setup.py").read_text()).group(1)  # type: ignore[union-attr]
+    assert lines[0] == f"FROM asynctask:{image_version}"
+    assert "derived image" in (ROOT / ".ci" / "container-check").read_text(encoding="utf-8")

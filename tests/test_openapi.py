@@ -4,15 +4,20 @@ from __future__ import annotations
 
 import re
 from collections.abc import Awaitable, Callable
+from datetime import datetime
+from pathlib import Path
 from typing import Any
 
+import jsonschema
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
+from aiohttp_apigami.constants import SWAGGER_DICT
 from marshmallow import ValidationError
 
 from asynctask.core.config import ApiConfig, Config
 from asynctask.core.models import STATES
+from asynctask.service import examples
 from asynctask.service.app import create_app
 from asynctask.service.rules import TaskRules
 from asynctask.service.schemas import TaskCreateSchema
@@ -79,9 +84,8 @@ def test_every_answer_is_documented(document: dict[str, Any]) -> None:
     created = paths["/api/tasks"]["post"]["responses"]["201"]
     assert "Location" in created["headers"]
     error = {"$ref": "#/components/schemas/Error"}
-    assert paths["/api/tasks"]["post"]["responses"]["422"]["content"]["application/json"] == {
-        "schema": error
-    }
+    invalid = paths["/api/tasks"]["post"]["responses"]["422"]["content"]["application/json"]
+    assert invalid["schema"] == error and set(invalid["example"]["fields"]) >= {"type"}
 
 
 def test_the_create_schema_carries_every_rule(document: dict[str, Any], config: Config) -> None:
@@ -159,13 +163,31 @@ def test_no_security_scheme_without_tokens(document: dict[str, Any]) -> None:
             assert "security" not in spec and "401" not in spec["responses"]
 
 
+def test_last_error_is_documented_as_the_last_failure(document: dict[str, Any]) -> None:
+    # tests/test_worker.py::test_polls_retries_and_fails: a task completed on its third attempt
+    # keeps the second's error. The document, its example and README say the same.
+    task = document["components"]["schemas"]["Task"]
+    assert (
+        "completes after a failed attempt keeps it"
+        in task["properties"]["last_error"]["description"]
+    )
+    assert task["example"]["state"] == "completed" and task["example"]["last_error"]
+    readme = (Path(__file__).parent.parent / "README.md").read_text(encoding="utf-8")
+    assert "A completed task keeps the `last_error` of its last failed attempt" in readme
+
+
 def test_the_stats_schema_requires_every_priority_and_state(document: dict[str, Any]) -> None:
     schemas = document["components"]["schemas"]
-    assert set(schemas["Stats"]["required"]) == {"counts", "queue_lag_seconds", "last_minute"}
+    assert set(schemas["Stats"]["required"]) == {
+        "counts", "queue_lag_seconds", "last_minute", "workers", "due_without_workers"
+    }  # fmt: skip
     assert set(schemas["PriorityCounts"]["required"]) == {"high", "normal", "low"}
     assert set(schemas["StateCounts"]["required"]) == set(STATES)
     assert schemas["QueueLag"]["properties"]["high"]["type"] == "number"
     assert set(schemas["LastMinute"]["required"]) == {"completed", "failed"}
+    assert set(schemas["LiveWorkers"]["required"]) == {"high", "normal", "low"}
+    due = schemas["Stats"]["properties"]["due_without_workers"]
+    assert due["type"] == "array" and set(due["items"]["enum"]) == {"high", "normal", "low"}
 
 
 @pytest.mark.parametrize(
@@ -216,3 +238,116 @@ async def test_swagger_ui_loads_from_local_files_only(
         assert (await client.get(asset)).status == 200
     missing = await client.get("/api/docs/static/nope.js")
     assert missing.status == 404 and missing.content_type == "application/json"
+
+
+def _plain(node: Any, components: dict[str, Any]) -> Any:
+    """An OpenAPI 3.0 schema as plain JSON Schema: $refs inlined, `nullable` as a null type."""
+    if isinstance(node, list):
+        return [_plain(item, components) for item in node]
+    if not isinstance(node, dict):
+        return node
+    if "$ref" in node:
+        return _plain(components[node["$ref"].rsplit("/", 1)[1]], components)
+    plain = {k: _plain(v, components) for k, v in node.items() if k not in ("nullable", "example")}
+    return {"anyOf": [plain, {"type": "null"}]} if node.get("nullable") else plain
+
+
+_FORMATS = jsonschema.FormatChecker()
+
+
+@_FORMATS.checks("date-time", raises=ValueError)
+def _date_time(value: object) -> bool:
+    # What the API writes: ISO 8601 with an offset (rfc3339-validator is not a dependency).
+    return not isinstance(value, str) or datetime.fromisoformat(value).tzinfo is not None
+
+
+def _check(example: Any, schema: dict[str, Any], components: dict[str, Any], where: str) -> None:
+    validator = jsonschema.Draft7Validator(_plain(schema, components), format_checker=_FORMATS)
+    errors = [f"{list(e.absolute_path)}: {e.message}" for e in validator.iter_errors(example)]
+    assert not errors, (where, errors)
+
+
+@pytest.mark.parametrize("tokens", [[], ["secret-token"]], ids=["open", "tokens"])
+def test_every_schema_and_answer_has_an_example_that_fits_it(
+    database_url: str, tokens: list[str]
+) -> None:
+    document = create_app(make_config(database_url, api__tokens=tokens))[SWAGGER_DICT]
+    components = document["components"]["schemas"]
+    for name, schema in components.items():
+        assert "example" in schema, name
+        _check(schema["example"], schema, components, name)
+    media_types = []
+    for path, operations in document["paths"].items():
+        for method, spec in operations.items():
+            bodies = {"request": spec.get("requestBody", {})} | spec["responses"]
+            for code, answer in bodies.items():
+                for kind, media in answer.get("content", {}).items():
+                    media_types.append(kind)
+                    where = f"{method} {path} {code} {kind}"
+                    schema = media["schema"]
+                    if "example" in media:
+                        _check(media["example"], schema, components, where)
+                    else:  # the schema's own example is shown
+                        assert "$ref" in schema, where
+    assert {"application/json", "text/plain", "text/html"} == set(media_types)
+
+
+async def test_the_examples_are_what_the_api_answers(
+    aiohttp_client: MakeClient, database_url: str, sql: Any
+) -> None:
+    config = make_config(database_url, api__max_body_bytes=1024)
+    client = await aiohttp_client(create_app(config))
+    document = await (await client.get("/api/openapi")).json()
+    paths, schemas = document["paths"], document["components"]["schemas"]
+
+    def example(path: str, method: str, code: str) -> Any:
+        return paths[path][method]["responses"][code]["content"]["application/json"]["example"]
+
+    async def answer(method: str, path: str, **kwargs: Any) -> tuple[int, Any]:
+        response = await client.request(method, path, **kwargs)
+        return response.status, await response.json()
+
+    create = "/api/tasks"
+    json_body = {"Content-Type": "application/json"}
+    assert await answer("POST", create, data=examples.MALFORMED_BODY, headers=json_body) == (
+        400, example(create, "post", "400")
+    )  # fmt: skip
+    assert await answer("POST", create, json=examples.INVALID_TASK) == (
+        422, example(create, "post", "422")
+    )  # fmt: skip
+    batch = examples.invalid_batch(config)
+    assert await answer("POST", "/api/tasks/batch", json=batch) == (
+        422, example("/api/tasks/batch", "post", "422")
+    )  # fmt: skip
+    assert await answer("GET", create, params=examples.INVALID_QUERY) == (
+        422, example(create, "get", "422")
+    )  # fmt: skip
+    assert await answer("POST", create, data=b"{" + b" " * 2048 + b"}", headers=json_body) == (
+        413, example(create, "post", "413")
+    )  # fmt: skip
+    one = f"/api/tasks/{examples.TASK_ID}"
+    assert await answer("GET", one) == (404, example("/api/tasks/{id}", "get", "404"))
+    sql.execute("INSERT INTO tasks (id, type, state) VALUES (%s, 'report', 'completed')", (42,))
+    assert await answer("POST", one + "/cancel") == (
+        409, example("/api/tasks/{id}/cancel", "post", "409")
+    )  # fmt: skip
+    sql.execute("UPDATE tasks SET state = 'running'")
+    assert await answer("POST", one + "/retry") == (
+        409, example("/api/tasks/{id}/retry", "post", "409")
+    )  # fmt: skip
+    # The request examples are accepted, and the created task has the example's fields.
+    status, created = await answer("POST", create, json=schemas["TaskCreate"]["example"])
+    assert status == 201 and set(created) == set(example(create, "post", "201"))
+    status, ids = await answer("POST", "/api/tasks/batch", json=schemas["TaskBatch"]["example"])
+    assert status == 201 and len(ids["ids"]) == len(schemas["BatchCreated"]["example"]["ids"])
+
+
+async def test_the_401_example_is_what_the_api_answers(
+    aiohttp_client: MakeClient, database_url: str
+) -> None:
+    client = await aiohttp_client(create_app(make_config(database_url, api__tokens=["t"])))
+    document = await (await client.get("/api/openapi")).json()
+    documented = document["paths"]["/api/tasks"]["get"]["responses"]["401"]["content"]
+    response = await client.get("/api/tasks")
+    assert response.status == 401
+    assert await response.json() == documented["application/json"]["example"]

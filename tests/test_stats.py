@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+import contextlib
+from collections.abc import Awaitable, Callable, Iterator
 
 import psycopg2.extensions
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
-from asynctask.core import stats
+from asynctask.core import db, stats
 from asynctask.core.config import Config
+from asynctask.core.connections import connect
 from asynctask.core.errors import DatabaseUnavailable
 from asynctask.core.models import STATES
 from asynctask.core.stats import CachedStats, Snapshot
@@ -45,13 +47,58 @@ async def test_stats_counts_lag_and_last_minute(client: Client, sql: Cursor) -> 
     response = await client.get("/api/stats")
     assert response.status == 200 and response.content_type == "application/json"
     body = await response.json()
-    assert set(body) == {"counts", "queue_lag_seconds", "last_minute"}
+    assert set(body) == {
+        "counts", "queue_lag_seconds", "last_minute", "workers", "due_without_workers"
+    }  # fmt: skip
     assert body["counts"]["high"] == {**dict.fromkeys(STATES, 0), "available": 2, "cancelled": 1}
     assert body["counts"]["normal"] == {**dict.fromkeys(STATES, 0), "running": 1, "completed": 4}
     assert body["counts"]["low"] == {**dict.fromkeys(STATES, 0), "completed": 3, "failed": 2}
     assert 30 <= body["queue_lag_seconds"]["high"] < 60
     assert body["queue_lag_seconds"]["normal"] == body["queue_lag_seconds"]["low"] == 0
     assert body["last_minute"] == {"completed": 4, "failed": 2}
+    assert body["workers"] == {"high": 0, "normal": 0, "low": 0}
+    assert body["due_without_workers"] == ["high"]  # normal's only task is running, not due
+
+
+@contextlib.contextmanager
+def worker_sessions(database_url: str, *slots: str) -> Iterator[None]:
+    """Connections named as workers name theirs, from the point of view of pg_stat_activity."""
+    conns = [
+        psycopg2.connect(database_url, application_name=f"asynctask worker {slot}")
+        for slot in slots
+    ]
+    try:
+        yield
+    finally:
+        for conn in conns:
+            conn.close()
+
+
+async def test_stats_flag_due_tasks_of_a_priority_without_a_live_worker(
+    aiohttp_client: MakeClient, database_url: str, sql: Cursor
+) -> None:
+    client = await aiohttp_client(create_app(make_config(database_url)))
+    insert(sql, 1, "available", 1)  # due
+    insert(sql, 2, "retrying", 1)  # due
+    insert(sql, 3, "available", 1, scheduled_at="now() + interval '1 hour'")  # not due yet
+    with worker_sessions(database_url, "high_1", "high_2", "low_1"):
+        body = await (await client.get("/api/stats")).json()
+    assert body["workers"] == {"high": 2, "normal": 0, "low": 1}
+    assert body["due_without_workers"] == ["normal"]
+    metrics = await (await client.get("/metrics")).text()
+    assert 'asynctask_workers{priority="high"} 2.0' in metrics
+    assert 'asynctask_workers{priority="normal"} 0.0' in metrics
+
+
+async def test_only_this_databases_workers_count(config: Config) -> None:
+    # Workers serving another database (another queue on the same server) do not serve this one.
+    other = psycopg2.extensions.make_dsn(config.database.url, dbname="postgres")
+    with worker_sessions(other, "normal_1"):
+        conn = await connect(str(config.database.url))
+        try:
+            assert await db.live_workers(conn) == {"high": 0, "normal": 0, "low": 0}
+        finally:
+            conn.close()
 
 
 async def test_stats_of_an_empty_table(client: Client) -> None:

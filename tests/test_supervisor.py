@@ -9,6 +9,7 @@ import itertools
 import json
 import multiprocessing
 import os
+import re
 import signal
 import socket
 import statistics
@@ -665,3 +666,97 @@ def test_the_api_command_supervises_its_processes_when_there_are_several(
         assert api.wait(30) == 0
     finally:
         api.kill()
+
+
+def test_ctrl_c_is_logged_as_a_requested_stop_that_waits_for_the_running_task(
+    database_url: str, sql: Cursor, tmp_path: Path
+) -> None:
+    # `asynctask run` in a terminal: Ctrl-C sends SIGINT to the whole process group, so the API
+    # and the workers get it too, besides the supervisor's own SIGTERM.
+    config = tmp_path / "config.yaml"
+    config.write_text(
+        json.dumps(
+            {
+                "database": {"url": database_url},
+                "handlers": TEST_HANDLERS,
+                "priority_queues": {"high": 1, "normal": 0, "low": 0},
+                "shutdown_timeout_seconds": 20,
+            }
+        )
+    )
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    command = [sys.executable, "-m", "asynctask.cli", "run", "--config", str(config)]
+    log_path = tmp_path / "run.log"
+    with log_path.open("w") as log:
+        process = subprocess.Popen(
+            [*command, "--port", str(port)], stderr=log, start_new_session=True
+        )
+    try:
+        wait_until(lambda: _accepts(port) and listening(sql) == 1, timeout=30)
+        sql.execute(
+            "INSERT INTO tasks (type, priority, data) VALUES ('sleepy', 1, '{\"seconds\": 1}')"
+        )
+        wait_until(lambda: count(sql, "state = 'running'") == 1)
+        os.killpg(process.pid, signal.SIGINT)
+        assert process.wait(timeout=30) == 0
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+    text = log_path.read_text()
+    assert (
+        "stopping 2 processes; 1 task is running (high_1: task 1): waiting up to 20 s for it"
+        " to finish (shutdown_timeout_seconds), then it is cut off and retried later" in text
+    ), text
+    assert count(sql, "state = 'completed'") == 1
+    for name in ("api", "high_1"):
+        assert re.search(rf"supervisor: {name} \(pid \d+\) stopped\n", text), text
+    assert "exited" not in text and "killed" not in text, text
+
+
+def test_the_stop_notice_names_every_running_task_or_says_none_runs() -> None:
+    from types import SimpleNamespace
+
+    from asynctask.workers.supervisor import stop_notice
+
+    def child(name: str, task: int | None, alive: bool = True) -> Any:
+        return SimpleNamespace(name=name, running_task=task, process=object() if alive else None)
+
+    idle = [child("high_1", None), child("api", None), child("low_1", 9, alive=False)]
+    assert stop_notice(idle, 30) == "stopping 2 processes; no task is running"
+    busy = [child("high_1", 7), child("high_2", None), child("normal_1", 12)]
+    assert stop_notice(busy, 2.5) == (
+        "stopping 3 processes; 2 tasks are running (high_1: task 7, normal_1: task 12): waiting"
+        " up to 2.5 s for them to finish (shutdown_timeout_seconds), then they are cut off and"
+        " retried later"
+    )
+
+
+def test_the_heartbeat_file_is_touched_while_the_loop_turns_and_removed_at_exit(
+    database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    heartbeat = tmp_path / "alive"
+    monkeypatch.setenv("ASYNCTASK_HEARTBEAT_FILE", str(heartbeat))
+    config = make_config(database_url, priority_queues={"high": 1, "normal": 0, "low": 0})
+    with supervisor(config) as process:
+        first = wait_until(lambda: heartbeat.exists() and heartbeat.stat().st_mtime)
+        wait_until(lambda: heartbeat.stat().st_mtime > first)  # again, about a second later
+        assert stop(process) == 0
+    assert not heartbeat.exists()
+
+
+def test_an_unwritable_heartbeat_file_is_one_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from asynctask.workers.alive import heartbeat_file
+
+    assert heartbeat_file({}) is None and heartbeat_file({"ASYNCTASK_HEARTBEAT_FILE": " "}) is None
+    beat = heartbeat_file({"ASYNCTASK_HEARTBEAT_FILE": str(tmp_path / "missing" / "alive")})
+    assert beat is not None
+    for _ in range(3):
+        beat.beat()  # the first fails and turns it off; the next ones do nothing
+    warnings = [r for r in caplog.records if "ASYNCTASK_HEARTBEAT_FILE" in r.getMessage()]
+    assert len(warnings) == 1 and "no heartbeat file" in warnings[0].getMessage()
+    beat.remove()  # nothing to remove: no error

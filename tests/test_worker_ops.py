@@ -27,6 +27,7 @@ from asynctask.core.config import Config
 from asynctask.core.errors import ConfigError
 from asynctask.core.logs import JsonFormatter, setup_logging
 from asynctask.workers import metrics
+from asynctask.workers.report import describe
 from tests.conftest import TEST_HANDLERS, make_config
 from tests.processes import answers, free_port
 from tests.procs import (
@@ -209,6 +210,42 @@ async def test_task_lines_in_process_at_info(database_url: str, sql: Cursor) -> 
     assert boom["type"] == "boom" and boom["attempt"] == 1 and boom["slot"] == "high_1"
     assert boom["duration"] >= 0 and boom["error"] == "ValueError: boom"
     assert unknown["duration"] is None and "no handler is registered" in unknown["error"]
+
+
+async def test_a_retry_line_says_how_long_the_attempt_ran_and_when_the_next_starts(
+    database_url: str, sql: Cursor
+) -> None:
+    flaky = insert(sql, "flaky", {"succeed_on": 2})
+    with json_lines(logging.INFO) as stream:
+        async with running(make_config(database_url, timeout_milliseconds=100)):
+            await wait_until_async(states_are(sql, [flaky], "completed"))
+    (line,) = events(stream.getvalue(), "task finished")
+    assert line["outcome"] == "retrying" and line["retry_in"] == 0.1
+    assert line["message"] == (
+        f"high_1: task {flaky} (flaky) attempt 1 of 5 failed after {line['duration']:.3f} s;"
+        " retrying in 0.100 s: RuntimeError: flaky failure on attempt 1"
+    )
+
+
+@pytest.mark.parametrize(
+    ("outcome", "seconds", "error", "retry_in", "words"),
+    [
+        ("completed", 0.0021, None, None, "completed in 0.002 s"),
+        ("retrying", 0.0021, "E: x", 1.5, "failed after 0.002 s; retrying in 1.500 s: E: x"),
+        (
+            "failed",
+            2.0,
+            "TimeoutError",
+            None,
+            "failed after 2.000 s; the task failed: TimeoutError",
+        ),
+        ("failed", None, "no handler", None, "failed without running; the task failed: no handler"),
+    ],
+)
+def test_describe_an_attempt_in_words(
+    outcome: str, seconds: float | None, error: str | None, retry_in: float | None, words: str
+) -> None:
+    assert describe(outcome, seconds, error, retry_in) == words
 
 
 def test_json_lines_of_a_real_supervisor(tmp_path: Path, database_url: str, sql: Cursor) -> None:

@@ -54,6 +54,11 @@ class Child:
         """Seconds since it last showed a sign of life (0 for kinds without a heartbeat)."""
         return 0.0
 
+    @property
+    def running_task(self) -> int | None:
+        """The id of the task its process is running now, if it runs tasks and one is running."""
+        return None
+
 
 class WorkerChild(Child):
     """A worker slot (high_2): its link, and the record its dead process left for the next."""
@@ -80,6 +85,12 @@ class WorkerChild(Child):
     def silent_for(self) -> float:
         """Seconds since its event loop last beat."""
         return self.link.silent_for()
+
+    @property
+    def running_task(self) -> int | None:
+        """The task its process runs now (the link says), or None when idle or claiming."""
+        doing = self.link.doing
+        return doing if doing > 0 else None
 
 
 class ServiceChild(Child):

@@ -87,5 +87,5 @@ class TaskExecutor:
         self, task: Task, token: str, event: Event, seconds: float | None, error: str | None
     ) -> Outcome:
         decision = decide(event, task.attempts, task.max_attempts, self.config.retry)
-        self.report.finished(task, decision.state, seconds, error)
+        self.report.finished(task, decision.state, seconds, error, decision.delay_ms)
         return Outcome(task.id, token, decision, error)

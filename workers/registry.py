@@ -39,6 +39,21 @@ def import_target(task_type: str, target: str) -> Callable[..., Any]:
     return function  # type: ignore[no-any-return]
 
 
+def check_signature(task_type: str, target: str, function: Callable[..., Any]) -> None:
+    """Refuse a handler that cannot be called with one positional argument, the task."""
+    try:
+        signature = inspect.signature(function)
+    except (TypeError, ValueError):  # some builtins have none to show: let the call decide
+        return
+    try:
+        signature.bind(object())
+    except TypeError:
+        raise HandlerImportError(
+            f"handlers.{task_type}: {target!r} must take one positional argument, the task"
+            f" (it is {getattr(function, '__name__', target)}{signature})"
+        ) from None
+
+
 def load_handlers(config: Config) -> dict[str, Handler]:
     """Import every configured handler; raises HandlerImportError on the first bad one."""
     return {
@@ -48,6 +63,7 @@ def load_handlers(config: Config) -> dict[str, Handler]:
 
 def _load(task_type: str, spec: HandlerConfig, config: Config) -> Handler:
     function = import_target(task_type, spec.target)
+    check_signature(task_type, spec.target, function)
     return Handler(
         function=function,
         is_async=inspect.iscoroutinefunction(function),

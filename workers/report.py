@@ -24,9 +24,18 @@ class TaskReport:
         self.metrics = metrics
 
     def finished(
-        self, task: Task, outcome: str, seconds: float | None, error: str | None = None
+        self,
+        task: Task,
+        outcome: str,
+        seconds: float | None,
+        error: str | None = None,
+        retry_in_ms: int | None = None,
     ) -> None:
-        """One attempt ended as `outcome`; `seconds` is None when no handler ran."""
+        """One attempt ended as `outcome`; `seconds` is None when no handler ran.
+
+        `retry_in_ms` is the wait before the next attempt (retrying only): the line says both
+        how long this attempt ran and when the next one starts.
+        """
         # The hot path of a drain: with metrics off and completions below the log level this is
         # one None check and one cached level lookup.
         if self.metrics is not None:
@@ -34,26 +43,44 @@ class TaskReport:
         level = LEVELS[outcome]
         if not log.isEnabledFor(level):
             return
-        took = "" if seconds is None else f" after {seconds:.3f} s"
-        reason = "" if error is None else f": {error.splitlines()[0]}"
+        first_line = None if error is None else error.splitlines()[0]
+        retry_in = None if retry_in_ms is None else retry_in_ms / 1000
         log.log(
             level,
-            "%s: task %s (%s) attempt %s %s%s%s",
+            "%s: task %s (%s) attempt %s of %s %s",
             self.slot,
             task.id,
             task.type,
             task.attempts,
-            outcome,
-            took,
-            reason,
+            task.max_attempts,
+            describe(outcome, seconds, first_line, retry_in),
             extra={
                 "event": "task finished",
                 "slot": self.slot,
                 "task_id": task.id,
                 "type": task.type,
                 "attempt": task.attempts,
+                "max_attempts": task.max_attempts,
                 "outcome": outcome,
                 "duration": None if seconds is None else round(seconds, 6),
-                "error": None if error is None else error.splitlines()[0],
+                "retry_in": retry_in,
+                "error": first_line,
             },
         )
+
+
+def describe(outcome: str, seconds: float | None, error: str | None, retry_in: float | None) -> str:
+    """How an attempt ended, in words: "failed after 0.002 s; retrying in 1.000 s: Error: x"."""
+    if seconds is None:
+        ran = "without running"
+    elif outcome == "completed":
+        ran = f"in {seconds:.3f} s"
+    else:
+        ran = f"after {seconds:.3f} s"
+    if outcome == "completed":
+        return f"completed {ran}"
+    if outcome == "retrying":
+        then = "retrying" if retry_in is None else f"retrying in {retry_in:.3f} s"
+    else:
+        then = "the task failed"
+    return f"failed {ran}; {then}" + ("" if error is None else f": {error}")

@@ -23,6 +23,7 @@ from typing import Any
 from asynctask.core import backoff
 from asynctask.core.config import Config
 from asynctask.workers import registry
+from asynctask.workers.alive import heartbeat_file
 from asynctask.workers.children import Child, ServiceChild, ServiceSpec, WorkerChild, close_process
 from asynctask.workers.link import SlotLink
 from asynctask.workers.metrics import (
@@ -39,6 +40,9 @@ TICK_SECONDS = 1.0
 STABLE_SECONDS = 30.0  # a child that lived this long resets its slot's restart backoff
 STOP_GRACE_SECONDS = 5.0  # beyond shutdown_timeout_seconds, before SIGKILL
 WATCHDOG_GRACE_SECONDS = 10.0  # beyond the longest task timeout, before a silent child is killed
+# Exit codes of a child that stopped as a stop asks: by itself, or by the SIGTERM we sent it or the
+# SIGINT a terminal's Ctrl-C sends the whole process group.
+ASKED_TO_STOP = (0, -signal.SIGTERM, -signal.SIGINT)
 
 
 # Imported once by the forkserver, so each worker it forks starts with them in place (a spawned
@@ -89,6 +93,7 @@ class Supervisor:
         self.stopping = False
         self._wakeup_r = -1
         self.metrics: SupervisorMetrics | None = None
+        self.heartbeat = heartbeat_file()  # a container's liveness check (workers/alive.py)
 
     def run(self) -> int:
         """Supervise until SIGTERM/SIGINT (exit 0) or a child's config error (exit 1)."""
@@ -116,6 +121,8 @@ class Supervisor:
             os.close(write_end)
             if self.metrics is not None:
                 self.metrics.close()
+            if self.heartbeat is not None:
+                self.heartbeat.remove()
         if self.halt:
             log.error("supervisor stopped: %s", self.halt)
             return 1
@@ -143,6 +150,8 @@ class Supervisor:
         return max(0.0, min(TICK_SECONDS, soonest - time.monotonic()))
 
     def _wait(self, timeout: float) -> None:
+        if self.heartbeat is not None:
+            self.heartbeat.beat()
         sentinels = [c.process.sentinel for c in self.children if c.process is not None]
         wait([*sentinels, self._wakeup_r], timeout)
         with contextlib.suppress(BlockingIOError):
@@ -177,7 +186,10 @@ class Supervisor:
             if self.metrics is not None:
                 self.metrics.process_exited(pid)
             if self.stopping:
-                log.info("%s (pid %s) exited: %s", child.name, pid, cause)
+                if code in ASKED_TO_STOP:  # what the stop asked of it, however it got the signal
+                    log.info("%s (pid %s) stopped", child.name, pid)
+                else:
+                    log.warning("%s (pid %s) exited while stopping: %s", child.name, pid, cause)
                 continue
             child.died(self.host, pid, cause)
             self._after_death(child, pid, code, cause)
@@ -252,7 +264,7 @@ class Supervisor:
         setproctitle("asynctask supervisor (stopping)")  # what ps shows during the grace period
         live = [c.process for c in self.children if c.process is not None]
         grace = self.config.shutdown_timeout_seconds + STOP_GRACE_SECONDS
-        log.info("stopping %d processes (up to %.0f s)", len(live), grace)
+        log.info("%s", stop_notice(self.children, self.config.shutdown_timeout_seconds))
         for process in live:
             process.terminate()
         deadline = time.monotonic() + grace
@@ -270,6 +282,23 @@ class Supervisor:
                 child.process.join()
                 log.info("%s (pid %s) killed", child.name, child.process.pid)
                 close_process(child)
+
+
+def stop_notice(children: Sequence[Child], timeout: float) -> str:
+    """The line that starts a stop: how many processes, and which tasks it waits for, how long."""
+    live = [c for c in children if c.process is not None]
+    running = [f"{c.name}: task {c.running_task}" for c in live if c.running_task is not None]
+    if not running:
+        return f"stopping {len(live)} processes; no task is running"
+    one = len(running) == 1
+    tasks, them, are = (
+        ("1 task is", "it", "it is") if one else (f"{len(running)} tasks are", "them", "they are")
+    )
+    return (
+        f"stopping {len(live)} processes; {tasks} running ({', '.join(running)}): waiting up to"
+        f" {timeout:g} s for {them} to finish (shutdown_timeout_seconds), then {are} cut off"
+        " and retried later"
+    )
 
 
 def rss_mb(pid: int) -> float:

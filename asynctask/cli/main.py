@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.metadata
 import json
 import logging
 import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+
+import psycopg2.errors
 
 from asynctask.cli.start import (
     migrate,
@@ -19,8 +22,8 @@ from asynctask.cli.start import (
     warn_without_autovacuum,
 )
 from asynctask.core import stats
-from asynctask.core.config import Config, load_config
-from asynctask.core.connections import with_connection
+from asynctask.core.config import Config, default_config_path, load_config
+from asynctask.core.connections import redact, with_connection
 from asynctask.core.errors import AsyncTaskError, ConfigError
 from asynctask.core.exposure import check_exposure
 from asynctask.core.logs import setup_logging
@@ -29,44 +32,84 @@ from asynctask.embedded import with_database
 log = logging.getLogger("asynctask")
 
 
+CONFIG_HELP = """\
+The config file is the first of: --config PATH (before or after the command),
+$ASYNCTASK_CONFIG, ./config.yaml, the default shipped inside the package.
+Handler modules (handlers: in the config) are imported from the working
+directory, then from the config file's directory."""
+
+
 def build_parser() -> argparse.ArgumentParser:
-    """The argument parser; every command takes --config."""
+    """The argument parser; every command takes --config, before or after its name."""
+    # SUPPRESS, not None: a subparser's default would overwrite a --config given before the
+    # command (argparse copies every attribute of the subcommand's namespace onto the main one).
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--config", type=Path, default=argparse.SUPPRESS, metavar="PATH", help="the config file"
+    )
     parser = argparse.ArgumentParser(
-        prog="asynctask", description="A PostgreSQL-backed task queue service."
+        prog="asynctask",
+        description="A PostgreSQL-backed task queue service.",
+        parents=[common],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=CONFIG_HELP,
     )
-    parser.add_argument(
-        "--config",
-        type=Path,
-        default=None,
-        help="config file (default: $ASYNCTASK_CONFIG, else ./config.yaml)",
-    )
+    parser.add_argument("--version", action="version", version=f"asynctask {version()}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    commands.add_parser("migrate", help="create the database if needed and apply schema.sql")
-    api = commands.add_parser("api", help="serve the HTTP API")
-    api.add_argument("--host", help="listen address (default: api.host)")
-    api.add_argument("--port", type=int, help="listen port (default: api.port)")
-    commands.add_parser("workers", help="run the supervisor and its worker processes")
-    run = commands.add_parser("run", help="migrate, then api and workers together")
-    run.add_argument("--host", help="listen address (default: api.host)")
-    run.add_argument("--port", type=int, help="listen port (default: api.port)")
-    show = commands.add_parser("stats", help="print task counts, queue lag and the last minute")
+
+    def command(name: str, summary: str) -> argparse.ArgumentParser:
+        return commands.add_parser(
+            name,
+            help=summary,
+            description=summary,
+            parents=[common],
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+            epilog=CONFIG_HELP,
+        )
+
+    command("migrate", "create the database if needed and apply schema.sql (safe to repeat)")
+    api = command("api", "serve the HTTP API")
+    command("workers", "run the supervisor and its worker processes")
+    run = command("run", "migrate, then the API and the workers together; Ctrl-C stops all")
+    for listener in (api, run):
+        listener.add_argument("--host", help="listen address (default: api.host)")
+        listener.add_argument("--port", type=int, help="listen port (default: api.port)")
+    show = command("stats", "print task counts, queue lag, live workers and the last minute")
     show.add_argument("--json", action="store_true", help="print the JSON of GET /api/stats")
     return parser
+
+
+def version() -> str:
+    """The installed distribution's version (0.0.0 when run from a bare source tree)."""
+    try:
+        return importlib.metadata.version("asynctask")
+    except importlib.metadata.PackageNotFoundError:
+        return "0.0.0"
 
 
 async def read_stats(config: Config) -> stats.Snapshot:
     """One statistics snapshot straight from the database (no cache: one run, one query)."""
     url, timeout = str(config.database.url), config.database.connect_timeout_seconds
-    return await with_connection(url, timeout, stats.read_snapshot)
+    try:
+        return await with_connection(url, timeout, stats.read_snapshot)
+    except psycopg2.errors.UndefinedTable:
+        raise AsyncTaskError(
+            f"the database {redact(url)} has no tasks table; run asynctask migrate"
+        ) from None
 
 
 def stats_table(snapshot: stats.Snapshot) -> str:
-    """The snapshot as plain text: a priority x state table with the lag, then the last minute."""
+    """The snapshot as text: counts, lag, live workers per priority; last minute; warnings."""
     states = list(next(iter(snapshot.counts.values())))
-    header = ["priority", *states, "lag (s)"]
+    header = ["priority", *states, "lag (s)", "workers"]
     lag = snapshot.queue_lag_seconds
     rows = [
-        [priority, *(str(counts[state]) for state in states), f"{lag[priority]:.1f}"]
+        [
+            priority,
+            *(str(counts[state]) for state in states),
+            f"{lag[priority]:.1f}",
+            str(snapshot.workers[priority]),
+        ]
         for priority, counts in snapshot.counts.items()
     ]
     widths = [max(len(row[i]) for row in (header, *rows)) for i in range(len(header))]
@@ -78,7 +121,12 @@ def stats_table(snapshot: stats.Snapshot) -> str:
         for row in (header, *rows)
     ]
     finished = ", ".join(f"{state} {n}" for state, n in snapshot.last_minute.items())
-    return "\n".join([*lines, "", f"last minute: {finished}"])
+    warnings = [
+        f"warning: {priority} tasks are due and no {priority} worker is connected to this"
+        f" database; they wait until one is (priority_queues.{priority} is 0 where workers run?)"
+        for priority in snapshot.due_without_workers
+    ]
+    return "\n".join([*lines, "", f"last minute: {finished}", *warnings])
 
 
 def _listen_address(config: Config, args: argparse.Namespace) -> tuple[str, int]:
@@ -89,18 +137,36 @@ def _listen_address(config: Config, args: argparse.Namespace) -> tuple[str, int]
     return host, port
 
 
+def add_handler_paths(config_path: Path) -> None:
+    """Put the working directory, then the config file's directory, first on sys.path.
+
+    Handlers are named `module:function` relative to where the user runs asynctask (as gunicorn
+    and celery do), or to the config file that names them, so `asynctask --config
+    myapp/config.yaml workers` finds myapp/'s modules from the parent folder too. A console script
+    puts neither on sys.path by itself; spawned workers inherit sys.path.
+    """
+    # abspath, not resolve(): a Kubernetes ConfigMap's file is a symlink into a hidden folder.
+    wanted = [os.getcwd()]
+    if config_path.is_file():
+        wanted.append(os.path.dirname(os.path.abspath(config_path)))
+    wanted = list(dict.fromkeys(wanted))
+    sys.path[:] = wanted + [entry for entry in sys.path if entry not in wanted]
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the console script; returns the process exit code."""
     args = build_parser().parse_args(argv)
-    # Handlers are named `module:function` relative to where the user runs asynctask (as gunicorn
-    # and celery do); a console script does not put the working directory on sys.path by itself.
-    # Spawned workers inherit sys.path, so they import the same modules.
-    if os.getcwd() not in sys.path:
-        sys.path.insert(0, os.getcwd())
+    path: Path | None = getattr(args, "config", None)
+    add_handler_paths(path or default_config_path(os.environ))
     try:
-        config = load_config(args.config)
+        config = load_config(path)
         if args.command in ("api", "run"):
             check_exposure(config.api, args.host or config.api.host)
+        if args.command in ("api", "workers", "run") and not config.handlers:
+            raise ConfigError(
+                "handlers: no task type is configured, so there is nothing to accept or run"
+                " (add one, e.g. handlers: {report: my_module:report})"
+            )
     except AsyncTaskError as exc:
         print(f"asynctask: {exc}", file=sys.stderr)
         return 2

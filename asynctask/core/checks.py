@@ -8,6 +8,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import psycopg2
+import psycopg2.extensions
+
+from asynctask.core.connections import redact
 from asynctask.core.errors import ConfigError
 
 MAX_INT32 = 2_147_483_647
@@ -94,3 +98,37 @@ def host_names(key: str, value: Any) -> tuple[str, ...]:
     if not isinstance(value, list) or not all(isinstance(v, str) and v.strip() for v in value):
         raise fail(key, value, "a list of host names such as localhost or tasks.example.com")
     return tuple(v.strip().strip("[]").rstrip(".").lower() for v in value)
+
+
+_URL_EXAMPLE = "postgresql://user:password@host:5432/dbname"
+
+
+def database_url(key: str, value: Any) -> str:
+    """A libpq connection string: a postgresql:// URL, or key=value settings (host=... dbname=...).
+
+    Checked at load, so a wrong one stops every command with one line instead of a driver error.
+    """
+    url = text(key, value)
+    why = _url_problem(url)
+    if why is not None:
+        raise fail(key, redact(url), f"a PostgreSQL URL such as {_URL_EXAMPLE}; {why}")
+    return url
+
+
+def _url_problem(url: str) -> str | None:
+    scheme, separator, _ = url.partition("://")
+    if separator and scheme not in ("postgresql", "postgres"):
+        if scheme.startswith(("postgresql+", "postgres+")):
+            driver = scheme.partition("+")[2]
+            return f"{scheme}:// is SQLAlchemy's form: drop the +{driver}"
+        return f"the scheme {scheme}:// is not postgresql:// or postgres://"
+    try:
+        settings = psycopg2.extensions.parse_dsn(url)
+    except psycopg2.ProgrammingError as exc:
+        if not separator:
+            return "it is neither a URL nor libpq's key=value settings"
+        return str(exc).strip().splitlines()[0].removeprefix("invalid dsn: ")
+    for port in settings.get("port", "").split(","):
+        if port and not (port.isdigit() and 1 <= int(port) <= 65535):
+            return f"port {port!r} is not a TCP port from 1 to 65535"
+    return None

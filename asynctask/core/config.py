@@ -7,6 +7,7 @@ the value, and what is allowed, in one line.
 
 from __future__ import annotations
 
+import difflib
 import os
 import re
 from collections.abc import Mapping
@@ -123,7 +124,7 @@ class Config:
 # Every scalar key: dotted path -> checker. The environment variable of a key is ASYNCTASK_ plus the
 # path upper-cased with dots as underscores (api.port -> ASYNCTASK_API_PORT).
 _SCALARS: dict[str, checks.Check] = {
-    "database.url": checks.optional(checks.text),
+    "database.url": checks.optional(checks.database_url),
     "database.pool_size": checks.integer(1, 1000),
     "database.connect_timeout_seconds": checks.number(0, 600),
     "database.prepared_statements": checks.boolean,
@@ -253,11 +254,15 @@ def _flatten(raw: Mapping[str, Any]) -> dict[str, tuple[str, Any]]:
 
 
 def _known(key: str) -> None:
-    if key not in _SCALARS:
-        prefix = key.rsplit(".", 1)[0] + "." if "." in key else ""
-        siblings = sorted(k[len(prefix) :] for k in _SCALARS if k.startswith(prefix))
-        siblings = [k for k in siblings if "." not in k] + (["handlers"] if not prefix else [])
-        raise ConfigError(f"{key}: unknown key (allowed here: {', '.join(sorted(siblings))})")
+    if key in _SCALARS:
+        return
+    prefix, _, name = key.rpartition(".")
+    start = prefix + "." if prefix else ""
+    names = {k[len(start) :].split(".")[0] for k in _SCALARS if k.startswith(start)}
+    allowed = sorted(names | (set() if prefix else {"handlers"}))
+    close = difflib.get_close_matches(name, allowed, n=1, cutoff=0.6)
+    hint = f"; did you mean {close[0]}?" if close else ""
+    raise ConfigError(f"{key}: unknown key{hint} (allowed here: {', '.join(allowed)})")
 
 
 def _env_value(key: str, text: str) -> Any:

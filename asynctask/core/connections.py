@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any, TypeVar
-from urllib.parse import urlsplit, urlunsplit
 
 import aiopg
 import psycopg2
@@ -38,13 +38,18 @@ TCP_SETTINGS = {
 }
 
 
+# A password in a URL's user part (scheme://user:PASSWORD@), or as libpq's `password=` setting, in
+# key=value form (quoted or not) or in a URL's query; schema.py turns a URL into key=value form.
+_URL_PASSWORD = re.compile(r"^([a-z][a-z0-9+.-]*://[^:/@]*:)[^@/]*@", re.IGNORECASE)
+_QUERY_PASSWORD = re.compile(r"([?&]password=)[^&#]*")
+_SETTING_PASSWORD = re.compile(r"(\bpassword\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)")
+
+
 def redact(url: str) -> str:
-    """The URL with its password replaced by ***, for messages and logs."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-    return urlunsplit(parts._replace(netloc=netloc))
+    """The connection string (URL or key=value) with its password as ***, for messages and logs."""
+    if "://" in url:
+        return _QUERY_PASSWORD.sub(r"\1***", _URL_PASSWORD.sub(r"\1***@", url))
+    return _SETTING_PASSWORD.sub(r"\1***", url)
 
 
 def with_tcp_settings(url: str) -> dict[str, str]:

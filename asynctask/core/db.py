@@ -266,3 +266,22 @@ async def vacuum_settings(conn: aiopg.Connection) -> dict[str, str]:
     """The server's `autovacuum` and `track_counts` ('on'/'off'): autovacuum needs both on."""
     found = await rows(conn, QUERIES["vacuum_settings"])
     return {str(row["name"]): str(row["setting"]) for row in found}
+
+
+# --- first hour (issue 11): priorities with no live worker ---------------------------------------
+
+
+async def live_workers(conn: aiopg.Connection) -> dict[Priority, int]:
+    """Live worker processes per priority, across hosts (0 for a priority nobody serves).
+
+    Live means connected now: a worker's one connection is named `asynctask worker <slot>`. This
+    is the only place that decides it, so a worker registry with heartbeats can replace it.
+    """
+    found = {row["priority"]: row["workers"] for row in await rows(conn, QUERIES["live_workers"])}
+    return {priority: int(found.get(priority.value, 0)) for priority in PRIORITIES}
+
+
+async def due_priorities(conn: aiopg.Connection) -> set[Priority]:
+    """The priorities with at least one due task (available or retrying, scheduled_at passed)."""
+    found = await rows(conn, QUERIES["due_priorities"], [p.number for p in PRIORITIES])
+    return {Priority.of(row["priority"]) for row in found}

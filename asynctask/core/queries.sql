@@ -273,3 +273,26 @@ SELECT 1;
 -- name: vacuum_settings
 -- Whether the server vacuums by itself: autovacuum needs both settings on (checked at start).
 SELECT name, setting FROM pg_settings WHERE name IN ('autovacuum', 'track_counts');
+
+
+-- === first hour (issue 11): which priorities have a live worker ===========================
+
+-- name: live_workers
+-- Worker processes connected to this database, per priority, from any host: each names its one
+-- connection `asynctask worker <priority>_<n>` (application_name), so a live worker is a live
+-- session. db.live_workers is the only caller; a registry with heartbeats can replace this.
+SELECT substring(application_name FROM '^asynctask worker ([a-z]+)_[0-9]+$') AS priority,
+    count(*)::int AS workers
+FROM pg_stat_activity
+WHERE datname = current_database() AND application_name LIKE 'asynctask worker %'
+GROUP BY 1;
+
+
+-- name: due_priorities
+-- The priorities in $1 with at least one due task: one probe of tasks_due_idx each.
+-- params: $1 smallint[] (priorities)
+SELECT p.priority FROM unnest($1::smallint[]) AS p(priority)
+WHERE EXISTS (
+    SELECT 1 FROM tasks
+    WHERE state IN ('available', 'retrying') AND priority = p.priority AND scheduled_at <= now()
+);

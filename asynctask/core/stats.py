@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Final
 
 import aiopg
@@ -32,6 +32,10 @@ class Snapshot:
     counts: dict[Priority, dict[State, int]]
     queue_lag_seconds: dict[Priority, float]
     last_minute: dict[State, int]
+    # Live worker processes per priority (db.live_workers), and the priorities whose due tasks
+    # wait with none of them: a pool of 0 everywhere, or every worker of it gone.
+    workers: dict[Priority, int] = field(default_factory=lambda: dict.fromkeys(PRIORITIES, 0))
+    due_without_workers: tuple[Priority, ...] = ()
 
     def as_json(self) -> dict[str, Any]:
         """The body of GET /api/stats (and of `asynctask stats --json`)."""
@@ -39,6 +43,8 @@ class Snapshot:
             "counts": self.counts,
             "queue_lag_seconds": self.queue_lag_seconds,
             "last_minute": self.last_minute,
+            "workers": self.workers,
+            "due_without_workers": list(self.due_without_workers),
         }
 
 
@@ -46,6 +52,8 @@ async def read_snapshot(conn: aiopg.Connection) -> Snapshot:
     """Query the database once for a snapshot; every priority and state is present (0 if none)."""
     rows = await db.task_counts(conn)
     lag = await db.queue_lag(conn)
+    workers = await db.live_workers(conn)
+    due = await db.due_priorities(conn)
     counts = {priority: dict.fromkeys(STATES, 0) for priority in PRIORITIES}
     last_minute = dict.fromkeys(LAST_MINUTE_STATES, 0)
     for row in rows:
@@ -56,6 +64,8 @@ async def read_snapshot(conn: aiopg.Connection) -> Snapshot:
         counts=counts,
         queue_lag_seconds={priority: float(lag.get(priority, 0.0)) for priority in PRIORITIES},
         last_minute=last_minute,
+        workers=workers,
+        due_without_workers=tuple(p for p in PRIORITIES if p in due and not workers[p]),
     )
 
 
