@@ -15,6 +15,7 @@ from asynctask.core.config import Config
 from asynctask.core.connections import acquire, create_pool
 from asynctask.service import keys, views
 from asynctask.service.group_commit import GroupCommit
+from asynctask.service.inflight import InFlight
 from asynctask.service.metrics import ApiMetrics
 from asynctask.service.middlewares import error_middleware, metrics_middleware, token_middleware
 from asynctask.service.openapi import DOCS_PATH, METRICS_PATH, setup_openapi
@@ -39,6 +40,7 @@ def create_app(config: Config) -> web.Application:
     app[keys.RULES] = TaskRules(config.task_types, config.max_attempts)
     app[keys.STATS] = stats.CachedStats(lambda: _read_stats(app), stats.STATS_CACHE_SECONDS)
     app[keys.METRICS] = ApiMetrics(app[keys.STATS])
+    app[keys.IN_FLIGHT] = InFlight()
     app.cleanup_ctx.append(_pool)
     # allow_head=False: HEAD would repeat every GET in the document, with bodies it cannot have.
     app.router.add_get("/health", views.health, allow_head=False)

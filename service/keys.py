@@ -10,6 +10,7 @@ from aiohttp import web
 from asynctask.core.config import Config
 from asynctask.core.stats import CachedStats
 from asynctask.service.group_commit import GroupCommit
+from asynctask.service.inflight import InFlight
 from asynctask.service.metrics import ApiMetrics
 from asynctask.service.rules import TaskRules
 
@@ -19,3 +20,4 @@ CREATES: Final = web.AppKey("creates", GroupCommit)
 RULES: Final = web.AppKey("rules", TaskRules)
 STATS: Final = web.AppKey("stats", CachedStats)
 METRICS: Final = web.AppKey("metrics", ApiMetrics)
+IN_FLIGHT: Final = web.AppKey("in_flight", InFlight)

@@ -13,8 +13,14 @@ from typing import Any
 from aiohttp import hdrs, web
 from aiohttp.typedefs import Handler
 
-from asynctask.core.errors import DatabaseUnavailable, InvalidTransition, TaskNotFound
+from asynctask.core.errors import (
+    DatabaseUnavailable,
+    InvalidTransition,
+    TaskNotFound,
+    UniqueKeyTaken,
+)
 from asynctask.service import keys
+from asynctask.service.inflight import KeyInFlight
 from asynctask.service.metrics import method_label, route_label
 from asynctask.service.openapi import PUBLIC_PREFIXES
 from asynctask.service.rules import MalformedRequest, ValidationFailed
@@ -86,8 +92,10 @@ async def _answer(request: web.Request, handler: Handler, request_id: str) -> we
         return error_response(400, str(exc))
     except TaskNotFound as exc:
         return error_response(404, str(exc))
-    except InvalidTransition as exc:
+    except (InvalidTransition, UniqueKeyTaken) as exc:
         return error_response(409, str(exc))
+    except KeyInFlight as exc:
+        return error_response(409, str(exc), headers={"Retry-After": "1"})
     except DatabaseUnavailable as exc:
         log.warning("request %s: %s", request_id, exc)
         return error_response(
