@@ -70,11 +70,14 @@ CREATE OR REPLACE FUNCTION asynctask_state(state text, scheduled_at timestamptz)
     AS $$ SELECT CASE WHEN state = 'available' AND scheduled_at > now() THEN 'scheduled'
                       ELSE state END $$;
 
--- The NOTIFY payload of a task due later: "at <epoch seconds>" on its priority's channel, so the
--- pool's leader can move its timer earlier (workers/due.py). A task due now sends its id instead.
-CREATE OR REPLACE FUNCTION asynctask_at(scheduled_at timestamptz) RETURNS text
+-- The NOTIFY payload of tasks due later: "at <epoch seconds> <tag>" on their priority's channel,
+-- so the pool's leader can move its timer earlier (workers/due.py). The tag is the task's id, or
+-- "*" for several tasks due at that instant (the leader then wakes its siblings too); an id also
+-- keeps PostgreSQL from folding two such notifications of one transaction into one. A task due
+-- now sends its bare id instead.
+CREATE OR REPLACE FUNCTION asynctask_at(scheduled_at timestamptz, tag text) RETURNS text
     LANGUAGE sql IMMUTABLE PARALLEL SAFE
-    AS $$ SELECT 'at ' || extract(epoch FROM scheduled_at)::text $$;
+    AS $$ SELECT 'at ' || extract(epoch FROM scheduled_at)::text || ' ' || tag $$;
 
 -- At most one unfinished task per (type, unique_key): the partial unique index decides, so
 -- concurrent creates (group commit, batches, other API processes, asynctask_enqueue) can never
@@ -146,7 +149,8 @@ BEGIN
         RETURNING t.id INTO found_id;
         IF found_id IS NOT NULL THEN
             PERFORM pg_notify(asynctask_channel(number),
-                CASE WHEN due > now() THEN asynctask_at(due) ELSE found_id::text END);
+                CASE WHEN due > now() THEN asynctask_at(due, found_id::text)
+                     ELSE found_id::text END);
             RETURN found_id;
         END IF;
         SELECT t.id INTO found_id FROM tasks AS t

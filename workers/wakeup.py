@@ -69,10 +69,10 @@ class Wakeup:
         self._reading: int | None = None
 
     def notified(self, payload: str) -> None:
-        """Handle one notification's payload ("", a task id, or "at <epoch>" for a later task)."""
-        epoch = parse_at(payload)
-        if epoch is not None:
-            self.timer.at_epoch(epoch)
+        """Handle one notification's payload: "", a task id, or "at <epoch> <tag>" (due later)."""
+        later = parse_at(payload)
+        if later is not None:
+            self.timer.at_epoch(*later)
             return
         alone = self.idle and not self.event.is_set() and payload.isascii() and payload.isdigit()
         if not alone:

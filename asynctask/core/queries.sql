@@ -13,14 +13,15 @@
 -- Create one task and NOTIFY its priority's channel with its id, delivered at commit. The idle
 -- API's case, on the wake-up's critical path (a VALUES insert costs the server less than unnest).
 -- It is due at $5, or $6 seconds from now, or now (never earlier than now); a task due later
--- NOTIFYs "at <epoch>" instead (asynctask_at), for the pool leader's timer.
+-- NOTIFYs "at <epoch> <id>" instead (asynctask_at), for the pool leader's timer.
 -- params: $1 text (type), $2 smallint (priority), $3 int (max_attempts), $4 jsonb (data), $5 timestamptz (scheduled_at), $6 float8 (delay seconds)
 INSERT INTO tasks (type, priority, max_attempts, data, scheduled_at)
 VALUES ($1, $2, $3, $4, greatest(coalesce($5, now() + $6 * interval '1 second'), now()))
 RETURNING id, type, priority, asynctask_state(state, scheduled_at) AS state, attempts,
     max_attempts, scheduled_at, inserted_at, updated_at, started_at, finished_at, last_error,
     unique_key, pg_notify(asynctask_channel(priority),
-        CASE WHEN scheduled_at > now() THEN asynctask_at(scheduled_at) ELSE id::text END) AS notified;
+        CASE WHEN scheduled_at > now() THEN asynctask_at(scheduled_at, id::text)
+            ELSE id::text END) AS notified;
 
 
 -- name: insert_many (prepared)
@@ -28,7 +29,8 @@ RETURNING id, type, priority, asynctask_state(state, scheduled_at) AS state, att
 -- values are handed out in insertion order, and rows go in in input order, so ORDER BY id gives
 -- it back). One NOTIFY per priority touched: the task's id when it is that priority's only new
 -- task due now (an idle pool leader then claims it alone, workers/wakeup.py), else empty (wake
--- the pool); and for tasks due later, one "at <epoch>" with the earliest (see insert_one).
+-- the pool); and for tasks due later, one "at <epoch> <id or *>" with the earliest time, "*"
+-- when several are due then (asynctask_at).
 -- params: $1 text[] (types), $2 smallint[] (priorities), $3 int[] (max_attempts), $4 jsonb[] (data), $5 timestamptz[] (scheduled_at), $6 float8[] (delay seconds)
 WITH input AS (
     SELECT * FROM unnest($1::text[], $2::smallint[], $3::int[], $4::jsonb[], $5::timestamptz[],
@@ -46,8 +48,14 @@ WITH input AS (
         CASE WHEN count(*) = 1 THEN min(id)::text ELSE '' END)
     FROM inserted WHERE scheduled_at <= now() GROUP BY priority
     UNION ALL
-    SELECT pg_notify(asynctask_channel(priority), asynctask_at(min(scheduled_at)))
-    FROM inserted WHERE scheduled_at > now() GROUP BY priority
+    SELECT pg_notify(asynctask_channel(priority), asynctask_at(scheduled_at,
+        CASE WHEN count(*) = 1 THEN min(id)::text ELSE '*' END))
+    FROM (
+        SELECT priority, id, scheduled_at,
+            min(scheduled_at) OVER (PARTITION BY priority) AS earliest
+        FROM inserted WHERE scheduled_at > now()
+    ) AS later
+    WHERE scheduled_at = earliest GROUP BY priority, scheduled_at
 )
 SELECT inserted.* FROM inserted, (SELECT count(*) FROM notified) AS n ORDER BY id;
 
@@ -69,8 +77,14 @@ WITH input AS (
         CASE WHEN count(*) = 1 THEN min(id)::text ELSE '' END)
     FROM inserted WHERE scheduled_at <= now() GROUP BY priority
     UNION ALL
-    SELECT pg_notify(asynctask_channel(priority), asynctask_at(min(scheduled_at)))
-    FROM inserted WHERE scheduled_at > now() GROUP BY priority
+    SELECT pg_notify(asynctask_channel(priority), asynctask_at(scheduled_at,
+        CASE WHEN count(*) = 1 THEN min(id)::text ELSE '*' END))
+    FROM (
+        SELECT priority, id, scheduled_at,
+            min(scheduled_at) OVER (PARTITION BY priority) AS earliest
+        FROM inserted WHERE scheduled_at > now()
+    ) AS later
+    WHERE scheduled_at = earliest GROUP BY priority, scheduled_at
 )
 SELECT id, priority FROM inserted, (SELECT count(*) FROM notified) AS n ORDER BY id;
 
@@ -321,8 +335,14 @@ WITH input AS (
         CASE WHEN count(*) = 1 THEN min(id)::text ELSE '' END)
     FROM inserted WHERE scheduled_at <= now() GROUP BY priority
     UNION ALL
-    SELECT pg_notify(asynctask_channel(priority), asynctask_at(min(scheduled_at)))
-    FROM inserted WHERE scheduled_at > now() GROUP BY priority
+    SELECT pg_notify(asynctask_channel(priority), asynctask_at(scheduled_at,
+        CASE WHEN count(*) = 1 THEN min(id)::text ELSE '*' END))
+    FROM (
+        SELECT priority, id, scheduled_at,
+            min(scheduled_at) OVER (PARTITION BY priority) AS earliest
+        FROM inserted WHERE scheduled_at > now()
+    ) AS later
+    WHERE scheduled_at = earliest GROUP BY priority, scheduled_at
 )
 SELECT input.n, inserted.*
 FROM inserted JOIN input USING (id), (SELECT count(*) FROM notified) AS notes
