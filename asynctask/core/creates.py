@@ -161,7 +161,9 @@ def _pair(task: db.NewRow) -> tuple[str, str]:
     return task.type, task.unique_key
 
 
-def _columns(tasks: Sequence[db.NewRow], keys: Sequence[RequestKey | None]) -> tuple[str, ...]:
+def _columns(
+    tasks: Sequence[db.NewRow], keys: Sequence[RequestKey | None]
+) -> tuple[str | None, ...]:
     plain = db.columns(tasks)
     return (
         *plain,

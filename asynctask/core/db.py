@@ -93,7 +93,7 @@ async def insert_tasks(conn: aiopg.Connection, tasks: Sequence[NewRow]) -> list[
     return [row["id"] for row in found]
 
 
-def columns(tasks: Sequence[NewRow]) -> tuple[str, ...]:
+def columns(tasks: Sequence[NewRow]) -> tuple[str | None, ...]:
     """The plain insert statements' array parameters, as array literals."""
     # Array literals built here and sent as text (the statement casts them): psycopg2's ARRAY[...]
     # adaptation quotes each element in Python and makes the server parse one expression per row;
@@ -109,8 +109,10 @@ def columns(tasks: Sequence[NewRow]) -> tuple[str, ...]:
     )
 
 
-def text_array(values: Sequence[str | None]) -> str:
-    """A text[] literal (None is NULL)."""
+def text_array(values: Sequence[str | None]) -> str | None:
+    """A text[] literal; None (SQL NULL) when every value is None: unnest pads it with NULLs."""
+    if all(v is None for v in values):
+        return None
     quoted = (
         "NULL" if v is None else '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
         for v in values
@@ -118,8 +120,10 @@ def text_array(values: Sequence[str | None]) -> str:
     return "{" + ",".join(quoted) + "}"
 
 
-def number_array(values: Sequence[float | None]) -> str:
-    """A numeric array literal (None is NULL)."""
+def number_array(values: Sequence[float | None]) -> str | None:
+    """A numeric array literal; None when every value is None (as text_array)."""
+    if all(v is None for v in values):
+        return None
     # str() of an int or a float is a literal PostgreSQL reads back exactly.
     return "{" + ",".join("NULL" if v is None else str(v) for v in values) + "}"
 

@@ -309,7 +309,7 @@ SELECT 1;
 -- as insert_many does.
 -- params: $1 text[] (types), $2 smallint[] (priorities), $3 int[] (max_attempts), $4 jsonb[] (data), $5 timestamptz[] (scheduled_at), $6 float8[] (delay seconds), $7 text[] (unique keys), $8 text[] (key scopes), $9 text[] (idempotency keys), $10 text[] (request fingerprints)
 WITH input AS (
-    SELECT i.*, nextval(pg_get_serial_sequence('tasks', 'id')) AS id
+    SELECT i.*, nextval((SELECT pg_get_serial_sequence('tasks', 'id'))) AS id
     FROM unnest($1::text[], $2::smallint[], $3::int[], $4::jsonb[], $5::timestamptz[],
         $6::float8[], $7::text[], $8::text[], $9::text[], $10::text[])
         WITH ORDINALITY AS i(type, priority, max_attempts, data, at, delay, unique_key, scope,
