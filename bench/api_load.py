@@ -92,7 +92,7 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=32)
     parser.add_argument("--seconds", type=float, default=10)
     parser.add_argument("--unique-seconds", type=float, default=10, help="0: no unique phase")
-    parser.add_argument("--batches", type=int, default=20)
+    parser.add_argument("--batches", type=int, default=20, help="0: no batch phase")
     parser.add_argument("--batch-size", type=int, default=10_000)
     args = parser.parse_args()
     port = free_port()
@@ -108,7 +108,8 @@ def main() -> None:
                 )
                 ratio = result["unique_tasks_per_s"] / result["single_tasks_per_s"]
                 result["unique_ratio"] = round(ratio, 3)
-            result.update(asyncio.run(batch(base, args.batches, args.batch_size)))
+            if args.batches > 0:
+                result.update(asyncio.run(batch(base, args.batches, args.batch_size)))
         finally:
             service.stop()
     report("api_load", {"clients": args.clients, **result}, args.json)
