@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Final, NamedTuple
 
 from asynctask.core.checks import MAX_INT32
@@ -53,6 +53,7 @@ NAIVE_DATETIME: Final = "Must include a UTC offset (+00:00 or Z): without one it
 DELAY_RANGE: Final = f"Must be a number from 0 to {MAX_DELAY_SECONDS} (seconds: ten years)."
 NOT_BOTH: Final = "Give scheduled_at or delay_seconds, not both."
 UNIQUE_KEY_LENGTH: Final = f"Length must be between 1 and {UNIQUE_KEY_MAX}."
+_LAST: Final = datetime.max.replace(tzinfo=UTC)
 # What _data_json answers instead of JSON text (none of them is JSON).
 _DATA_PROBLEMS: Final = frozenset({NOT_OBJECT, TOO_DEEP, NOT_FINITE, NUL_OR_SURROGATE})
 
@@ -213,7 +214,12 @@ def _when(
 
 
 def parse_datetime(value: Any) -> datetime | str:
-    """An ISO 8601 time with a UTC offset, or the message saying why it is not one."""
+    """An ISO 8601 time with a UTC offset, in UTC, or the message saying why it is not one.
+
+    In UTC because PostgreSQL takes offsets up to 15:59 only (RFC 3339 allows 23:59). A time
+    before year 1 in UTC is taken as year 1 (any past time means now), one after 9999 as the
+    last instant of 9999 (what a reader of the task can still parse).
+    """
     if type(value) is not str:
         return NOT_DATETIME
     try:
@@ -221,7 +227,12 @@ def parse_datetime(value: Any) -> datetime | str:
         parsed = datetime.fromisoformat(value.upper())
     except ValueError:
         return NOT_DATETIME
-    return NAIVE_DATETIME if parsed.utcoffset() is None else parsed
+    if parsed.utcoffset() is None:
+        return NAIVE_DATETIME
+    try:
+        return parsed.astimezone(UTC)
+    except OverflowError:
+        return datetime.min.replace(tzinfo=UTC) if parsed.year == 1 else _LAST
 
 
 def _unique_key_problem(value: Any) -> str | None:

@@ -102,6 +102,21 @@ async def test_a_past_time_means_now(client: Client) -> None:
     assert task["state"] == "available" and task["scheduled_at"] == task["inserted_at"]
 
 
+@pytest.mark.parametrize(
+    ("at", "state"),
+    [
+        ("0211-04-28T16:26:11+18:48", "available"),  # an offset past PostgreSQL's 15:59
+        ("0001-01-01t00:00:00+14:00", "available"),  # before year 1 in UTC; a lower-case t
+        ("9999-12-31T23:59:59-05:00", "scheduled"),  # after 9999 in UTC: its last instant
+    ],
+)
+async def test_any_rfc_3339_time_is_taken(client: Client, at: str, state: str) -> None:
+    response = await client.post("/api/tasks", json={"type": "ok", "scheduled_at": at})
+    assert response.status == 201 and (await response.json())["state"] == state
+    again = await client.get(response.headers["Location"])
+    assert again.status == 200
+
+
 async def test_a_scheduled_task_can_be_cancelled(client: Client) -> None:
     task = await (await client.post("/api/tasks", json={"type": "ok", "delay_seconds": 30})).json()
     cancelled = await client.post(f"/api/tasks/{task['id']}/cancel")
