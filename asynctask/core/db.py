@@ -98,7 +98,9 @@ def columns(tasks: Sequence[NewRow]) -> tuple[str | None, ...]:
     # Array literals built here and sent as text (the statement casts them): psycopg2's ARRAY[...]
     # adaptation quotes each element in Python and makes the server parse one expression per row;
     # a literal is one string, parsed in one pass, which halves the batch insert.
-    types, priorities, attempts, data, at, delay, _ = zip(*tasks, strict=True)
+    # Rows of the first four fields alone (callers from before tasks for later) are due now.
+    types, priorities, attempts, data, *rest = zip(*tasks, strict=True)
+    at, delay = (rest[0], rest[1]) if rest else ((), ())
     return (
         text_array(types),
         number_array(priorities),
