@@ -20,11 +20,11 @@ setup(
     # they install as asynctask.service and asynctask.workers (find_packages follows the links,
     # and the wheel holds real files). Nothing named `service` or `workers` reaches site-packages.
     packages=find_packages(include=["asynctask", "asynctask.*"]),
-    # schema.sql and the default config ship inside the package: an installed wheel (the
-    # container image) has no source tree to read them from.
+    # schema.sql, queries.sql and the default config ship inside the package: an installed wheel
+    # (the container image) has no source tree to read them from.
     package_data={
         "asynctask": ["py.typed"],
-        "asynctask.core": ["schema.sql", "default_config.yaml"],
+        "asynctask.core": ["schema.sql", "queries.sql", "default_config.yaml"],
     },
     install_requires=[
         "aiohttp>=3.10,<4",
