@@ -58,3 +58,110 @@ CREATE INDEX IF NOT EXISTS tasks_due_idx
 CREATE INDEX IF NOT EXISTS tasks_running_idx
     ON tasks (lease_expires_at)
     WHERE state = 'running';
+
+
+-- === Producer features (issue 13): tasks for later, unique keys, Idempotency-Key, enqueue in SQL ===
+
+-- A task due later is stored `available` with a future scheduled_at: the claim (scheduled_at <=
+-- now()) and tasks_due_idx take it when its time comes, without anything moving it. Every answer
+-- shows it as `scheduled` through this function (asynctask.core.models.State.SCHEDULED; inlined).
+CREATE OR REPLACE FUNCTION asynctask_state(state text, scheduled_at timestamptz) RETURNS text
+    LANGUAGE sql STABLE PARALLEL SAFE
+    AS $$ SELECT CASE WHEN state = 'available' AND scheduled_at > now() THEN 'scheduled'
+                      ELSE state END $$;
+
+-- The NOTIFY payload of tasks due later: "at <epoch seconds> <tag>" on their priority's channel,
+-- so the pool's leader can move its timer earlier (workers/due.py). The tag is the task's id, or
+-- "*" for several tasks due at that instant (the leader then wakes its siblings too); an id also
+-- keeps PostgreSQL from folding two such notifications of one transaction into one. A task due
+-- now sends its bare id instead.
+CREATE OR REPLACE FUNCTION asynctask_at(scheduled_at timestamptz, tag text) RETURNS text
+    LANGUAGE sql IMMUTABLE PARALLEL SAFE
+    AS $$ SELECT 'at ' || extract(epoch FROM scheduled_at)::text || ' ' || tag $$;
+
+-- At most one unfinished task per (type, unique_key): the partial unique index decides, so
+-- concurrent creates (group commit, batches, other API processes, asynctask_enqueue) can never
+-- make two. It covers every stored state before the end (a scheduled task is stored available),
+-- so no transition of a live task can collide with another; a finished task frees its key.
+-- Keyless rows are not in it at all.
+ALTER TABLE tasks ADD COLUMN IF NOT EXISTS unique_key text
+    CHECK (char_length(unique_key) BETWEEN 1 AND 200);
+CREATE UNIQUE INDEX IF NOT EXISTS tasks_unique_key_idx
+    ON tasks (type, unique_key)
+    WHERE unique_key IS NOT NULL AND state IN ('available', 'running', 'retrying');
+
+-- Idempotency-Key: the first answer to a request, kept 24 hours. A create writes its row in the
+-- same statement (or transaction) as its tasks, so a twin sent meanwhile waits on the primary
+-- key and then replays the answer. `scope` separates API tokens (a hash, never the token).
+CREATE TABLE IF NOT EXISTS idempotency_keys (
+    scope       text        NOT NULL,
+    key         text        NOT NULL,
+    -- sha256 of the route and the body: the same key with another request is refused (422).
+    fingerprint text        NOT NULL,
+    status      smallint    NOT NULL,
+    task_ids    bigint[]    NOT NULL,
+    -- Batch items that matched an unfinished task of the same unique_key (indexes in the batch).
+    duplicates  integer[]   NOT NULL DEFAULT '{}',
+    created_at  timestamptz NOT NULL DEFAULT now(),
+    expires_at  timestamptz NOT NULL DEFAULT now() + interval '24 hours',
+    PRIMARY KEY (scope, key)
+);
+-- The workers' pruner deletes expired keys in batches (workers/pruner.py).
+CREATE INDEX IF NOT EXISTS idempotency_keys_expires_idx ON idempotency_keys (expires_at);
+
+-- Create a task from SQL, inside your own transaction: inserted and announced exactly as the API
+-- does (NOTIFY is delivered at commit, and never if the transaction rolls back). A unique_key held
+-- by an unfinished task of the same type inserts nothing and returns that task's id. `priority`
+-- is 'high', 'normal' or 'low'; a NULL or past scheduled_at means now. The type is not checked
+-- against the workers' handlers (the database does not know them): an unknown type fails when
+-- claimed.
+CREATE OR REPLACE FUNCTION asynctask_enqueue(
+    type text,
+    data jsonb DEFAULT '{}',
+    priority text DEFAULT 'normal',
+    scheduled_at timestamptz DEFAULT NULL,
+    unique_key text DEFAULT NULL,
+    max_attempts integer DEFAULT 5
+) RETURNS bigint
+    LANGUAGE plpgsql VOLATILE
+    AS $$
+#variable_conflict use_column
+DECLARE
+    number smallint := array_position(ARRAY['high', 'normal', 'low'],
+                                      coalesce(asynctask_enqueue.priority, 'normal'));
+    due timestamptz := greatest(asynctask_enqueue.scheduled_at, now());
+    found_id bigint;
+BEGIN
+    IF number IS NULL THEN
+        RAISE EXCEPTION 'asynctask_enqueue: priority must be high, normal or low, not %',
+            quote_literal(asynctask_enqueue.priority) USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    -- A conflicting task may finish between the INSERT and the SELECT (its key is then free):
+    -- try again. Under REPEATABLE READ a conflict with a row this snapshot cannot see is a
+    -- serialization failure instead, raised by the INSERT itself.
+    FOR attempt IN 1..10 LOOP
+        INSERT INTO tasks AS t (type, priority, max_attempts, data, scheduled_at, unique_key)
+        VALUES (asynctask_enqueue.type, number, coalesce(asynctask_enqueue.max_attempts, 5),
+                coalesce(asynctask_enqueue.data, '{}'), due, asynctask_enqueue.unique_key)
+        ON CONFLICT (type, unique_key)
+            WHERE unique_key IS NOT NULL AND state IN ('available', 'running', 'retrying')
+            DO NOTHING
+        RETURNING t.id INTO found_id;
+        IF found_id IS NOT NULL THEN
+            PERFORM pg_notify(asynctask_channel(number),
+                CASE WHEN due > now() THEN asynctask_at(due, found_id::text)
+                     ELSE found_id::text END);
+            RETURN found_id;
+        END IF;
+        SELECT t.id INTO found_id FROM tasks AS t
+        WHERE t.type = asynctask_enqueue.type AND t.unique_key = asynctask_enqueue.unique_key
+            AND t.state IN ('available', 'running', 'retrying');
+        IF found_id IS NOT NULL THEN
+            RETURN found_id;
+        END IF;
+    END LOOP;
+    RAISE EXCEPTION 'asynctask_enqueue: unique_key % of type % kept changing hands',
+        quote_literal(asynctask_enqueue.unique_key), quote_literal(asynctask_enqueue.type)
+        USING ERRCODE = 'serialization_failure';
+END
+$$;

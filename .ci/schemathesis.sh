@@ -60,6 +60,8 @@ echo "== schemathesis"
 # Strings without NUL and encodable as UTF-8: jsonb cannot store \u0000 or a lone surrogate, the
 # API refuses both with 422 (the document says so), and the positive checks would call that wrong.
 # From the scratch directory: Hypothesis writes a .hypothesis/ cache into the working directory.
+# .ci/schemathesis_hooks.py gives each valid Idempotency-Key a fresh value (it says why).
+export PYTHONPATH="$(pwd)/.ci${PYTHONPATH:+:$PYTHONPATH}" SCHEMATHESIS_HOOKS=schemathesis_hooks
 cd "$workdir"
 schemathesis --config-file "$root/.ci/schemathesis.toml" run "$base/api/openapi" \
     --checks all \

@@ -17,6 +17,7 @@ from asynctask.core.exposure import allowed_hosts, check_exposure, is_loopback
 from asynctask.service import keys, views
 from asynctask.service.bodies import BodyReader
 from asynctask.service.group_commit import GroupCommit
+from asynctask.service.inflight import InFlight
 from asynctask.service.metrics import ApiMetrics
 from asynctask.service.middlewares import access_middleware, error_middleware, metrics_middleware
 from asynctask.service.openapi import DOCS_PATH, METRICS_PATH, setup_openapi
@@ -50,6 +51,7 @@ def create_app(config: Config) -> web.Application:
     setattr(web_response, "SERVER_SOFTWARE", SERVER_NAME)  # noqa: B010 (not re-exported)
     app[keys.STATS] = stats.CachedStats(lambda: _read_stats(app), stats.STATS_CACHE_SECONDS)
     app[keys.METRICS] = ApiMetrics(app[keys.STATS])
+    app[keys.IN_FLIGHT] = InFlight()
     app.cleanup_ctx.append(_pool)
     # allow_head=False: HEAD would repeat every GET in the document, with bodies it cannot have.
     app.router.add_get("/health", views.health, allow_head=False)

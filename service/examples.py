@@ -51,6 +51,7 @@ def task(task_type: str, state: State, **changes: Any) -> dict[str, Any]:
         "started_at": "2024-06-03T09:15:03.514210+00:00",
         "finished_at": "2024-06-03T09:15:04.730215+00:00",
         "last_error": _LAST_ERROR,
+        "unique_key": None,
     }
     example.update(changes)
     return example
@@ -73,6 +74,7 @@ def _created(task_type: str) -> dict[str, Any]:
 def _stats() -> dict[str, Any]:
     def counts(available: int, running: int, completed: int, failed: int) -> dict[str, int]:
         return {
+            "scheduled": 2 if available else 0,
             "available": available,
             "running": running,
             "retrying": 1 if running else 0,
@@ -124,7 +126,7 @@ def schema_examples(config: Config) -> dict[str, Any]:
                 {"type": task_type, "priority": "low", "data": {"month": "2024-05"}},
             ]
         },
-        "BatchCreated": {"ids": [TASK_ID + 1, TASK_ID + 2]},
+        "BatchCreated": {"ids": [TASK_ID + 1, TASK_ID + 2], "duplicates": []},
         "Task": task(task_type, State.COMPLETED),
         # `next_cursor` passed back as `cursor` gives the tasks before id 41 (base 36: "15").
         "TaskPage": {"tasks": [task(task_type, State.COMPLETED), retrying], "next_cursor": "15"},

@@ -11,6 +11,7 @@ from asynctask.core.config import Config
 from asynctask.core.stats import CachedStats
 from asynctask.service.bodies import BodyReader
 from asynctask.service.group_commit import GroupCommit
+from asynctask.service.inflight import InFlight
 from asynctask.service.metrics import ApiMetrics
 from asynctask.service.rules import TaskRules
 
@@ -23,3 +24,4 @@ METRICS: Final = web.AppKey("metrics", ApiMetrics)
 BODIES: Final = web.AppKey("bodies", BodyReader)
 # The Host names answered without a token (empty when tokens are set: then any Host is fine).
 HOSTS: Final = web.AppKey("hosts", frozenset[str])
+IN_FLIGHT: Final = web.AppKey("in_flight", InFlight)

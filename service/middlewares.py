@@ -13,10 +13,16 @@ from typing import Any
 from aiohttp import hdrs, web
 from aiohttp.typedefs import Handler
 
-from asynctask.core.errors import DatabaseUnavailable, InvalidTransition, TaskNotFound
+from asynctask.core.errors import (
+    DatabaseUnavailable,
+    InvalidTransition,
+    TaskNotFound,
+    UniqueKeyTaken,
+)
 from asynctask.core.exposure import ANY_HOST, host_name, same_origin
 from asynctask.service import keys
 from asynctask.service.bodies import BodyTimeout, UnsupportedMediaType
+from asynctask.service.inflight import KeyInFlight
 from asynctask.service.metrics import method_label, route_label
 from asynctask.service.openapi import is_public
 from asynctask.service.rules import MalformedRequest, ValidationFailed
@@ -93,7 +99,7 @@ async def _answer(request: web.Request, handler: Handler, request_id: str) -> we
         return error_response(400, str(exc))
     except TaskNotFound as exc:
         return error_response(404, str(exc))
-    except InvalidTransition as exc:
+    except (InvalidTransition, UniqueKeyTaken) as exc:
         return error_response(409, str(exc))
     except UnsupportedMediaType as exc:
         return error_response(415, str(exc))
@@ -108,6 +114,8 @@ async def _answer(request: web.Request, handler: Handler, request_id: str) -> we
             "request %s: the client closed the connection before its body arrived", request_id
         )
         return error_response(CLIENT_GONE, "The client closed the connection.")
+    except KeyInFlight as exc:
+        return error_response(409, str(exc), headers={"Retry-After": "1"})
     except DatabaseUnavailable as exc:
         log.warning("request %s: %s", request_id, exc)
         return error_response(

@@ -51,7 +51,46 @@ _ERRORS = {
     503: "The database is unavailable; retry later (Retry-After).",
 }
 BODY_ERRORS = (400, 408, 413, 415, 422, 503)
+CREATE_ERRORS = (400, 408, 409, 413, 415, 422, 503)
 LOCATION = {"Location": {"description": "/api/tasks/{id}", "schema": {"type": "string"}}}
+_TRUE = {"type": "string", "enum": ["true"]}
+REPLAY_HEADERS = {
+    "X-Asynctask-Duplicate": {
+        "description": "`true` when the answer is an existing task holding the unique_key.",
+        "schema": _TRUE,
+    },
+    "Idempotent-Replayed": {
+        "description": "`true` when this is the stored answer to an earlier request with the"
+        " same Idempotency-Key.",
+        "schema": _TRUE,
+    },
+}
+CREATED_HEADERS = {**LOCATION, **REPLAY_HEADERS}
+_RETRY_AFTER = {"Retry-After": {"description": "Seconds to wait.", "schema": {"type": "integer"}}}
+DUPLICATE_ANSWER = (
+    "An unfinished task of this type holds the unique_key: that task (nothing was inserted)."
+)
+BATCH_DUPLICATES = "Every item's unique_key was held: nothing was inserted."
+RETRY_CONFLICT = (
+    "The task is not failed or cancelled, or an unfinished task of its type holds its unique_key."
+)
+CREATE_DESCRIPTIONS = {
+    409: "A request with the same Idempotency-Key is still in flight: retry after Retry-After.",
+    422: "A field breaks a rule (`fields` names each one), or the Idempotency-Key was used with"
+    " another request.",
+}
+# What service/idempotency.py accepts: a bare token or an RFC 8941 string (\" and \\ escaped).
+KEY_PATTERN = r'^([!#-~][!-~]*|"([ !#-\[\]-~]|\\["\\])+")$'
+IDEMPOTENCY_KEY = {
+    "in": "header",
+    "name": "Idempotency-Key",
+    "required": False,
+    "description": "Makes retrying this POST safe: the same key with the same body within 24 h"
+    " gets the first answer again (`Idempotent-Replayed: true`), inserting nothing; with another"
+    " body it is a 422. 1 to 255 printable ASCII characters, bare or quoted (a UUID is best);"
+    " per API token.",
+    "schema": {"type": "string", "minLength": 1, "maxLength": 255, "pattern": KEY_PATTERN},
+}
 _ID = {
     "in": "path",
     "name": "id",
@@ -69,21 +108,31 @@ def operation(
     tags: tuple[str, ...] = ("tasks",),
     headers: dict[str, Any] | None = None,
     unavailable: type[Schema] = ErrorSchema,
+    also: tuple[tuple[int, type[Schema], str, dict[str, Any]], ...] = (),
+    parameters: tuple[dict[str, Any], ...] = (),
+    descriptions: dict[int, str] | None = None,
 ) -> Callable[[Handler], Handler]:
-    """Declare a handler's operation: its success answer and every error it can give (+500)."""
-    code, schema, description = ok
-    responses: dict[int, dict[str, Any]] = {
-        code: {
-            "schema": schema,
-            "description": description,
-            **({"headers": headers} if headers else {}),
-        }
-    }
+    """Declare a handler's operation: its success answers and every error it can give (+500).
+
+    `also` adds success answers (code, schema, description, headers); `descriptions` replaces
+    the general wording of an error for this operation.
+    """
+    responses: dict[int, dict[str, Any]] = {}
+    for code, schema, description, with_headers in ((*ok, headers), *also):
+        responses[code] = {"schema": schema, "description": description}
+        if with_headers:
+            responses[code]["headers"] = with_headers
     for error in (*errors, 500):
         schema = unavailable if error == 503 else ErrorSchema
-        responses[error] = {"schema": schema, "description": _ERRORS[error]}
+        wording = (descriptions or {}).get(error, _ERRORS[error])
+        responses[error] = {"schema": schema, "description": wording}
+        if error == 503 or (error == 409 and parameters):
+            responses[error]["headers"] = _RETRY_AFTER
     return docs(
-        tags=list(tags), summary=summary, responses=responses, parameters=[_ID] if path_id else []
+        tags=list(tags),
+        summary=summary,
+        responses=responses,
+        parameters=[*([_ID] if path_id else []), *parameters],
     )
 
 
@@ -169,6 +218,11 @@ def setup_openapi(app: web.Application, config: Config, version: str) -> None:
     create["type"]["enum"] = list(config.task_types)
     create["type"]["description"] = one_of(config.task_types)
     create["max_attempts"]["default"] = config.max_attempts
+    # service/rules.py refuses both at once; marshmallow cannot say so in the document.
+    document["components"]["schemas"]["TaskCreate"]["not"] = {
+        "required": ["scheduled_at", "delay_seconds"],
+        "description": "scheduled_at and delay_seconds are not both given.",
+    }
     limit = config.api.max_data_bytes
     create["data"]["description"] = f"{DATA_DESCRIPTION} At most {limit} bytes as JSON."
     _document_access(document, config)

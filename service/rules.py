@@ -10,17 +10,22 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any, Final, NamedTuple
 
 from asynctask.core.checks import MAX_INT32
 from asynctask.core.config import Config
 from asynctask.core.db import NewRow
 from asynctask.core.errors import AsyncTaskError
-from asynctask.core.models import DEFAULT_PRIORITY, PRIORITIES, Priority
+from asynctask.core.models import DEFAULT_PRIORITY, PRIORITIES, UNIQUE_KEY_MAX, Priority
 
 MAX_BIGINT: Final = 2**63 - 1
 BATCH_MAX: Final = 10_000
-TASK_FIELDS: Final = frozenset({"type", "priority", "max_attempts", "data"})
+TASK_FIELDS: Final = frozenset(
+    {"type", "priority", "max_attempts", "data", "scheduled_at", "delay_seconds", "unique_key"}
+)
+# Ten years (of 365.25 days): far enough for any plan, near enough to be a plan.
+MAX_DELAY_SECONDS: Final = 315_576_000
 # Deeper data is refused (422): every reader of a task, in any language, must be able to decode
 # it, and Python's own decoder gives up near 1,000 levels, less on a deep stack.
 MAX_DATA_DEPTH: Final = 64
@@ -44,6 +49,14 @@ TOO_DEEP_TO_PARSE: Final = (
 )
 ATTEMPTS_RANGE: Final = f"Must be greater than or equal to 1 and less than or equal to {MAX_INT32}."
 BATCH_LENGTH: Final = f"Length must be between 1 and {BATCH_MAX}."
+NOT_DATETIME: Final = "Not a valid datetime: use ISO 8601, e.g. 2030-01-31T09:00:00+01:00."
+NAIVE_DATETIME: Final = "Must include a UTC offset (+00:00 or Z): without one it is ambiguous."
+DELAY_RANGE: Final = f"Must be a number from 0 to {MAX_DELAY_SECONDS} (seconds: ten years)."
+NOT_BOTH: Final = "Give scheduled_at or delay_seconds, not both."
+UNIQUE_KEY_LENGTH: Final = f"Length must be between 1 and {UNIQUE_KEY_MAX}."
+_LAST: Final = datetime.max.replace(tzinfo=UTC)
+# What _data_json answers instead of JSON text (none of them is JSON).
+_DATA_PROBLEMS: Final = frozenset({NOT_OBJECT, TOO_DEEP, NOT_FINITE, NUL_OR_SURROGATE})
 
 
 def one_of(choices: tuple[str, ...]) -> str:
@@ -64,16 +77,30 @@ class MalformedRequest(AsyncTaskError):
 
 
 class NewTask(NamedTuple):
-    """A validated task to insert; `data_json` is `data` as JSON text (the insert's input)."""
+    """A validated task to insert; `data_json` is `data` as JSON text (the insert's input).
+
+    `scheduled_at` is ISO 8601 text with an offset; it and `delay_seconds` are never both set.
+    """
 
     type: str
     priority: Priority
     max_attempts: int
     data_json: str
+    scheduled_at: str | None = None
+    delay_seconds: float | None = None
+    unique_key: str | None = None
 
     def row(self) -> NewRow:
-        """The task as db.insert_task_rows and db.insert_tasks take it."""
-        return NewRow(self.type, self.priority.number, self.max_attempts, self.data_json)
+        """The task as db.py and creates.py take it."""
+        return NewRow(
+            self.type,
+            self.priority.number,
+            self.max_attempts,
+            self.data_json,
+            self.scheduled_at,
+            self.delay_seconds,
+            self.unique_key,
+        )
 
 
 def too_large(limit: int) -> str:
@@ -112,30 +139,20 @@ class TaskRules:
         attempts = _attempts(item.get("max_attempts", self.default_max_attempts))
         if isinstance(attempts, str):
             errors[f"{prefix}max_attempts"] = [attempts]
-        data = item.get("data", {})
-        data_json = "{}"
-        if type(data) is not dict:
-            errors[f"{prefix}data"] = [NOT_OBJECT]
-        elif too_deep(data, MAX_DATA_DEPTH):
-            errors[f"{prefix}data"] = [TOO_DEEP]
-        elif data:
-            try:
-                # Python reads 1e400 as inf, which json.dumps would write as Infinity: not JSON.
-                data_json = json.dumps(
-                    data, ensure_ascii=False, separators=(",", ":"), allow_nan=False
-                )
-            except ValueError:
-                errors[f"{prefix}data"] = [NOT_FINITE]
-            else:
-                if not _storable(data_json):
-                    errors[f"{prefix}data"] = [NUL_OR_SURROGATE]
-                elif _utf8_length(data_json) > self.max_data_bytes:
-                    errors[f"{prefix}data"] = [too_large(self.max_data_bytes)]
+        data_json = _data_json(item.get("data", {}))
+        if data_json in _DATA_PROBLEMS:
+            errors[f"{prefix}data"] = [data_json]
+        elif _utf8_length(data_json) > self.max_data_bytes:
+            errors[f"{prefix}data"] = [too_large(self.max_data_bytes)]
+        when = _when(item, prefix, errors)
+        unique_key = item.get("unique_key")
+        if unique_key is not None and (problem := _unique_key_problem(unique_key)):
+            errors[f"{prefix}unique_key"] = [problem]
         if errors:
             return None, errors
         # No errors: type_ is one of the str types and attempts an int.
         assert isinstance(type_, str) and isinstance(attempts, int)
-        return NewTask(type_, Priority(priority), attempts, data_json), {}
+        return NewTask(type_, Priority(priority), attempts, data_json, *when, unique_key), {}
 
     def one(self, body: Any) -> NewTask:
         """The body of POST /api/tasks as a NewTask, or ValidationFailed."""
@@ -170,6 +187,80 @@ class TaskRules:
         if errors:
             raise ValidationFailed(errors, "Invalid request: no task was inserted.")
         return tasks
+
+
+def _data_json(data: Any) -> str:
+    """`data` as compact JSON text, or one of _DATA_PROBLEMS."""
+    if type(data) is not dict:
+        return NOT_OBJECT
+    if too_deep(data, MAX_DATA_DEPTH):
+        return TOO_DEEP
+    if not data:
+        return "{}"
+    try:
+        # Python reads 1e400 as inf, which json.dumps would write as Infinity: not JSON.
+        text = json.dumps(data, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+    except ValueError:
+        return NOT_FINITE
+    return text if _storable(text) else NUL_OR_SURROGATE
+
+
+def _when(
+    item: dict[str, Any], prefix: str, errors: dict[str, list[str]]
+) -> tuple[str | None, float | None]:
+    """(scheduled_at as ISO 8601 text, delay_seconds); problems go into `errors`."""
+    at, delay = item.get("scheduled_at"), item.get("delay_seconds")
+    if "scheduled_at" in item and "delay_seconds" in item:
+        errors[f"{prefix}scheduled_at"] = errors[f"{prefix}delay_seconds"] = [NOT_BOTH]
+        return None, None
+    if at is not None:
+        parsed = parse_datetime(at)
+        if isinstance(parsed, str):
+            errors[f"{prefix}scheduled_at"] = [parsed]
+            return None, None
+        return parsed.isoformat(), None
+    if delay is not None:
+        if type(delay) not in (int, float) or not 0 <= delay <= MAX_DELAY_SECONDS:
+            errors[f"{prefix}delay_seconds"] = [DELAY_RANGE]
+            return None, None
+        return None, float(delay)
+    return None, None
+
+
+def parse_datetime(value: Any) -> datetime | str:
+    """An ISO 8601 time with a UTC offset, in UTC, or the message saying why it is not one.
+
+    In UTC because PostgreSQL takes offsets up to 15:59 only (RFC 3339 allows 23:59). A time
+    before year 1 in UTC is taken as year 1 (any past time means now), one after 9999 as the
+    last instant of 9999 (what a reader of the task can still parse).
+    """
+    if type(value) is not str:
+        return NOT_DATETIME
+    try:
+        # RFC 3339 allows a lower-case t and z; Python's parser wants them upper-case.
+        parsed = datetime.fromisoformat(value.upper())
+    except ValueError:
+        return NOT_DATETIME
+    if parsed.utcoffset() is None:
+        return NAIVE_DATETIME
+    try:
+        return parsed.astimezone(UTC)
+    except OverflowError:
+        return datetime.min.replace(tzinfo=UTC) if parsed.year == 1 else _LAST
+
+
+def _unique_key_problem(value: Any) -> str | None:
+    if type(value) is not str:
+        return NOT_STRING
+    if not 1 <= len(value) <= UNIQUE_KEY_MAX:
+        return UNIQUE_KEY_LENGTH
+    if "\x00" in value:
+        return NUL_OR_SURROGATE
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return NUL_OR_SURROGATE
+    return None
 
 
 def _attempts(value: Any) -> int | str:

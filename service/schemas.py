@@ -9,12 +9,25 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, Final
 
-from marshmallow import RAISE, Schema, fields, validate
+from marshmallow import RAISE, Schema, ValidationError, fields, validate, validates_schema
 
 from asynctask.core.checks import MAX_INT32
-from asynctask.core.models import DEFAULT_PRIORITY, PRIORITIES, STATES, TYPE_PATTERN
+from asynctask.core.models import (
+    DEFAULT_PRIORITY,
+    PRIORITIES,
+    STATES,
+    TYPE_PATTERN,
+    UNIQUE_KEY_MAX,
+)
 from asynctask.core.stats import LAST_MINUTE_STATES
-from asynctask.service.rules import BATCH_MAX, MAX_DATA_DEPTH
+from asynctask.service.rules import (
+    BATCH_MAX,
+    DELAY_RANGE,
+    MAX_DATA_DEPTH,
+    MAX_DELAY_SECONDS,
+    NOT_BOTH,
+    parse_datetime,
+)
 
 LIST_LIMIT_MAX: Final = 1000
 LIST_LIMIT_DEFAULT: Final = 100
@@ -32,6 +45,29 @@ class StrictSchema(Schema):
 
     class Meta:
         unknown = RAISE
+
+
+class When(fields.String):
+    """A date-time with a UTC offset, parsed as service/rules.py parses it."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.metadata = {**self.metadata, "format": "date-time"}
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> Any:
+        parsed = parse_datetime(value)
+        if isinstance(parsed, str):
+            raise ValidationError(parsed)
+        return parsed
+
+
+class Seconds(fields.Float):
+    """A JSON number (not a string or a boolean, which fields.Float would take)."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> Any:
+        if type(value) not in (int, float):
+            raise ValidationError(DELAY_RANGE)
+        return super()._deserialize(value, attr, data, **kwargs)
 
 
 class TaskCreateSchema(StrictSchema):
@@ -52,6 +88,32 @@ class TaskCreateSchema(StrictSchema):
         load_default=dict,
         metadata={"default": {}, "description": DATA_DESCRIPTION},
     )
+    scheduled_at = When(
+        allow_none=True,
+        metadata={
+            "description": "Run it no earlier than this (ISO 8601 with an offset; a past time"
+            " means now). Until then its state is `scheduled`. Not with delay_seconds.",
+        },
+    )
+    delay_seconds = Seconds(
+        allow_none=True,
+        validate=validate.Range(0, MAX_DELAY_SECONDS, error=DELAY_RANGE),
+        metadata={"description": "Run it this many seconds from now. Not with scheduled_at."},
+    )
+    unique_key = fields.String(
+        allow_none=True,
+        validate=validate.Length(1, UNIQUE_KEY_MAX),
+        metadata={
+            "description": "While a task of the same type holds this key and is not finished,"
+            " a create answers 200 with that task (X-Asynctask-Duplicate: true) and inserts"
+            " nothing."
+        },
+    )
+
+    @validates_schema
+    def _one_time(self, data: dict[str, Any], **kwargs: Any) -> None:
+        if "scheduled_at" in data and "delay_seconds" in data:
+            raise ValidationError({"scheduled_at": [NOT_BOTH], "delay_seconds": [NOT_BOTH]})
 
 
 class TaskBatchSchema(StrictSchema):
@@ -63,9 +125,17 @@ class TaskBatchSchema(StrictSchema):
 
 
 class BatchCreatedSchema(Schema):
-    """The ids of a batch, in request order."""
+    """The ids of a batch, in request order; which items matched an existing task."""
 
     ids = fields.List(fields.Integer(), required=True)
+    duplicates = fields.List(
+        fields.Integer(),
+        required=True,
+        metadata={
+            "description": "Indexes of the items whose unique_key an unfinished task held: their"
+            " id is that task's (a key repeated in the batch: the first item's task)."
+        },
+    )
 
 
 class TaskSchema(Schema):
@@ -92,6 +162,7 @@ class TaskSchema(Schema):
             " attempt keeps it: it is the last failure, not the outcome."
         },
     )
+    unique_key = fields.String(required=True, allow_none=True)
 
 
 class TaskPageSchema(Schema):

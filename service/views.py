@@ -11,12 +11,25 @@ from aiohttp import hdrs, web
 from marshmallow import ValidationError
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from asynctask.core import db
+from asynctask.core import creates, db
 from asynctask.core.connections import acquire
 from asynctask.core.errors import DatabaseUnavailable, TaskNotFound
 from asynctask.core.models import Priority
-from asynctask.service import keys
-from asynctask.service.openapi import BODY_ERRORS, LOCATION, body, operation, query, text_operation
+from asynctask.service import idempotency, keys
+from asynctask.service.openapi import (
+    BATCH_DUPLICATES,
+    CREATE_DESCRIPTIONS,
+    CREATE_ERRORS,
+    CREATED_HEADERS,
+    DUPLICATE_ANSWER,
+    IDEMPOTENCY_KEY,
+    REPLAY_HEADERS,
+    RETRY_CONFLICT,
+    body,
+    operation,
+    query,
+    text_operation,
+)
 from asynctask.service.render import json_text, page_text, task_text
 from asynctask.service.rules import MAX_BIGINT, ValidationFailed
 from asynctask.service.schemas import (
@@ -74,28 +87,69 @@ def decode_cursor(cursor: str) -> int | None:
     return value if value <= MAX_BIGINT else None
 
 
-@operation("Create a task", (201, TaskSchema, "The new task."), BODY_ERRORS, headers=LOCATION)
+@operation(
+    "Create a task",
+    (201, TaskSchema, "The new task."),
+    CREATE_ERRORS,
+    headers=CREATED_HEADERS,
+    also=((200, TaskSchema, DUPLICATE_ANSWER, CREATED_HEADERS),),
+    parameters=(IDEMPOTENCY_KEY,),
+    descriptions=CREATE_DESCRIPTIONS,
+)
 @body(TaskCreateSchema)
 async def create_task(request: web.Request) -> web.Response:
-    """POST /api/tasks: insert one task (and NOTIFY its priority), committed before the 201."""
+    """POST /api/tasks: insert one task (and NOTIFY its priority), committed before the 201.
+
+    200 with the holder when its unique_key is taken; the first answer again for a repeated
+    Idempotency-Key.
+    """
     task = await request.app[keys.BODIES].load(request, request.app[keys.RULES].one)
-    row = await request.app[keys.CREATES].create(task)
-    request.app[keys.METRICS].tasks_created((task.priority,))
-    headers = {"Location": f"/api/tasks/{row['id']}"}
-    return json_text(task_text(row, task.data_json), status=201, headers=headers)
+    key = idempotency.request_key(request, await request.read())
+    if key is None:  # the hot path: nothing to replay
+        created = await request.app[keys.CREATES].create(task)
+    else:
+        answer = await idempotency.first_answer(
+            request, key, lambda: request.app[keys.CREATES].create(task, key), single=True
+        )
+        if isinstance(answer, web.Response):
+            return answer
+        created = answer
+    if not created.duplicate:
+        request.app[keys.METRICS].tasks_created((task.priority,))
+    return idempotency.task_answer(created.row, created.data_json, created.duplicate)
 
 
 @operation(
-    "Create up to 10,000 tasks at once", (201, BatchCreatedSchema, "Ids in order."), BODY_ERRORS
+    "Create up to 10,000 tasks at once",
+    (201, BatchCreatedSchema, "Ids in order."),
+    CREATE_ERRORS,
+    headers=REPLAY_HEADERS,
+    also=((200, BatchCreatedSchema, BATCH_DUPLICATES, REPLAY_HEADERS),),
+    parameters=(IDEMPOTENCY_KEY,),
+    descriptions=CREATE_DESCRIPTIONS,
 )
 @body(TaskBatchSchema)
 async def create_tasks(request: web.Request) -> web.Response:
     """POST /api/tasks/batch: validate every item, then insert all in one statement."""
     tasks = await request.app[keys.BODIES].load(request, request.app[keys.RULES].batch)
-    async with acquire(request.app[keys.POOL], _timeout(request)) as conn:
-        ids = await db.insert_tasks(conn, [task.row() for task in tasks])
-    request.app[keys.METRICS].tasks_created(task.priority for task in tasks)
-    return web.json_response({"ids": ids}, status=201)
+    key = idempotency.request_key(request, await request.read())
+
+    async def insert() -> tuple[list[int], list[int]]:
+        async with acquire(request.app[keys.POOL], _timeout(request)) as conn:
+            return await creates.create_batch(conn, [task.row() for task in tasks], key)
+
+    created = await idempotency.first_answer(request, key, insert, single=False)
+    if isinstance(created, web.Response):
+        return created
+    ids, duplicates = created
+    skip = set(duplicates)
+    request.app[keys.METRICS].tasks_created(
+        task.priority for i, task in enumerate(tasks) if i not in skip
+    )
+    every = len(duplicates) == len(ids)
+    headers = {idempotency.DUPLICATE: "true"} if every else None
+    body = {"ids": ids, "duplicates": duplicates}
+    return web.json_response(body, status=200 if every else 201, headers=headers)
 
 
 @operation("One task", (200, TaskSchema, "The task."), (404, 503), path_id=True)
@@ -141,16 +195,22 @@ def _flat(messages: dict[str, Any]) -> dict[str, list[str]]:
 
 @operation("Cancel a task", (200, TaskSchema, "Cancelled."), (404, 409, 503), path_id=True)
 async def cancel_task(request: web.Request) -> web.Response:
-    """POST /api/tasks/{id}/cancel: only an available or retrying task; else 409."""
+    """POST /api/tasks/{id}/cancel: only a scheduled, available or retrying task; else 409."""
     task_id = _task_id(request)
     async with acquire(request.app[keys.POOL], _timeout(request)) as conn:
         row = await db.cancel_task(conn, task_id)
     return json_text(task_text(row))
 
 
-@operation("Retry a task", (200, TaskSchema, "Available again."), (404, 409, 503), path_id=True)
+@operation(
+    "Retry a task",
+    (200, TaskSchema, "Available again."),
+    (404, 409, 503),
+    path_id=True,
+    descriptions={409: RETRY_CONFLICT},
+)
 async def retry_task(request: web.Request) -> web.Response:
-    """POST /api/tasks/{id}/retry: only a failed or cancelled task; else 409."""
+    """POST /api/tasks/{id}/retry: only a failed or cancelled task whose unique_key is free."""
     task_id = _task_id(request)
     async with acquire(request.app[keys.POOL], _timeout(request)) as conn:
         row = await db.retry_task(conn, task_id)

@@ -82,11 +82,14 @@ def listening(sql: Cursor) -> int:
 
 
 def waiting_for_work(sql: Cursor) -> int:
-    """Worker connections idle after a claim: their worker found nothing and waits (or polls)."""
+    """Worker connections idle after a claim: their worker found nothing and waits (or polls).
+
+    A pool's leader reads its next due time after an empty claim (workers/due.py).
+    """
     sql.execute(
         "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
         " AND application_name LIKE 'asynctask worker %%' AND state = 'idle'"
-        " AND query LIKE 'EXECUTE asynctask_claim%%'"
+        " AND (query LIKE 'EXECUTE asynctask_claim%%' OR query LIKE 'EXECUTE asynctask_next_due%%')"
     )
     return int(fetch(sql)[0])
 

@@ -97,7 +97,7 @@ async def test_create_answers_201_with_the_task_and_its_location(client: Client)
     assert len(response.headers["X-Request-Id"]) == 32
     assert set(task) == {
         "id", "type", "priority", "state", "attempts", "max_attempts", "data", "scheduled_at",
-        "inserted_at", "updated_at", "started_at", "finished_at", "last_error",
+        "inserted_at", "updated_at", "started_at", "finished_at", "last_error", "unique_key",
     }  # fmt: skip
     assert task["type"] == "report" and task["priority"] == "high" and task["max_attempts"] == 3
     assert task["state"] == "available" and task["attempts"] == 0 and task["data"] == {"a": 1}

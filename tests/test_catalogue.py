@@ -11,7 +11,7 @@ import pytest
 from asynctask.core import db
 from asynctask.core import sql as catalogue
 from asynctask.core.connections import connect
-from asynctask.core.models import DUE_STATES, STATES, Priority
+from asynctask.core.models import DUE_STATES, STORED_STATES, Priority
 
 Cursor = psycopg2.extensions.cursor
 ROOT = Path(__file__).parent.parent
@@ -80,7 +80,7 @@ def test_the_schema_names_the_same_states_and_channels_as_the_code(sql: Cursor) 
     )
     row = sql.fetchone()
     assert row is not None
-    assert set(re.findall(r"'(\w+)'::text", row[0])) == set(STATES)
+    assert set(re.findall(r"'(\w+)'::text", row[0])) == set(STORED_STATES)
     for priority in Priority:
         sql.execute("SELECT asynctask_channel(%s::smallint)", (priority.number,))
         assert sql.fetchone() == (priority.channel,)

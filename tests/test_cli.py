@@ -237,14 +237,14 @@ def test_stats_prints_a_table(
     assert main(["--config", str(config), "stats"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].split() == [
-        "priority", "available", "running", "retrying", "completed", "failed", "cancelled",
-        "lag", "(s)", "workers",
+        "priority", "scheduled", "available", "running", "retrying", "completed", "failed",
+        "cancelled", "lag", "(s)", "workers",
     ]  # fmt: skip
     high, normal, low = (line.split() for line in lines[1:4])
-    assert high[:7] == ["high", "2", "0", "0", "0", "0", "0"] and 42 <= float(high[7]) < 60
-    assert high[8] == "0"
-    assert normal == ["normal", "0", "0", "0", "1", "0", "0", "0.0", "0"]
-    assert low == ["low", "0", "0", "0", "0", "1", "1", "0.0", "0"]
+    assert high[:8] == ["high", "0", "2", "0", "0", "0", "0", "0"] and 42 <= float(high[8]) < 60
+    assert high[9] == "0"
+    assert normal == ["normal", "0", "0", "0", "0", "1", "0", "0", "0.0", "0"]
+    assert low == ["low", "0", "0", "0", "0", "0", "1", "1", "0.0", "0"]
     assert lines[4:] == [
         "",
         "last minute: completed 1, failed 1",
@@ -281,7 +281,8 @@ def test_stats_json_is_the_api_answer(
     }  # fmt: skip
     assert body["due_without_workers"] == ["high"]
     assert body["counts"]["low"] == {
-        "available": 0, "running": 0, "retrying": 0, "completed": 0, "failed": 1, "cancelled": 1
+        "scheduled": 0, "available": 0, "running": 0, "retrying": 0, "completed": 0, "failed": 1,
+        "cancelled": 1,
     }  # fmt: skip
     assert body["counts"]["high"]["available"] == 2 and body["queue_lag_seconds"]["high"] >= 42
     assert body["last_minute"] == {"completed": 1, "failed": 1}

@@ -248,7 +248,12 @@ async def test_insert_tasks_keeps_request_order_and_notifies_once_per_priority(
         for priority in Priority:
             await db.listen(listener, priority)
         ids = await db.insert_tasks(
-            conn, [("ok", 3, 5, "{}"), ("ok", 1, 5, '{"a": 1}'), ("ok", 3, 2, "{}")]
+            conn,
+            [
+                db.NewRow("ok", 3, 5, "{}"),
+                db.NewRow("ok", 1, 5, '{"a": 1}'),
+                db.NewRow("ok", 3, 2, "{}"),
+            ],
         )
         assert ids == sorted(ids) and len(ids) == 3
         await asyncio.sleep(0.2)

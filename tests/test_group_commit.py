@@ -13,6 +13,7 @@ import pytest
 
 from asynctask.core import db
 from asynctask.core.connections import create_pool
+from asynctask.core.creates import Created
 from asynctask.core.errors import DatabaseUnavailable
 from asynctask.core.models import Priority
 from asynctask.service.group_commit import GroupCommit
@@ -47,7 +48,7 @@ async def test_concurrent_creates_share_one_insert_and_get_their_own_rows(
 ) -> None:
     creates = GroupCommit(pool, timeout=5)
     tasks = [_task(i, priority=1 + i % 3) for i in range(30)]
-    rows = await asyncio.gather(*(creates.create(task) for task in tasks))
+    rows = [created.row for created in await asyncio.gather(*map(creates.create, tasks))]
     for task, row in zip(tasks, rows, strict=True):
         assert row["max_attempts"] == task.max_attempts
         assert row["priority"] == task.priority
@@ -66,7 +67,7 @@ async def test_a_lone_create_goes_out_at_once(pool: aiopg.Pool, sql: Cursor) -> 
     creates = GroupCommit(pool, timeout=5)
     first = await creates.create(_task(1))
     second = await creates.create(_task(2))
-    assert second["id"] > first["id"]
+    assert second.row["id"] > first.row["id"]
     assert _statements(sql) == 2
 
 
@@ -80,7 +81,7 @@ async def test_a_row_the_server_refuses_fails_only_its_own_create(
     results = await asyncio.gather(*(creates.create(t) for t in tasks), return_exceptions=True)
     assert isinstance(results[4], psycopg2.errors.CheckViolation)
     created = [r for i, r in enumerate(results) if i != 4]
-    assert all(isinstance(r, dict) for r in created)
+    assert all(isinstance(r, Created) and not r.duplicate for r in created)
     sql.execute("SELECT data->>'i' FROM tasks ORDER BY id")
     assert [row[0] for row in sql.fetchall()] == ["0", "1", "2", "3", "5"]
 
@@ -109,7 +110,7 @@ async def test_a_create_cancelled_while_waiting_is_skipped_and_close_waits(
     kept = asyncio.create_task(creates.create(_task(2)))
     await asyncio.sleep(0)
     waiting.cancel()
-    assert (await first)["id"] == 1 and (await kept)["id"] == 2
+    assert (await first).row["id"] == 1 and (await kept).row["id"] == 2
     await creates.close()
     sql.execute("SELECT data->>'i' FROM tasks ORDER BY id")
     assert [row[0] for row in sql.fetchall()] == ["0", "2"]

@@ -104,6 +104,28 @@ async def test_a_body_too_deep_to_parse_is_refused_not_a_500(client: Client, sql
     assert count(sql, "true") == 0  # nothing was stored
 
 
+async def test_a_client_hammering_one_idempotency_key_makes_one_task(
+    client: Client, sql: Cursor
+) -> None:
+    # 40 requests at once with one key, then 40 more: one insert; each answer is that task (201,
+    # the first or a replay) or 409 while the first is in flight.
+    async def post() -> tuple[int, int | None]:
+        answer = await client.post(
+            "/api/tasks", json={"type": "ok"}, headers={"Idempotency-Key": "same"}
+        )
+        body = await answer.json()
+        return answer.status, body.get("id")
+
+    answers = await asyncio.gather(*(post() for _ in range(40)))
+    answers += await asyncio.gather(*(post() for _ in range(40)))
+    assert count(sql, "true") == 1
+    sql.execute("SELECT id FROM tasks")
+    (only,) = sql.fetchone() or (None,)
+    assert {status for status, _ in answers} <= {201, 409}
+    assert {task_id for status, task_id in answers if status == 201} == {only}
+    assert await post() == (201, only)  # settled: a plain replay
+
+
 async def test_every_read_of_a_poison_row_answers(client: Client, sql: Cursor) -> None:
     poison = _insert_deep(sql)
     sql.execute(

@@ -67,9 +67,10 @@ async def test_the_task_gauge_counts_rows_by_state_and_priority(
     insert(sql, 2, "completed", 5, finished_at="now()")
     insert(sql, 3, "failed", 1, finished_at="now()")
     insert(sql, 3, "cancelled", 4, finished_at="now()")
-    insert(sql, 2, "retrying", 1, scheduled_at="now() + interval '1 hour'")
+    insert(sql, 2, "retrying", 1, scheduled_at="now() + interval '1 hour'")  # stays retrying
+    insert(sql, 2, "available", 2, scheduled_at="now() + interval '1 hour'")  # is scheduled
     tasks = (await scrape(client))["asynctask_tasks"]
-    assert len(tasks) == 18  # every state x priority, zeros included
+    assert len(tasks) == 21  # every state x priority, zeros included
     assert tasks[labels(state="available", priority="high")] == 3
     assert tasks[labels(state="running", priority="high")] == 2
     assert tasks[labels(state="completed", priority="normal")] == 5
@@ -77,7 +78,9 @@ async def test_the_task_gauge_counts_rows_by_state_and_priority(
     assert tasks[labels(state="cancelled", priority="low")] == 4
     assert tasks[labels(state="retrying", priority="normal")] == 1
     assert tasks[labels(state="available", priority="low")] == 0
-    assert sum(tasks.values()) == 16
+    assert tasks[labels(state="scheduled", priority="normal")] == 2
+    assert tasks[labels(state="available", priority="normal")] == 0
+    assert sum(tasks.values()) == 18
 
 
 async def test_queue_lag_is_the_age_of_the_oldest_due_task(client: Client, sql: Cursor) -> None:

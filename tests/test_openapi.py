@@ -70,9 +70,8 @@ def test_every_answer_is_documented(document: dict[str, Any]) -> None:
     # Without tokens, every route but the public ones may answer 403 (a foreign Origin) and 421
     # (a foreign Host).
     local = {"403", "421"}
-    body = {"400", "408", "413", "415", "422", "500", "503", *local}
-    assert codes("post", "/api/tasks") == {"201", *body}
-    assert codes("post", "/api/tasks/batch") == {"201", *body}
+    creates = {"200", "201", "400", "408", "409", "413", "415", "422", "500", "503", *local}
+    assert codes("post", "/api/tasks") == codes("post", "/api/tasks/batch") == creates
     assert codes("get", "/api/tasks") == {"200", "422", "500", "503", *local}
     assert codes("get", "/api/tasks/{id}") == {"200", "404", "500", "503", *local}
     assert codes("post", "/api/tasks/{id}/cancel") == {"200", "404", "409", "500", "503", *local}
@@ -116,7 +115,7 @@ def test_the_list_query_and_path_id_are_typed(document: dict[str, Any]) -> None:
         "type": "integer", "default": 100, "minimum": 1, "maximum": 1000
     }  # fmt: skip
     assert params["state"]["schema"]["enum"] == [
-        "available", "running", "retrying", "completed", "failed", "cancelled"
+        "scheduled", "available", "running", "retrying", "completed", "failed", "cancelled"
     ]  # fmt: skip
     (task_id,) = document["paths"]["/api/tasks/{id}"]["get"]["parameters"]
     assert task_id["in"] == "path" and task_id["schema"]["type"] == "integer"
@@ -205,6 +204,19 @@ def test_the_stats_schema_requires_every_priority_and_state(document: dict[str, 
         {"type": "ok", "max_attempts": 1.5},
         {"type": "ok", "data": []},
         {"type": "ok", "extra": 1},
+        {"type": "ok", "scheduled_at": "2030-01-01T00:00:00Z", "unique_key": "k"},
+        {"type": "ok", "scheduled_at": "2030-01-01T00:00:00"},
+        {"type": "ok", "scheduled_at": 5},
+        {"type": "ok", "delay_seconds": 1.5},
+        {"type": "ok", "delay_seconds": -1},
+        {"type": "ok", "delay_seconds": 315_576_001},
+        {"type": "ok", "delay_seconds": "3"},
+        {"type": "ok", "delay_seconds": True},
+        {"type": "ok", "delay_seconds": 1, "scheduled_at": "2030-01-01T00:00:00Z"},
+        {"type": "ok", "delay_seconds": None, "scheduled_at": "2030-01-01T00:00:00Z"},
+        {"type": "ok", "unique_key": ""},
+        {"type": "ok", "unique_key": 5},
+        {"type": "ok", "unique_key": None, "scheduled_at": None},
     ],
 )
 def test_the_fast_validator_agrees_with_the_documented_schema(body: dict[str, Any]) -> None:

@@ -57,7 +57,7 @@ async def test_deletes_only_finished_rows_past_their_retention(
         deleted = await worker_pruner.prune_once()
     finally:
         worker_pruner.conn.close()
-    assert deleted == {"completed": 5, "cancelled": 1, "failed": 1}
+    assert deleted == {"completed": 5, "cancelled": 1, "failed": 1, "idempotency_keys": 0}
     assert remaining(sql, gone) == 0
     assert remaining(sql, kept) == len(kept)
     assert advisory_locks(sql) == 0  # released
@@ -69,7 +69,12 @@ async def test_fractional_days_prune_within_minutes(database_url: str, sql: Curs
     kept = add(sql, "completed", 2 * minute) + add(sql, "failed", 9 * minute)
     short = make_pruner(database_url, completed=3 * minute, failed=10 * minute)
     try:
-        assert await short.prune_once() == {"completed": 1, "cancelled": 0, "failed": 1}
+        assert await short.prune_once() == {
+            "completed": 1,
+            "cancelled": 0,
+            "failed": 1,
+            "idempotency_keys": 0,
+        }
     finally:
         short.conn.close()
     assert remaining(sql, gone) == 0
@@ -92,11 +97,14 @@ async def test_zero_keeps_a_state_forever(database_url: str, sql: Cursor) -> Non
     old = add(sql, "completed", 400) + add(sql, "cancelled", 400)
     old_failed = add(sql, "failed", 400)
     nothing = make_pruner(database_url, completed=0, failed=0)
-    assert await nothing.prune_once() is None
-    await asyncio.wait_for(nothing.run(), 1)  # returns at once: nothing to do, ever
+    try:
+        assert await nothing.prune_once() == {"idempotency_keys": 0}  # no task is even tried
+    finally:
+        nothing.conn.close()
     only_failed = make_pruner(database_url, completed=0, failed=30)
     try:
-        assert await only_failed.prune_once() == {"failed": 1}  # completed, cancelled: not tried
+        # completed, cancelled: not tried
+        assert await only_failed.prune_once() == {"failed": 1, "idempotency_keys": 0}
     finally:
         only_failed.conn.close()
     assert remaining(sql, old) == len(old)
@@ -134,7 +142,9 @@ async def test_one_pruner_at_a_time(
         await wait_until_async(lambda: advisory_locks(sql) == 1)
         assert await second.prune_once() is None
         assert not pruning.done()
-        assert await pruning == {"completed": 40, "cancelled": 0, "failed": 0}
+        assert await pruning == {
+            "completed": 40, "cancelled": 0, "failed": 0, "idempotency_keys": 0
+        }  # fmt: skip
     finally:
         holder.close()
         first.conn.close()
@@ -151,3 +161,20 @@ async def test_workers_prune_in_the_background(
     async with running(config):
         await wait_until_async(lambda: remaining(sql, old) == 0, timeout=10)
     assert remaining(sql, new) == 1
+
+
+async def test_expired_idempotency_answers_are_pruned_whatever_the_task_retention(
+    database_url: str, sql: Cursor
+) -> None:
+    sql.execute(
+        "INSERT INTO idempotency_keys (scope, key, fingerprint, status, task_ids, expires_at)"
+        " SELECT '', 'k' || i, 'f', 201, ARRAY[i], now() + (i - 3.5) * interval '1 hour'"
+        " FROM generate_series(1, 6) AS i"
+    )
+    keeper = make_pruner(database_url, completed=0, failed=0, batch=2)  # three expired: 2 batches
+    try:
+        assert await keeper.prune_once() == {"idempotency_keys": 3}
+    finally:
+        keeper.conn.close()
+    sql.execute("SELECT key FROM idempotency_keys ORDER BY key")
+    assert [row[0] for row in sql.fetchall()] == ["k4", "k5", "k6"]

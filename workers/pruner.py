@@ -1,4 +1,5 @@
-"""Retention: workers delete old finished tasks, one pruner at a time across all supervisors.
+"""Retention: workers delete old finished tasks, and expired Idempotency-Key answers, one pruner
+at a time across all supervisors.
 
 Every worker tries a session advisory lock on its query connection every PRUNE_EVERY_SECONDS (or
 every retention period, when one is shorter than that); the one that gets it deletes in bounded
@@ -9,11 +10,13 @@ connection is lost mid-prune the server drops the lock with it.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import random
 import time
+from collections.abc import Awaitable, Callable
 
-from asynctask.core import db
+from asynctask.core import creates, db
 from asynctask.core.config import RetentionConfig
 from asynctask.core.errors import DatabaseUnavailable
 from asynctask.workers.connection import QueryConnection, raise_if_cancelled
@@ -65,8 +68,9 @@ class Pruner:
             await asyncio.sleep(every)
 
     async def prune_once(self) -> dict[str, int] | None:
-        """Prune if the lock is free: rows deleted per state, or None if another pruner runs."""
-        if not self.rules or not await self.conn.run(db.try_lock, LOCK_KEY):
+        """Prune if the lock is free: rows deleted per state (and `idempotency_keys`), or None if
+        another pruner runs. Expired keys go whatever the retention of tasks."""
+        if not await self.conn.run(db.try_lock, LOCK_KEY):
             return None
         release = True
         try:
@@ -84,22 +88,26 @@ class Pruner:
         started = time.monotonic()
         deleted: dict[str, int] = {}
         for state, days in self.rules:
-            total = 0
-            while True:
-                n = await self.conn.run(
-                    db.prune_finished, state=state, older_than_days=days, limit=self.batch
-                )
-                total += n
-                if n < self.batch:
-                    break
-                await asyncio.sleep(PAUSE_SECONDS)
-            deleted[state] = total
+            deleted[state] = await self._in_batches(
+                functools.partial(db.prune_finished, state=state, older_than_days=days)
+            )
+        deleted["idempotency_keys"] = await self._in_batches(creates.prune_keys)
         if any(deleted.values()):
             log.info(
-                "%s: pruned %s finished tasks in %.1f s",
+                "%s: pruned %s in %.1f s",
                 self.slot,
-                ", ".join(f"{n} {state}" for state, n in deleted.items()),
+                ", ".join(f"{n} {what}" for what, n in deleted.items()),
                 time.monotonic() - started,
                 extra={"event": "pruned", "slot": self.slot, "deleted": deleted},
             )
         return deleted
+
+    async def _in_batches(self, prune: Callable[..., Awaitable[int]]) -> int:
+        """Call `prune(conn, limit=batch)` until it deletes less than a batch; the total."""
+        total = 0
+        while True:
+            n = await self.conn.run(prune, limit=self.batch)
+            total += n
+            if n < self.batch:
+                return total
+            await asyncio.sleep(PAUSE_SECONDS)

@@ -9,6 +9,7 @@ NOTIFY sent from SQL), it also wakes its siblings through pipes: one per sibling
 the supervisor and handed to every process of that slot, so a restarted worker is reachable at
 once. A notification stays a hint: every worker also polls, which is how tasks are found while a
 leader is being replaced.
+Tasks due later are the leader's too: its timer (workers/due.py) fires at their time.
 """
 
 from __future__ import annotations
@@ -16,11 +17,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from multiprocessing.context import BaseContext
 
+from asynctask.workers.due import DueTimer, parse_at
 from asynctask.workers.slots import Slot
 
 
@@ -51,19 +53,27 @@ def pool_pipes(ctx: BaseContext, slots: Sequence[Slot]) -> dict[str, WakePipes]:
 
 
 class Wakeup:
-    """Sets `event` for a notification or a sibling's nudge; a leader passes work on when it must.
+    """Sets `event` for a notification, a sibling's nudge or the due timer; a leader passes work
+    on when it must.
 
     `idle` is True while the worker waits for work (set by the worker around its wait).
+    `on_busy_due` is called when the timer fires while the worker is busy.
     """
 
     def __init__(self, event: asyncio.Event, pipes: WakePipes | None = None) -> None:
         self.event = event
         self.pipes = pipes or WakePipes()
         self.idle = False
+        self.timer = DueTimer(self._due)
+        self.on_busy_due: Callable[[], None] | None = None
         self._reading: int | None = None
 
     def notified(self, payload: str) -> None:
-        """Handle one notification's payload ("" or a task id)."""
+        """Handle one notification's payload: "", a task id, or "at <epoch> <tag>" (due later)."""
+        later = parse_at(payload)
+        if later is not None:
+            self.timer.at_epoch(*later)
+            return
         alone = self.idle and not self.event.is_set() and payload.isascii() and payload.isdigit()
         if not alone:
             self.wake_siblings()
@@ -84,8 +94,18 @@ class Wakeup:
         asyncio.get_running_loop().add_reader(fd, self._nudged, fd)
         self._reading = fd
 
+    def _due(self) -> None:
+        # A task's time came: claim it now. Alone when idle and it is due alone (the siblings
+        # would only find nothing); a busy leader hands it on.
+        if self.timer.together or not self.idle or self.event.is_set():
+            self.wake_siblings()
+            if not self.idle and self.on_busy_due is not None:
+                self.on_busy_due()
+        self.now()
+
     def close(self) -> None:
-        """Stop reading nudges."""
+        """Stop reading nudges and the timer."""
+        self.timer.cancel()
         if self._reading is not None:
             asyncio.get_running_loop().remove_reader(self._reading)
             self._reading = None

@@ -87,6 +87,8 @@ class Worker:
         self.locked_by = locked_by(self.host, os.getpid(), slot.name)
         self.wake = asyncio.Event()
         self.wakeup = Wakeup(self.wake, link.pipes)
+        self.wakeup.on_busy_due = self._rearm_soon
+        self._rearming: asyncio.Task[None] | None = None
         self.conn = QueryConnection(
             str(config.database.url),
             max(config.database.connect_timeout_seconds, 30.0),
@@ -135,6 +137,8 @@ class Worker:
             # Bounded: a background task must never keep a stopping worker alive.
             await asyncio.wait(background, timeout=5)
             self.wakeup.close()
+            if self._rearming is not None:
+                self._rearming.cancel()
             await self.acks.final_flush()
             self.conn.close()
             self.attempts.close()
@@ -178,10 +182,13 @@ class Worker:
         # Flush first: "the batch is done" and "before waiting for new work" both land here.
         await self.acks.flush()
         self.wake.clear()
+        began = time.monotonic()
         rows, token = await self._claim()
         if rows:
             await self._run_batch(rows, token)
             return
+        if self.conn.channel is not None:  # a pool's leader: time the next task due later
+            await self._arm_timer(time.monotonic() - began)
         self.wakeup.idle = True  # a leader claims a lone new task itself only while idle
         try:
             await self._sleep(self.config.timeout_milliseconds / 1000)
@@ -193,6 +200,21 @@ class Worker:
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(seconds):
                 await self.wake.wait()
+
+    async def _arm_timer(self, since: float) -> None:
+        """Set the due timer from the due index: tasks due later than `since` seconds ago."""
+        self.wakeup.timer.reading()
+        due = await self.conn.run(db.next_due, self.slot.priority, since)
+        self.wakeup.timer.set(due.due_in, due.together, due.clock)
+
+    def _rearm_soon(self) -> None:
+        # The timer fired while this leader runs a task: find the next due time meanwhile.
+        if self._rearming is None or self._rearming.done():
+            self._rearming = asyncio.create_task(self._rearm())
+
+    async def _rearm(self) -> None:
+        with contextlib.suppress(DatabaseUnavailable):  # the main loop reports and reconnects
+            await self._arm_timer(0.0)
 
     async def _claim(self) -> tuple[list[dict[str, Any]], str]:
         token = str(uuid.uuid4())

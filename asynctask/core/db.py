@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 import aiopg
+import psycopg2.errors
 
 from asynctask.core.connections import (
     execute,
@@ -22,6 +23,7 @@ from asynctask.core.connections import (
 from asynctask.core.errors import (
     InvalidTransition,
     TaskNotFound,
+    UniqueKeyTaken,
 )
 from asynctask.core.lifecycle import Outcome
 from asynctask.core.models import CANCELLABLE_STATES, PRIORITIES, RETRYABLE_STATES, Priority
@@ -29,12 +31,17 @@ from asynctask.core.sql import QUERIES
 
 
 class NewRow(NamedTuple):
-    """One task to insert: type, priority number, max_attempts, data as JSON text."""
+    """One task to insert: type, priority number, max_attempts, data as JSON text, and optionally
+    when it is due (`scheduled_at` as ISO 8601 text, or `delay_seconds` from now) and its
+    `unique_key` (creates.py inserts those)."""
 
     type: str
     priority: int
     max_attempts: int
     data_json: str
+    scheduled_at: str | None = None
+    delay_seconds: float | None = None
+    unique_key: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,7 +54,8 @@ class Held:
     max_attempts: int
 
 
-def _task(row: dict[str, Any]) -> dict[str, Any]:
+def task_row(row: dict[str, Any]) -> dict[str, Any]:
+    """A task row as callers get it: its priority as a Priority, no `notified` column."""
     row["priority"] = Priority.of(row["priority"])
     row.pop("notified", None)
     return row
@@ -73,33 +81,53 @@ async def ping(conn: aiopg.Connection) -> None:
 async def insert_task_rows(conn: aiopg.Connection, tasks: Sequence[NewRow]) -> list[dict[str, Any]]:
     """Insert tasks and NOTIFY their pools at commit; the new rows (without data) in input order."""
     if len(tasks) == 1:
-        found = await rows(conn, QUERIES["insert_one"], *tasks[0])
+        found = await rows(conn, QUERIES["insert_one"], *tasks[0][:6])
     else:
-        found = await rows(conn, QUERIES["insert_many"], *_columns(tasks))
-    return [_task(row) for row in found]
+        found = await rows(conn, QUERIES["insert_many"], *columns(tasks))
+    return [task_row(row) for row in found]
 
 
 async def insert_tasks(conn: aiopg.Connection, tasks: Sequence[NewRow]) -> list[int]:
     """As insert_task_rows, but only the ids (in input order): the batch route's answer."""
-    found = await rows(conn, QUERIES["insert_many_ids"], *_columns(tasks))
+    found = await rows(conn, QUERIES["insert_many_ids"], *columns(tasks))
     return [row["id"] for row in found]
 
 
-def _columns(tasks: Sequence[NewRow]) -> tuple[str, str, str, str]:
+def columns(tasks: Sequence[NewRow]) -> tuple[str | None, ...]:
+    """The plain insert statements' array parameters, as array literals."""
     # Array literals built here and sent as text (the statement casts them): psycopg2's ARRAY[...]
     # adaptation quotes each element in Python and makes the server parse one expression per row;
     # a literal is one string, parsed in one pass, which halves the batch insert.
-    types, priorities, attempts, data = zip(*tasks, strict=True)
-    return _text_array(types), _int_array(priorities), _int_array(attempts), _text_array(data)
+    # Rows of the first four fields alone (callers from before tasks for later) are due now.
+    types, priorities, attempts, data, *rest = zip(*tasks, strict=True)
+    at, delay = (rest[0], rest[1]) if rest else ((), ())
+    return (
+        text_array(types),
+        number_array(priorities),
+        number_array(attempts),
+        text_array(data),
+        text_array(at),
+        number_array(delay),
+    )
 
 
-def _text_array(values: Sequence[str]) -> str:
-    quoted = ('"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"' for v in values)
+def text_array(values: Sequence[str | None]) -> str | None:
+    """A text[] literal; None (SQL NULL) when every value is None: unnest pads it with NULLs."""
+    if all(v is None for v in values):
+        return None
+    quoted = (
+        "NULL" if v is None else '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
+        for v in values
+    )
     return "{" + ",".join(quoted) + "}"
 
 
-def _int_array(values: Sequence[int]) -> str:
-    return "{" + ",".join(map(str, values)) + "}"
+def number_array(values: Sequence[float | None]) -> str | None:
+    """A numeric array literal; None when every value is None (as text_array)."""
+    if all(v is None for v in values):
+        return None
+    # str() of an int or a float is a literal PostgreSQL reads back exactly.
+    return "{" + ",".join("NULL" if v is None else str(v) for v in values) + "}"
 
 
 async def get_task(conn: aiopg.Connection, task_id: int) -> dict[str, Any]:
@@ -107,7 +135,7 @@ async def get_task(conn: aiopg.Connection, task_id: int) -> dict[str, Any]:
     found = await rows(conn, QUERIES["get_task"], task_id)
     if not found:
         raise TaskNotFound(f"task {task_id} does not exist")
-    return _task(found[0])
+    return task_row(found[0])
 
 
 async def list_tasks(
@@ -127,7 +155,7 @@ async def list_tasks(
     """
     number = None if priority is None else priority.number
     params = (state, number, type_, before_id, limit, max_bytes)
-    return [_task(row) for row in await rows(conn, QUERIES["list_tasks"], *params)]
+    return [task_row(row) for row in await rows(conn, QUERIES["list_tasks"], *params)]
 
 
 async def cancel_task(conn: aiopg.Connection, task_id: int) -> dict[str, Any]:
@@ -136,16 +164,27 @@ async def cancel_task(conn: aiopg.Connection, task_id: int) -> dict[str, Any]:
     if not found:
         current = await get_task(conn, task_id)
         raise InvalidTransition(task_id, current["state"], CANCELLABLE_STATES)
-    return _task(found[0])
+    return task_row(found[0])
 
 
 async def retry_task(conn: aiopg.Connection, task_id: int) -> dict[str, Any]:
-    """Put a failed or cancelled task back to available with a fresh attempt budget."""
-    found = await rows(conn, QUERIES["retry_task"], task_id, [s.value for s in RETRYABLE_STATES])
+    """Put a failed or cancelled task back to available with a fresh attempt budget.
+
+    UniqueKeyTaken if an unfinished task of its type holds its unique_key meanwhile.
+    """
+    try:
+        found = await rows(
+            conn, QUERIES["retry_task"], task_id, [s.value for s in RETRYABLE_STATES]
+        )
+    except psycopg2.errors.UniqueViolation:
+        task = await get_task(conn, task_id)
+        holder = await rows(conn, QUERIES["unique_key_holder"], task["type"], task["unique_key"])
+        held_id, held_state = (holder[0]["id"], holder[0]["state"]) if holder else (None, "")
+        raise UniqueKeyTaken(task_id, task["unique_key"], held_id, held_state) from None
     if not found:
         current = await get_task(conn, task_id)
         raise InvalidTransition(task_id, current["state"], RETRYABLE_STATES)
-    return _task(found[0])
+    return task_row(found[0])
 
 
 # --- workers: claim, finish, leases, take-overs ---------------------------------------------------
@@ -236,13 +275,33 @@ async def listen(conn: aiopg.Connection, priority: Priority) -> None:
 
 async def task_counts(conn: aiopg.Connection) -> list[dict[str, Any]]:
     """Per (priority, state): how many tasks, and how many finished in the last minute."""
-    return [_task(row) for row in await rows(conn, QUERIES["task_counts"])]
+    return [task_row(row) for row in await rows(conn, QUERIES["task_counts"])]
 
 
 async def queue_lag(conn: aiopg.Connection) -> dict[Priority, float]:
     """Seconds since the oldest due task of each priority became due (0 when none is waiting)."""
     found = await rows(conn, QUERIES["queue_lag"], [p.number for p in PRIORITIES])
     return {Priority.of(row["priority"]): row["lag"] for row in found}
+
+
+async def scheduled_counts(conn: aiopg.Connection) -> dict[Priority, int]:
+    """How many scheduled tasks each priority has (read from the due index's future end)."""
+    found = await rows(conn, QUERIES["scheduled_counts"], [p.number for p in PRIORITIES])
+    return {Priority.of(row["priority"]): int(row["tasks"]) for row in found}
+
+
+class NextDue(NamedTuple):
+    """A pool leader's next due time (db.next_due)."""
+
+    due_in: float | None  # seconds from now (negative: due already); None: nothing due later
+    together: bool  # another task is due at the same instant
+    clock: float  # the server's clock, epoch seconds
+
+
+async def next_due(conn: aiopg.Connection, priority: Priority, since_seconds: float) -> NextDue:
+    """The earliest task of `priority` due later than `since_seconds` ago: a leader's timer."""
+    row = (await rows(conn, QUERIES["next_due"], priority.number, since_seconds))[0]
+    return NextDue(row["due_in"], row["together"], row["clock"])
 
 
 async def prune_finished(

@@ -35,3 +35,20 @@ class InvalidTransition(AsyncTaskError):
 
 class HandlerImportError(AsyncTaskError):
     """A `handlers:` entry names a module or function that cannot be imported."""
+
+
+class UniqueKeyTaken(AsyncTaskError):
+    """A finished task cannot go back to the queue: an unfinished task holds its unique_key."""
+
+    def __init__(self, task_id: int, unique_key: str, holder: int | None, state: str) -> None:
+        self.task_id = task_id
+        self.unique_key = unique_key
+        self.holder = holder
+        held = f"task {holder} ({state})" if holder is not None else "another unfinished task"
+        super().__init__(
+            f"task {task_id} cannot be retried: its unique_key {unique_key!r} is held by {held}"
+        )
+
+
+class IdempotencyKeyTaken(AsyncTaskError):
+    """A request's Idempotency-Key already has a stored answer (a twin was first)."""

@@ -100,6 +100,8 @@ class Outcome:
 # moves (create, cancel, retry) and the claim are guarded by the states named in models.py.
 TRANSITIONS: Final[tuple[tuple[str, State, str], ...]] = (
     ("[*]", State.AVAILABLE, "created"),
+    ("[*]", State.SCHEDULED, "created for later"),
+    (State.SCHEDULED, State.AVAILABLE, "its time comes"),
     (State.AVAILABLE, State.RUNNING, "claimed"),
     (State.RETRYING, State.RUNNING, "claimed, when due"),
     (State.RUNNING, State.COMPLETED, "handler returned"),
@@ -107,6 +109,7 @@ TRANSITIONS: Final[tuple[tuple[str, State, str], ...]] = (
     (State.RUNNING, State.FAILED, "the same, attempts spent; unknown type; undecodable row"),
     (State.RUNNING, State.AVAILABLE, "handed back unstarted (first attempt)"),
     (State.RUNNING, State.RETRYING, "handed back unstarted (a retry)"),
+    (State.SCHEDULED, State.CANCELLED, "cancel"),
     (State.AVAILABLE, State.CANCELLED, "cancel"),
     (State.RETRYING, State.CANCELLED, "cancel"),
     (State.FAILED, State.AVAILABLE, "retry"),
@@ -114,8 +117,15 @@ TRANSITIONS: Final[tuple[tuple[str, State, str], ...]] = (
 )
 
 
+# States the API shows but the table never holds: the diagram says so next to them.
+DERIVED: Final = (
+    (State.SCHEDULED, "derived: stored as available with a future scheduled_at; nothing moves it"),
+)
+
+
 def state_diagram() -> str:
     """TRANSITIONS as a Mermaid state diagram (README shows exactly this)."""
     lines = ["stateDiagram-v2"]
     lines += [f"    {source} --> {target}: {why}" for source, target, why in TRANSITIONS]
+    lines += [f"    note right of {state} : {why}" for state, why in DERIVED]
     return "\n".join(lines)

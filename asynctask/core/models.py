@@ -1,7 +1,8 @@
 """Plain data shared by the API and the workers: priorities, states, and the task a handler gets.
 
-Each is defined once here. The schema restates two of them for the database's own checks (the
-`state` CHECK and `asynctask_channel()`); tests/test_models.py checks that both agree with these.
+Each is defined once here. The schema restates some of them for the database's own checks (the
+`state` CHECK, `asynctask_channel()`, `asynctask_state()`, the unique-key index); tests check that
+they agree with these.
 """
 
 from __future__ import annotations
@@ -41,8 +42,13 @@ DEFAULT_PRIORITY: Final = Priority.NORMAL
 
 
 class State(StrEnum):
-    """Where a task is in its life (see lifecycle.py for how it moves)."""
+    """Where a task is in its life (see lifecycle.py for how it moves).
 
+    SCHEDULED is derived, never stored: a task due later is stored `available` with a future
+    `scheduled_at`, so the claim and its index need nothing to move it when its time comes.
+    """
+
+    SCHEDULED = "scheduled"
     AVAILABLE = "available"
     RUNNING = "running"
     RETRYING = "retrying"
@@ -56,12 +62,18 @@ class State(StrEnum):
         return self in FINISHED_STATES
 
 
-STATES: Final = tuple(State)
+STATES: Final = tuple(State)  # as the API shows them
+# What the `state` column holds (its CHECK): every state but the derived SCHEDULED.
+STORED_STATES: Final = tuple(state for state in State if state is not State.SCHEDULED)
 # Due once scheduled_at has passed: what a claim takes (the partial index's condition).
 DUE_STATES: Final = frozenset({State.AVAILABLE, State.RETRYING})
 FINISHED_STATES: Final = frozenset({State.COMPLETED, State.FAILED, State.CANCELLED})
-CANCELLABLE_STATES: Final = (State.AVAILABLE, State.RETRYING)
+CANCELLABLE_STATES: Final = (State.SCHEDULED, State.AVAILABLE, State.RETRYING)
 RETRYABLE_STATES: Final = (State.FAILED, State.CANCELLED)
+# While a task is in one of these stored states, its (type, unique_key) is taken: the partial
+# unique index tasks_unique_key_idx covers exactly these (a scheduled task is stored available).
+UNIQUE_KEY_STATES: Final = frozenset({State.AVAILABLE, State.RUNNING, State.RETRYING})
+UNIQUE_KEY_MAX: Final = 200
 # Task type names, as config.py allows them for handlers and the API for tasks: also keeps NUL
 # bytes and SQL-looking text out of the list filter.
 TYPE_PATTERN: Final = r"^[A-Za-z0-9_.\-]{1,100}$"

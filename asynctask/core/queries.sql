@@ -12,49 +12,79 @@
 -- name: insert_one (prepared)
 -- Create one task and NOTIFY its priority's channel with its id, delivered at commit. The idle
 -- API's case, on the wake-up's critical path (a VALUES insert costs the server less than unnest).
--- params: $1 text (type), $2 smallint (priority), $3 int (max_attempts), $4 jsonb (data)
-INSERT INTO tasks (type, priority, max_attempts, data)
-VALUES ($1, $2, $3, $4)
-RETURNING id, type, priority, state, attempts, max_attempts, scheduled_at, inserted_at, updated_at,
-    started_at, finished_at, last_error, pg_notify(asynctask_channel(priority), id::text) AS notified;
+-- It is due at $5, or $6 seconds from now, or now (never earlier than now); a task due later
+-- NOTIFYs "at <epoch> <id>" instead (asynctask_at), for the pool leader's timer.
+-- params: $1 text (type), $2 smallint (priority), $3 int (max_attempts), $4 jsonb (data), $5 timestamptz (scheduled_at), $6 float8 (delay seconds)
+INSERT INTO tasks (type, priority, max_attempts, data, scheduled_at)
+VALUES ($1, $2, $3, $4, greatest(coalesce($5, now() + $6 * interval '1 second'), now()))
+RETURNING id, type, priority, asynctask_state(state, scheduled_at) AS state, attempts,
+    max_attempts, scheduled_at, inserted_at, updated_at, started_at, finished_at, last_error,
+    unique_key, pg_notify(asynctask_channel(priority),
+        CASE WHEN scheduled_at > now() THEN asynctask_at(scheduled_at, id::text)
+            ELSE id::text END) AS notified;
 
 
 -- name: insert_many (prepared)
 -- Create many tasks in one statement and one transaction, the new rows in input order (identity
 -- values are handed out in insertion order, and rows go in in input order, so ORDER BY id gives
 -- it back). One NOTIFY per priority touched: the task's id when it is that priority's only new
--- task (an idle pool leader then claims it alone, workers/wakeup.py), else empty (wake the pool).
--- params: $1 text[] (types), $2 smallint[] (priorities), $3 int[] (max_attempts), $4 jsonb[] (data)
+-- task due now (an idle pool leader then claims it alone, workers/wakeup.py), else empty (wake
+-- the pool); and for tasks due later, one "at <epoch> <id or *>" with the earliest time, "*"
+-- when several are due then (asynctask_at).
+-- params: $1 text[] (types), $2 smallint[] (priorities), $3 int[] (max_attempts), $4 jsonb[] (data), $5 timestamptz[] (scheduled_at), $6 float8[] (delay seconds)
 WITH input AS (
-    SELECT * FROM unnest($1::text[], $2::smallint[], $3::int[], $4::jsonb[])
-        WITH ORDINALITY AS i(type, priority, max_attempts, data, n)
+    SELECT * FROM unnest($1::text[], $2::smallint[], $3::int[], $4::jsonb[], $5::timestamptz[],
+        $6::float8[]) WITH ORDINALITY AS i(type, priority, max_attempts, data, at, delay, n)
 ), inserted AS (
-    INSERT INTO tasks (type, priority, max_attempts, data)
-    SELECT type, priority, max_attempts, data FROM input ORDER BY n
-    RETURNING id, type, priority, state, attempts, max_attempts, scheduled_at, inserted_at,
-        updated_at, started_at, finished_at, last_error
+    INSERT INTO tasks (type, priority, max_attempts, data, scheduled_at)
+    SELECT type, priority, max_attempts, data,
+        greatest(coalesce(at, now() + delay * interval '1 second'), now())
+    FROM input ORDER BY n
+    RETURNING id, type, priority, asynctask_state(state, scheduled_at) AS state, attempts,
+        max_attempts, scheduled_at, inserted_at, updated_at, started_at, finished_at, last_error,
+        unique_key
 ), notified AS (
     SELECT pg_notify(asynctask_channel(priority),
         CASE WHEN count(*) = 1 THEN min(id)::text ELSE '' END)
-    FROM inserted GROUP BY priority
+    FROM inserted WHERE scheduled_at <= now() GROUP BY priority
+    UNION ALL
+    SELECT pg_notify(asynctask_channel(priority), asynctask_at(scheduled_at,
+        CASE WHEN count(*) = 1 THEN min(id)::text ELSE '*' END))
+    FROM (
+        SELECT priority, id, scheduled_at,
+            min(scheduled_at) OVER (PARTITION BY priority) AS earliest
+        FROM inserted WHERE scheduled_at > now()
+    ) AS later
+    WHERE scheduled_at = earliest GROUP BY priority, scheduled_at
 )
 SELECT inserted.* FROM inserted, (SELECT count(*) FROM notified) AS n ORDER BY id;
 
 
 -- name: insert_many_ids (prepared)
 -- As insert_many, answering only the ids and priorities (the batch route's answer).
--- params: $1 text[] (types), $2 smallint[] (priorities), $3 int[] (max_attempts), $4 jsonb[] (data)
+-- params: $1 text[] (types), $2 smallint[] (priorities), $3 int[] (max_attempts), $4 jsonb[] (data), $5 timestamptz[] (scheduled_at), $6 float8[] (delay seconds)
 WITH input AS (
-    SELECT * FROM unnest($1::text[], $2::smallint[], $3::int[], $4::jsonb[])
-        WITH ORDINALITY AS i(type, priority, max_attempts, data, n)
+    SELECT * FROM unnest($1::text[], $2::smallint[], $3::int[], $4::jsonb[], $5::timestamptz[],
+        $6::float8[]) WITH ORDINALITY AS i(type, priority, max_attempts, data, at, delay, n)
 ), inserted AS (
-    INSERT INTO tasks (type, priority, max_attempts, data)
-    SELECT type, priority, max_attempts, data FROM input ORDER BY n
-    RETURNING id, priority
+    INSERT INTO tasks (type, priority, max_attempts, data, scheduled_at)
+    SELECT type, priority, max_attempts, data,
+        greatest(coalesce(at, now() + delay * interval '1 second'), now())
+    FROM input ORDER BY n
+    RETURNING id, priority, scheduled_at
 ), notified AS (
     SELECT pg_notify(asynctask_channel(priority),
         CASE WHEN count(*) = 1 THEN min(id)::text ELSE '' END)
-    FROM inserted GROUP BY priority
+    FROM inserted WHERE scheduled_at <= now() GROUP BY priority
+    UNION ALL
+    SELECT pg_notify(asynctask_channel(priority), asynctask_at(scheduled_at,
+        CASE WHEN count(*) = 1 THEN min(id)::text ELSE '*' END))
+    FROM (
+        SELECT priority, id, scheduled_at,
+            min(scheduled_at) OVER (PARTITION BY priority) AS earliest
+        FROM inserted WHERE scheduled_at > now()
+    ) AS later
+    WHERE scheduled_at = earliest GROUP BY priority, scheduled_at
 )
 SELECT id, priority FROM inserted, (SELECT count(*) FROM notified) AS n ORDER BY id;
 
@@ -62,8 +92,9 @@ SELECT id, priority FROM inserted, (SELECT count(*) FROM notified) AS n ORDER BY
 -- name: get_task
 -- One task as the API shows it.
 -- params: $1 bigint (id)
-SELECT id, type, priority, state, attempts, max_attempts, data::text AS data, scheduled_at,
-    inserted_at, updated_at, started_at, finished_at, last_error
+SELECT id, type, priority, asynctask_state(state, scheduled_at) AS state, attempts, max_attempts,
+    data::text AS data, scheduled_at, inserted_at, updated_at, started_at, finished_at, last_error,
+    unique_key
 FROM tasks WHERE id = $1;
 
 
@@ -72,13 +103,14 @@ FROM tasks WHERE id = $1;
 -- $5 rows, and only while their data's running total stays within $6 bytes (the first row always
 -- comes): sizes are measured first, so data past the budget is never read out nor sent. After a
 -- page that was cut short (by $5 or by $6), one more row comes with NULL data: it only says that a
--- next page exists. Run with its values inlined (never prepared), so the planner folds the NULL
+-- next page exists. The state filter is on the state as shown (scheduled is derived:
+-- asynctask_state). Run with its values inlined (never prepared), so the planner folds the NULL
 -- tests away and picks the index that fits the filters given.
 -- params: $1 text (state), $2 smallint (priority), $3 text (type), $4 bigint (before id), $5 int (limit), $6 bigint (byte budget)
 WITH sized AS (
     SELECT id, octet_length(data::text) AS size
     FROM tasks
-    WHERE ($1::text IS NULL OR state = $1::text)
+    WHERE ($1::text IS NULL OR asynctask_state(state, scheduled_at) = $1::text)
         AND ($2::smallint IS NULL OR priority = $2::smallint)
         AND ($3::text IS NULL OR type = $3::text)
         AND ($4::bigint IS NULL OR id < $4::bigint)
@@ -91,9 +123,9 @@ WITH sized AS (
 ), page AS (
     SELECT id, fits, lag(fits, 1, true) OVER (ORDER BY id DESC) AS shown FROM fitted
 )
-SELECT t.id, t.type, t.priority, t.state, t.attempts, t.max_attempts,
-    CASE WHEN page.fits THEN t.data::text END AS data, t.scheduled_at, t.inserted_at,
-    t.updated_at, t.started_at, t.finished_at, t.last_error
+SELECT t.id, t.type, t.priority, asynctask_state(t.state, t.scheduled_at) AS state, t.attempts,
+    t.max_attempts, CASE WHEN page.fits THEN t.data::text END AS data, t.scheduled_at,
+    t.inserted_at, t.updated_at, t.started_at, t.finished_at, t.last_error, t.unique_key
 FROM page JOIN tasks AS t ON t.id = page.id
 WHERE page.shown
 ORDER BY t.id DESC;
@@ -104,8 +136,9 @@ ORDER BY t.id DESC;
 -- params: $1 bigint (id), $2 text[] (states it may be in)
 UPDATE tasks SET state = 'cancelled', finished_at = now(), updated_at = now()
 WHERE id = $1 AND state = ANY($2::text[])
-RETURNING id, type, priority, state, attempts, max_attempts, data::text AS data, scheduled_at,
-    inserted_at, updated_at, started_at, finished_at, last_error;
+RETURNING id, type, priority, asynctask_state(state, scheduled_at) AS state, attempts,
+    max_attempts, data::text AS data, scheduled_at, inserted_at, updated_at, started_at,
+    finished_at, last_error, unique_key;
 
 
 -- name: retry_task
@@ -115,8 +148,9 @@ RETURNING id, type, priority, state, attempts, max_attempts, data::text AS data,
 UPDATE tasks SET state = 'available', attempts = 0, scheduled_at = now(), finished_at = NULL,
     started_at = NULL, updated_at = now()
 WHERE id = $1 AND state = ANY($2::text[])
-RETURNING id, type, priority, state, attempts, max_attempts, data::text AS data, scheduled_at,
-    inserted_at, updated_at, started_at, finished_at, last_error,
+RETURNING id, type, priority, asynctask_state(state, scheduled_at) AS state, attempts,
+    max_attempts, data::text AS data, scheduled_at, inserted_at, updated_at, started_at,
+    finished_at, last_error, unique_key,
     pg_notify(asynctask_channel(priority), id::text) AS notified;
 
 
@@ -275,7 +309,7 @@ SELECT 1;
 SELECT name, setting FROM pg_settings WHERE name IN ('autovacuum', 'track_counts');
 
 
--- === first hour (issue 11): which priorities have a live worker ===========================
+-- === first hour (issue 11): which priorities have a live worker ====================
 
 -- name: live_workers
 -- Worker processes connected to this database, per priority, from any host: each names its one
@@ -296,3 +330,139 @@ WHERE EXISTS (
     SELECT 1 FROM tasks
     WHERE state IN ('available', 'retrying') AND priority = p.priority AND scheduled_at <= now()
 );
+
+
+-- === Producer features (issue 13): unique keys, Idempotency-Key, the scheduled-task timer ===
+
+
+-- name: insert_unique (prepared)
+-- Create tasks of which some carry a unique_key or an Idempotency-Key (else insert_many does).
+-- A unique_key held by an unfinished task of the same type inserts nothing (the partial unique
+-- index decides; a key repeated within the input inserts its first item only): those items are
+-- absent from the answer, and the caller looks their task up (find_unique). Ids are drawn before
+-- the insert so that each new row is matched to its input item ($n order, the `n` column), and so
+-- that an item with an Idempotency-Key gets its answer row (201, its task) in this same statement:
+-- a twin request committed meanwhile makes the statement fail on that row's primary key. NOTIFYs
+-- as insert_many does.
+-- params: $1 text[] (types), $2 smallint[] (priorities), $3 int[] (max_attempts), $4 jsonb[] (data), $5 timestamptz[] (scheduled_at), $6 float8[] (delay seconds), $7 text[] (unique keys), $8 text[] (key scopes), $9 text[] (idempotency keys), $10 text[] (request fingerprints)
+WITH input AS (
+    SELECT i.*, nextval((SELECT pg_get_serial_sequence('tasks', 'id'))) AS id
+    FROM unnest($1::text[], $2::smallint[], $3::int[], $4::jsonb[], $5::timestamptz[],
+        $6::float8[], $7::text[], $8::text[], $9::text[], $10::text[])
+        WITH ORDINALITY AS i(type, priority, max_attempts, data, at, delay, unique_key, scope,
+            key, fingerprint, n)
+), inserted AS (
+    INSERT INTO tasks (id, type, priority, max_attempts, data, scheduled_at, unique_key)
+    SELECT id, type, priority, max_attempts, data,
+        greatest(coalesce(at, now() + delay * interval '1 second'), now()), unique_key
+    FROM input ORDER BY n
+    ON CONFLICT (type, unique_key)
+        WHERE unique_key IS NOT NULL AND state IN ('available', 'running', 'retrying')
+        DO NOTHING
+    RETURNING id, type, priority, asynctask_state(state, scheduled_at) AS state, attempts,
+        max_attempts, scheduled_at, inserted_at, updated_at, started_at, finished_at, last_error,
+        unique_key
+), remembered AS (
+    INSERT INTO idempotency_keys (scope, key, fingerprint, status, task_ids)
+    SELECT i.scope, i.key, i.fingerprint, 201, ARRAY[i.id]
+    FROM input AS i JOIN inserted USING (id)
+    WHERE i.key IS NOT NULL
+), notified AS (
+    SELECT pg_notify(asynctask_channel(priority),
+        CASE WHEN count(*) = 1 THEN min(id)::text ELSE '' END)
+    FROM inserted WHERE scheduled_at <= now() GROUP BY priority
+    UNION ALL
+    SELECT pg_notify(asynctask_channel(priority), asynctask_at(scheduled_at,
+        CASE WHEN count(*) = 1 THEN min(id)::text ELSE '*' END))
+    FROM (
+        SELECT priority, id, scheduled_at,
+            min(scheduled_at) OVER (PARTITION BY priority) AS earliest
+        FROM inserted WHERE scheduled_at > now()
+    ) AS later
+    WHERE scheduled_at = earliest GROUP BY priority, scheduled_at
+)
+SELECT input.n, inserted.*
+FROM inserted JOIN input USING (id), (SELECT count(*) FROM notified) AS notes
+ORDER BY id;
+
+
+-- name: find_unique
+-- The unfinished tasks holding these (type, unique_key) pairs: what a duplicate create answers.
+-- A statement of its own, so it sees a holder committed after the insert's snapshot was taken.
+-- params: $1 text[] (types), $2 text[] (unique keys)
+SELECT id, type, priority, asynctask_state(state, scheduled_at) AS state, attempts, max_attempts,
+    data::text AS data, scheduled_at, inserted_at, updated_at, started_at, finished_at, last_error,
+    unique_key
+FROM tasks
+WHERE (type, unique_key) IN (SELECT * FROM unnest($1::text[], $2::text[]))
+    AND unique_key IS NOT NULL AND state IN ('available', 'running', 'retrying');
+
+
+-- name: remember_answer
+-- Keep the first answer to a request made with an Idempotency-Key, for 24 hours (the column's
+-- default). A row already there (a twin, committed) makes this fail on the primary key.
+-- params: $1 text (scope), $2 text (key), $3 text (fingerprint), $4 smallint (status), $5 bigint[] (task ids), $6 int[] (duplicate items)
+INSERT INTO idempotency_keys (scope, key, fingerprint, status, task_ids, duplicates)
+VALUES ($1, $2, $3, $4, $5, $6);
+
+
+-- name: remembered_answer
+-- The stored answer for a key, and whether it is still in force.
+-- params: $1 text (scope), $2 text (key)
+SELECT fingerprint, status, task_ids, duplicates, expires_at > now() AS live
+FROM idempotency_keys WHERE scope = $1 AND key = $2;
+
+
+-- name: forget_expired_answer
+-- Drop a key's answer once it has expired (before its key is used again).
+-- params: $1 text (scope), $2 text (key)
+DELETE FROM idempotency_keys WHERE scope = $1 AND key = $2 AND expires_at <= now();
+
+
+-- name: prune_idempotency_keys
+-- Delete up to $1 expired Idempotency-Key answers (idempotency_keys_expires_idx).
+-- params: $1 int (limit)
+DELETE FROM idempotency_keys WHERE ctid = ANY(ARRAY(
+    SELECT ctid FROM idempotency_keys WHERE expires_at <= now() LIMIT $1
+));
+
+
+-- name: unique_key_holder
+-- The unfinished task holding a (type, unique_key), if any: why a manual retry was refused.
+-- params: $1 text (type), $2 text (unique key)
+SELECT id, asynctask_state(state, scheduled_at) AS state FROM tasks
+WHERE type = $1 AND unique_key = $2 AND unique_key IS NOT NULL
+    AND state IN ('available', 'running', 'retrying');
+
+
+-- name: next_due (prepared)
+-- A pool leader's timer (workers/due.py): seconds until the earliest task of priority $1 that
+-- is due later than $2 seconds ago (negative: due already; NULL: none), whether a second task is
+-- due at that same instant (then the leader wakes its siblings too), and the server's clock
+-- (epoch seconds). Reads two entries of tasks_due_idx. The leader passes the time since its last
+-- claim began, so a task that became due after that claim is found here and claimed at once,
+-- while one the claim skipped (locked by another worker) is not waited for again.
+-- params: $1 smallint (priority), $2 float8 (seconds)
+WITH next AS (
+    SELECT scheduled_at FROM tasks
+    WHERE state IN ('available', 'retrying') AND priority = $1
+        AND scheduled_at > now() - $2 * interval '1 second'
+    ORDER BY scheduled_at
+    LIMIT 2
+)
+SELECT extract(epoch FROM min(scheduled_at) - clock_timestamp())::float8 AS due_in,
+    count(*) = 2 AND min(scheduled_at) = max(scheduled_at) AS together,
+    extract(epoch FROM clock_timestamp())::float8 AS clock
+FROM next;
+
+
+-- name: scheduled_counts
+-- Per priority in $1: how many tasks are scheduled (stored available, due later). Reads only the
+-- future end of tasks_due_idx (and those rows), never the whole table.
+-- params: $1 smallint[] (priorities)
+SELECT p.priority, (
+    SELECT count(*) FROM tasks
+    WHERE state IN ('available', 'retrying') AND priority = p.priority
+        AND scheduled_at > now() AND state = 'available'
+) AS tasks
+FROM unnest($1::smallint[]) AS p(priority);

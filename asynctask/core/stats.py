@@ -51,6 +51,7 @@ class Snapshot:
 async def read_snapshot(conn: aiopg.Connection) -> Snapshot:
     """Query the database once for a snapshot; every priority and state is present (0 if none)."""
     rows = await db.task_counts(conn)
+    scheduled = await db.scheduled_counts(conn)
     lag = await db.queue_lag(conn)
     workers = await db.live_workers(conn)
     due = await db.due_priorities(conn)
@@ -60,6 +61,12 @@ async def read_snapshot(conn: aiopg.Connection) -> Snapshot:
         counts[row["priority"]][row["state"]] = int(row["tasks"])
         if row["state"] in last_minute:
             last_minute[row["state"]] += int(row["last_minute"])
+    for priority, n in scheduled.items():
+        # Stored as available (State.SCHEDULED is derived). Two statements, two snapshots: a
+        # task that came due or was claimed in between must not make a count negative.
+        n = min(n, counts[priority][State.AVAILABLE])
+        counts[priority][State.SCHEDULED] = n
+        counts[priority][State.AVAILABLE] -= n
     return Snapshot(
         counts=counts,
         queue_lag_seconds={priority: float(lag.get(priority, 0.0)) for priority in PRIORITIES},
