@@ -13,7 +13,7 @@ from aiohttp import web
 from asynctask.core import loops, stats
 from asynctask.core.config import Config
 from asynctask.core.connections import acquire, create_pool
-from asynctask.service import keys, views
+from asynctask.service import keys, schedule_views, views
 from asynctask.service.group_commit import GroupCommit
 from asynctask.service.metrics import ApiMetrics
 from asynctask.service.middlewares import error_middleware, metrics_middleware, token_middleware
@@ -51,6 +51,7 @@ def create_app(config: Config) -> web.Application:
     app.router.add_get(_TASK_ID, views.get_task, allow_head=False)
     app.router.add_post(_TASK_ID + "/cancel", views.cancel_task)
     app.router.add_post(_TASK_ID + "/retry", views.retry_task)
+    app.router.add_get("/api/schedules", schedule_views.list_schedules, allow_head=False)
     setup_openapi(app, config, version=_version())
     return app
 

@@ -53,8 +53,9 @@ def operation(
     tags: tuple[str, ...] = ("tasks",),
     headers: dict[str, Any] | None = None,
     unavailable: type[Schema] = ErrorSchema,
+    also: tuple[tuple[int, type[Schema], str], ...] = (),
 ) -> Callable[[Handler], Handler]:
-    """Declare a handler's operation: its success answer and every error it can give (+500)."""
+    """Declare a handler's operation: its success answer(s) and every error it can give (+500)."""
     code, schema, description = ok
     responses: dict[int, dict[str, Any]] = {
         code: {
@@ -63,6 +64,8 @@ def operation(
             **({"headers": headers} if headers else {}),
         }
     }
+    for other, other_schema, other_description in also:
+        responses[other] = {"schema": other_schema, "description": other_description}
     for error in (*errors, 500):
         schema = unavailable if error == 503 else ErrorSchema
         responses[error] = {"schema": schema, "description": _ERRORS[error]}

@@ -20,6 +20,7 @@ from asynctask.core import checks
 from asynctask.core.errors import ConfigError
 from asynctask.core.lifecycle import RetryPolicy
 from asynctask.core.models import PRIORITIES, TYPE_PATTERN, Priority
+from asynctask.core.schedules import Schedule, parse_schedules
 
 RETRY_BACKOFFS: tuple[str, ...] = ("fixed", "exponential")
 LOG_FORMATS: tuple[str, ...] = ("text", "json")
@@ -85,11 +86,13 @@ class Config:
     prefetch: int = 100
     prefetch_bytes: int = 4 * 1024 * 1024
     ack_flush_milliseconds: int = 5
+    max_result_bytes: int = 64 * 1024
     worker_max_memory_mb: int | None = None
     metrics_port: int | None = None
     log_level: str = "INFO"
     log_format: str = "text"
     retention: RetentionConfig = field(default_factory=RetentionConfig)
+    schedules: tuple[Schedule, ...] = ()  # periodic tasks (asynctask/core/schedules.py)
 
     @property
     def task_types(self) -> tuple[str, ...]:
@@ -132,6 +135,7 @@ _SCALARS: dict[str, checks.Check] = {
     "prefetch": checks.integer(1, 1000),
     "prefetch_bytes": checks.integer(1024, 1024**3),
     "ack_flush_milliseconds": checks.integer(0, 10_000),
+    "max_result_bytes": checks.integer(1, 16 * 1024**2),
     "worker_max_memory_mb": checks.optional(checks.integer(16, 1_048_576)),
     "metrics_port": checks.optional(checks.integer(1, 65535, "a TCP port from 1 to 65535")),
     "log_level": checks.choice(LOG_LEVELS, upper=True),
@@ -198,13 +202,15 @@ def parse_config(raw: Mapping[str, Any], environ: Mapping[str, str]) -> Config:
     for key, (source, value) in flat.items():
         label = key if source == key else f"{source} ({key})"
         values[key] = _SCALARS[key](label, value)
-    return _build(values, handlers)
+    default_attempts = values.get("max_attempts", Config.max_attempts)
+    schedules = parse_schedules(raw.get("schedules"), sorted(handlers), default_attempts)
+    return _build(values, handlers, schedules)
 
 
 def _flatten(raw: Mapping[str, Any]) -> dict[str, tuple[str, Any]]:
     flat: dict[str, tuple[str, Any]] = {}
     for key, value in raw.items():
-        if key == "handlers":
+        if key in ("handlers", "schedules"):
             continue
         if key in _SECTIONS:
             if value is None:
@@ -224,7 +230,8 @@ def _known(key: str) -> None:
     if key not in _SCALARS:
         prefix = key.rsplit(".", 1)[0] + "." if "." in key else ""
         siblings = sorted(k[len(prefix) :] for k in _SCALARS if k.startswith(prefix))
-        siblings = [k for k in siblings if "." not in k] + (["handlers"] if not prefix else [])
+        siblings = [k for k in siblings if "." not in k]
+        siblings += [] if prefix else ["handlers", "schedules"]
         raise ConfigError(f"{key}: unknown key (allowed here: {', '.join(sorted(siblings))})")
 
 
@@ -264,7 +271,9 @@ def _parse_handlers(raw: Any) -> dict[str, HandlerConfig]:
     return handlers
 
 
-def _build(values: dict[str, Any], handlers: dict[str, HandlerConfig]) -> Config:
+def _build(
+    values: dict[str, Any], handlers: dict[str, HandlerConfig], schedules: tuple[Schedule, ...]
+) -> Config:
     def section(prefix: str) -> dict[str, Any]:
         return {k.split(".", 1)[1]: v for k, v in values.items() if k.startswith(prefix + ".")}
 
@@ -277,5 +286,6 @@ def _build(values: dict[str, Any], handlers: dict[str, HandlerConfig]) -> Config
         priority_queues=queues,
         handlers=handlers,
         retention=RetentionConfig(**section("retention")),
+        schedules=schedules,
         **top,
     )

@@ -60,8 +60,12 @@ STATES: Final = tuple(State)
 # Due once scheduled_at has passed: what a claim takes (the partial index's condition).
 DUE_STATES: Final = frozenset({State.AVAILABLE, State.RETRYING})
 FINISHED_STATES: Final = frozenset({State.COMPLETED, State.FAILED, State.CANCELLED})
-CANCELLABLE_STATES: Final = (State.AVAILABLE, State.RETRYING)
+# A running task is cancelled at once too: its worker stops the handler, or discards its outcome.
+CANCELLABLE_STATES: Final = (State.AVAILABLE, State.RETRYING, State.RUNNING)
 RETRYABLE_STATES: Final = (State.FAILED, State.CANCELLED)
+# Where cancel_task tells the worker of a running task (payload: "<id> <locked_by>"); queries.sql
+# names it too.
+CANCEL_CHANNEL: Final = "tasks_cancel"
 # Task type names, as config.py allows them for handlers and the API for tasks: also keeps NUL
 # bytes and SQL-looking text out of the list filter.
 TYPE_PATTERN: Final = r"^[A-Za-z0-9_.\-]{1,100}$"
