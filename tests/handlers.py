@@ -117,12 +117,13 @@ async def cancellable(task: Task) -> str:
     try:
         await asyncio.sleep(float(task.data.get("seconds", 60)))
     except asyncio.CancelledError:
+        at = time.time()  # before connecting: the record's own connection takes milliseconds
         conn = psycopg2.connect(os.environ["ASYNCTASK_TEST_RECORD_DSN"])
         conn.autocommit = True
         with conn.cursor() as cur:
             cur.execute(
-                "INSERT INTO cancels (task_id, at, pid) VALUES (%s, clock_timestamp(), %s)",
-                (task.id, os.getpid()),
+                "INSERT INTO cancels (task_id, at, pid) VALUES (%s, to_timestamp(%s), %s)",
+                (task.id, at, os.getpid()),
             )
         conn.close()
         raise
