@@ -1,4 +1,4 @@
-"""Cancelling a running task: 202, a coroutine handler stopped, a plain function's outcome dropped."""
+"""Cancelling a running task: 202, a coroutine stopped, a plain function's outcome dropped."""
 
 from __future__ import annotations
 
@@ -184,7 +184,7 @@ def test_a_leader_routes_each_cancel_by_its_holder() -> None:
     router.notified(f"7 {host}:10:high_1")  # its own
     router.notified(f"8 {host}:11:high_3")  # its sibling high_3: pipe index 2
     router.notified(f"9 {host}:12:normal_2")  # another pool's
-    router.notified(f"10 elsewhere:11:high_3")  # another host's
+    router.notified("10 elsewhere:11:high_3")  # another host's
     router.notified(f"11 {host}:13:high_1")  # another supervisor's leader
     router.notified("garbage")
     assert board.requested(7) and not board.requested(8)

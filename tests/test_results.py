@@ -40,7 +40,7 @@ def test_none_stores_nothing_and_values_are_compact_json() -> None:
     ],
 )
 def test_unfit_values_say_why(value: Any, why: str) -> None:
-    with pytest.raises(ResultError, match="^result: ") as caught:
+    with pytest.raises(ResultError, match=r"^result: ") as caught:
         encode_result(value, 100)
     assert why in str(caught.value)
 
