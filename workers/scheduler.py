@@ -76,7 +76,8 @@ class Scheduler:
     async def join(self) -> None:
         """Register the schedules, read their cursors and the clock; later ticks are live."""
         names = [s.name for s in self.schedules]
-        self._clock(await self.conn.run(db.register_schedules, names))
+        sent = time.time()
+        self._clock(await self.conn.run(db.register_schedules, names), sent)
         states = await self.conn.run(db.schedule_states, names)
         self.cursors = {name: state["last_tick_at"] for name, state in states.items()}
         self.since = self.now()
@@ -112,8 +113,9 @@ class Scheduler:
         return missed + live
 
     async def _fire(self, schedule: Schedule, ticks: list[datetime]) -> None:
+        sent = time.time()
         fired = await self.conn.run(db.fire_schedule, schedule, ticks)
-        self._clock(fired.now)
+        self._clock(fired.now, sent)
         if fired.was is None:  # its cursor row is gone (deleted by hand): register it again
             await self.join()
             return
@@ -139,7 +141,8 @@ class Scheduler:
         wait = (min(upcoming) - now).total_seconds()
         return min(max(wait, 0.0), MAX_SLEEP_SECONDS)
 
-    def _clock(self, database_now: datetime) -> None:
-        # The statement's now() was taken at its start, about half a round trip ago: close enough
-        # for ticks a second apart, and a tick due early by the database's clock is never made.
-        self.offset = database_now.timestamp() - time.time()
+    def _clock(self, database_now: datetime, sent: float) -> None:
+        # The statement's now() was taken when it started on the server: about midway between
+        # sending and hearing back. An error either way costs milliseconds, never an early task
+        # (the statement refuses ticks after its own now()).
+        self.offset = database_now.timestamp() - (sent + time.time()) / 2
