@@ -140,3 +140,18 @@ async def test_get_shows_the_result_and_lists_leave_it_out(
     assert "result" not in page["tasks"][0]
     other = insert(sql, "returns")
     assert (await (await client.get(f"/api/tasks/{other}")).json())["result"] is None
+
+
+async def test_a_completion_with_a_result_is_not_mirrored_for_a_replacement() -> None:
+    # A replacement records mirrored completions without their results, so those re-run instead.
+    import ctypes
+
+    from asynctask.workers.acks import AckBuffer
+
+    mirror = (ctypes.c_longlong * 5)()
+    acks = AckBuffer(None, 5, mirror, flush_at=100)  # type: ignore[arg-type]
+    done = Decision(State.COMPLETED)
+    await acks.record(Outcome(1, "t", done))
+    await acks.record(Outcome(2, "t", done, result="[1]"))
+    await acks.record(Outcome(3, "t", done))
+    assert list(mirror)[:3] == [2, 1, 3]
