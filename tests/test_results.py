@@ -155,3 +155,20 @@ async def test_a_completion_with_a_result_is_not_mirrored_for_a_replacement() ->
     await acks.record(Outcome(2, "t", done, result="[1]"))
     await acks.record(Outcome(3, "t", done))
     assert list(mirror)[:3] == [2, 1, 3]
+
+
+def test_migrate_adds_results_and_schedules_to_a_database_with_tasks(sql: Cursor) -> None:
+    from asynctask.core.schema import schema_sql
+
+    full = schema_sql()
+    before = full[: full.index("-- --- h/run:")]  # the schema as it was before this change
+    sql.execute("DROP TABLE tasks; DROP TABLE schedule_state")
+    sql.execute(before)
+    for state in ("available", "running", "retrying", "completed", "failed", "cancelled"):
+        sql.execute("INSERT INTO tasks (type, state) VALUES ('report', %s)", (state,))
+    sql.execute(full)
+    sql.execute(full)  # and again: idempotent
+    sql.execute("SELECT count(*), count(result) FROM tasks")
+    assert sql.fetchone() == (6, 0)
+    sql.execute("SELECT count(*) FROM schedule_state")
+    assert sql.fetchone() == (0,)
