@@ -165,3 +165,20 @@ BEGIN
         USING ERRCODE = 'serialization_failure';
 END
 $$;
+
+
+-- --- h/run: results and periodic tasks ------------------------------------------------------------
+
+-- A completed task's return value (JSON), written by the finishing statement; NULL when the
+-- handler returned nothing. The claim never reads it, so large results cost claims nothing.
+ALTER TABLE tasks ADD COLUMN IF NOT EXISTS result jsonb;
+
+-- One row per periodic task (`schedules:` in config.yaml), keyed by its name: the tick it last
+-- enqueued. It only moves forward, and the statement that moves it inserts that tick's task
+-- (queries.sql: fire_schedule), so however many schedulers race for a tick, one task is made.
+CREATE TABLE IF NOT EXISTS schedule_state (
+    name         text        PRIMARY KEY,
+    last_tick_at timestamptz NOT NULL,
+    last_task_id bigint,
+    updated_at   timestamptz NOT NULL DEFAULT now()
+);

@@ -40,6 +40,10 @@ setup(
         "setproctitle>=1.3,<2",
         "prometheus-client>=0.20,<1",
         "uvloop>=0.19,<1; sys_platform != 'win32'",
+        # Periodic tasks: cron expressions in a time zone (README, "Periodic tasks": why cronsim).
+        "cronsim>=2.7,<3",
+        # zoneinfo's data where the system has none (slim images, Windows).
+        "tzdata>=2024.1",
     ],
     extras_require={
         "embedded": EMBEDDED,

@@ -14,7 +14,7 @@ from asynctask.core import loops, stats
 from asynctask.core.config import Config
 from asynctask.core.connections import acquire, create_pool
 from asynctask.core.exposure import allowed_hosts, check_exposure, is_loopback
-from asynctask.service import keys, views
+from asynctask.service import keys, schedule_views, views
 from asynctask.service.bodies import BodyReader
 from asynctask.service.group_commit import GroupCommit
 from asynctask.service.inflight import InFlight
@@ -64,6 +64,7 @@ def create_app(config: Config) -> web.Application:
     app.router.add_get(_TASK_ID, views.get_task, allow_head=False)
     app.router.add_post(_TASK_ID + "/cancel", views.cancel_task)
     app.router.add_post(_TASK_ID + "/retry", views.retry_task)
+    app.router.add_get("/api/schedules", schedule_views.list_schedules, allow_head=False)
     setup_openapi(app, config, version=_version())
     return app
 

@@ -138,6 +138,25 @@ def schema_examples(config: Config) -> dict[str, Any]:
         "QueueLag": stats["queue_lag_seconds"],
         "LastMinute": stats["last_minute"],
         "LiveWorkers": stats["workers"],
+        "TaskDetail": {**task(task_type, State.COMPLETED), "result": {"rows": 1284, "pages": 3}},
+        "Schedule": _schedule(task_type),
+        "ScheduleList": {"schedules": [_schedule(task_type)]},
+    }
+
+
+def _schedule(task_type: str) -> dict[str, Any]:
+    return {
+        "name": "nightly-report",
+        "cron": "0 3 * * *",
+        "timezone": "Europe/Berlin",
+        "type": task_type,
+        "priority": "low",
+        "max_attempts": 5,
+        "data": {"period": "day"},
+        "catch_up": 1,
+        "next_run_at": "2024-06-04T01:00:00+00:00",
+        "last_run_at": "2024-06-03T01:00:00+00:00",
+        "last_task_id": TASK_ID - 2,
     }
 
 

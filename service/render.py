@@ -14,17 +14,24 @@ from typing import Any
 from aiohttp import web
 
 _TIMESTAMPS = ("scheduled_at", "inserted_at", "updated_at", "started_at", "finished_at")
+_SPLICED = ("data", "result")
 
 
 def task_text(row: dict[str, Any], data_json: str | None = None) -> str:
-    """One task row as a JSON object; its data is `data_json`, else the row's own (JSON text)."""
-    fields = {key: value for key, value in row.items() if key != "data"}
+    """One task row as a JSON object; its data is `data_json`, else the row's own (JSON text).
+
+    A row read with its `result` (JSON text or None) shows it, spliced in like the data.
+    """
+    fields = {key: value for key, value in row.items() if key not in _SPLICED}
     for key in _TIMESTAMPS:
         value = fields[key]
         if value is not None:
             fields[key] = value.isoformat()
     data = row["data"] if data_json is None else data_json
-    return json.dumps(fields)[:-1] + ', "data": ' + data + "}"
+    text = json.dumps(fields)[:-1] + ', "data": ' + data
+    if "result" in row:
+        text += ', "result": ' + (row["result"] or "null")
+    return text + "}"
 
 
 def page_text(rows: Sequence[dict[str, Any]], next_cursor: str | None) -> str:

@@ -165,6 +165,19 @@ class TaskSchema(Schema):
     unique_key = fields.String(required=True, allow_none=True)
 
 
+class TaskDetailSchema(TaskSchema):
+    """One task with its result (GET /api/tasks/{id}; lists leave the result out)."""
+
+    result = fields.Raw(
+        required=True,
+        allow_none=True,
+        metadata={
+            "description": "What the handler returned (any JSON value), once completed; null"
+            " until then, or when it returned nothing.",
+        },
+    )
+
+
 class TaskPageSchema(Schema):
     """One page of tasks, newest first; pass `next_cursor` as `cursor` for the next page."""
 
@@ -254,3 +267,40 @@ class StatsSchema(Schema):
             " until a worker of that priority connects."
         },
     )
+
+
+class ScheduleSchema(Schema):
+    """A periodic task (`schedules:` in config.yaml) and its runs."""
+
+    name = fields.String(required=True)
+    cron = fields.String(required=True, metadata={"description": "5 fields, or 6 with seconds."})
+    timezone = fields.String(required=True, metadata={"description": "IANA name, e.g. UTC."})
+    type = fields.String(required=True)
+    priority = fields.String(required=True, validate=validate.OneOf(PRIORITIES))
+    max_attempts = fields.Integer(required=True)
+    data = fields.Dict(required=True)
+    catch_up = fields.Integer(
+        required=True,
+        metadata={
+            "description": "Most missed ticks run after every scheduler was down (1: the latest)."
+        },
+    )
+    next_run_at = fields.DateTime(
+        required=True,
+        allow_none=True,
+        metadata={"description": "The next tick (null: none in 50 years)."},
+    )
+    last_run_at = fields.DateTime(
+        required=True,
+        allow_none=True,
+        metadata={"description": "The last tick enqueued (null: none yet)."},
+    )
+    last_task_id = fields.Integer(
+        required=True, allow_none=True, metadata={"format": "int64", "description": "Its task."}
+    )
+
+
+class ScheduleListSchema(Schema):
+    """Every configured schedule, in config order."""
+
+    schedules = fields.List(fields.Nested(ScheduleSchema), required=True)

@@ -39,6 +39,7 @@ from asynctask.service.schemas import (
     StatsSchema,
     TaskBatchSchema,
     TaskCreateSchema,
+    TaskDetailSchema,
     TaskListQuerySchema,
     TaskPageSchema,
     TaskSchema,
@@ -152,7 +153,9 @@ async def create_tasks(request: web.Request) -> web.Response:
     return web.json_response(body, status=200 if every else 201, headers=headers)
 
 
-@operation("One task", (200, TaskSchema, "The task."), (404, 503), path_id=True)
+@operation(
+    "One task, with its result", (200, TaskDetailSchema, "The task."), (404, 503), path_id=True
+)
 async def get_task(request: web.Request) -> web.Response:
     """GET /api/tasks/{id}."""
     task_id = _task_id(request)
@@ -193,13 +196,28 @@ def _flat(messages: dict[str, Any]) -> dict[str, list[str]]:
     return {key: [str(m) for m in value] for key, value in messages.items()}
 
 
-@operation("Cancel a task", (200, TaskSchema, "Cancelled."), (404, 409, 503), path_id=True)
+@operation(
+    "Cancel a task",
+    (200, TaskSchema, "Cancelled (it was available, scheduled or retrying)."),
+    (404, 409, 503),
+    path_id=True,
+    also=(
+        (
+            202,
+            TaskSchema,
+            "It was running: cancelled; its worker stops a coroutine handler, and discards what a"
+            " plain function returns or raises.",
+            {},
+        ),
+    ),
+)
 async def cancel_task(request: web.Request) -> web.Response:
-    """POST /api/tasks/{id}/cancel: only a scheduled, available or retrying task; else 409."""
+    """POST /api/tasks/{id}/cancel: scheduled, available, retrying, or running (202); else 409."""
     task_id = _task_id(request)
     async with acquire(request.app[keys.POOL], _timeout(request)) as conn:
         row = await db.cancel_task(conn, task_id)
-    return json_text(task_text(row))
+    status = 202 if row.pop("was") == "running" else 200
+    return json_text(task_text(row), status=status)
 
 
 @operation(

@@ -24,6 +24,12 @@ TEST_HANDLERS = {
     "sleepy": "tests.handlers:sleepy",
     "hang": "tests.handlers:hang",
     "record": "tests.handlers:record",
+    "returns": "tests.handlers:returns",
+    "returns_async": "tests.handlers:returns_async",
+    "asks_retry": "tests.handlers:asks_retry",
+    "asks_cancel": "tests.handlers:asks_cancel",
+    "cancellable": "tests.handlers:cancellable",
+    "blocking": "tests.handlers:blocking",
 }
 
 
@@ -107,5 +113,15 @@ def executions(
 ) -> psycopg2.extensions.cursor:
     """The table the `record` handler writes to, and its DSN in the environment children inherit."""
     sql.execute("CREATE TABLE executions (task_id bigint, attempt int, pid int)")
+    monkeypatch.setenv("ASYNCTASK_TEST_RECORD_DSN", database_url)
+    return sql
+
+
+@pytest.fixture
+def cancels(
+    sql: psycopg2.extensions.cursor, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> psycopg2.extensions.cursor:
+    """The table the `cancellable` handler writes to when cancelled, its DSN in the environment."""
+    sql.execute("CREATE TABLE cancels (task_id bigint, at timestamptz, pid int)")
     monkeypatch.setenv("ASYNCTASK_TEST_RECORD_DSN", database_url)
     return sql

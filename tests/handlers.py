@@ -78,3 +78,59 @@ def segfault(task: Task) -> None:
 def abort(task: Task) -> None:
     """Calls abort(): the process dies of SIGABRT."""
     os.abort()
+
+
+def returns(task: Task) -> object:
+    """Returns data['value'] (what the task's result should be)."""
+    return task.data.get("value")
+
+
+async def returns_async(task: Task) -> object:
+    """Returns data['value'], or something JSON cannot hold when data['unfit'] names it."""
+    unfit: dict[str, object] = {
+        "set": {1, 2},
+        "nan": float("nan"),
+        "nul": {"text": "a\x00b"},
+        "surrogate": "\ud800",
+        "large": "x" * int(task.data.get("size", 0)),
+    }
+    return unfit[task.data["unfit"]] if "unfit" in task.data else task.data.get("value")
+
+
+def asks_retry(task: Task) -> None:
+    """Raises Retry(after_seconds=data['after']) until attempt data['until'] (default: always)."""
+    from asynctask import Retry
+
+    if task.attempts < int(task.data.get("until", 10**6)):
+        raise Retry(after_seconds=float(task.data.get("after", 0)), reason="not yet")
+
+
+async def asks_cancel(task: Task) -> None:
+    """Raises Cancel with a reason."""
+    from asynctask import Cancel
+
+    raise Cancel("nothing to do for this account")
+
+
+async def cancellable(task: Task) -> str:
+    """Sleeps data['seconds'] (default 60); if cancelled, records when in table `cancels`."""
+    try:
+        await asyncio.sleep(float(task.data.get("seconds", 60)))
+    except asyncio.CancelledError:
+        at = time.time()  # before connecting: the record's own connection takes milliseconds
+        conn = psycopg2.connect(os.environ["ASYNCTASK_TEST_RECORD_DSN"])
+        conn.autocommit = True
+        with conn.cursor() as cur:
+            cur.execute(
+                "INSERT INTO cancels (task_id, at, pid) VALUES (%s, to_timestamp(%s), %s)",
+                (task.id, at, os.getpid()),
+            )
+        conn.close()
+        raise
+    return "finished"
+
+
+def blocking(task: Task) -> str:
+    """Blocks its thread for data['seconds'] (default 1), then returns a value."""
+    time.sleep(float(task.data.get("seconds", 1)))
+    return "finished"

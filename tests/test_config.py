@@ -163,7 +163,7 @@ def test_a_misspelled_key_lists_every_allowed_key_and_suggests_the_closest() -> 
     message = str(info.value)
     assert message.startswith("priority_queue: unknown key; did you mean priority_queues? (")
     listed = message.split("(allowed here: ", 1)[1].rstrip(")").split(", ")
-    top_level = {key.split(".")[0] for key in _SCALARS} | {"handlers"}
+    top_level = {key.split(".")[0] for key in _SCALARS} | {"handlers", "schedules"}
     assert set(listed) == top_level and listed == sorted(listed)
     assert {"api", "database", "priority_queues", "retention", "handlers"} <= set(listed)
 

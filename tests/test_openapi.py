@@ -30,6 +30,7 @@ ROUTES = {
     ("post", "/api/tasks"), ("get", "/api/tasks"), ("post", "/api/tasks/batch"),
     ("get", "/api/tasks/{id}"), ("post", "/api/tasks/{id}/cancel"),
     ("post", "/api/tasks/{id}/retry"), ("get", "/metrics"), ("get", "/api/stats"),
+    ("get", "/api/schedules"),
 }  # fmt: skip
 
 
@@ -74,7 +75,10 @@ def test_every_answer_is_documented(document: dict[str, Any]) -> None:
     assert codes("post", "/api/tasks") == codes("post", "/api/tasks/batch") == creates
     assert codes("get", "/api/tasks") == {"200", "422", "500", "503", *local}
     assert codes("get", "/api/tasks/{id}") == {"200", "404", "500", "503", *local}
-    assert codes("post", "/api/tasks/{id}/cancel") == {"200", "404", "409", "500", "503", *local}
+    assert codes("post", "/api/tasks/{id}/cancel") == {
+        "200", "202", "404", "409", "500", "503", *local
+    }  # fmt: skip
+    assert codes("get", "/api/schedules") == {"200", "500", "503", *local}
     assert codes("post", "/api/tasks/{id}/retry") == {"200", "404", "409", "500", "503", *local}
     assert codes("get", "/ready") == {"200", "500", "503"}
     assert codes("get", "/api/stats") == {"200", "500", "503", *local}

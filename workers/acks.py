@@ -25,6 +25,12 @@ log = logging.getLogger("asynctask.worker")
 FLUSH_AT = ACK_CAPACITY
 
 
+def _mirrored(outcome: Outcome) -> bool:
+    # A completion with a result is not: its replacement could record it only without the
+    # result, so the task runs again instead and its result is kept (h/run, README "Results").
+    return outcome.state is State.COMPLETED and outcome.result is None
+
+
 class AckBuffer:
     """Outcomes waiting to be written, and the claim tokens they still hold."""
 
@@ -52,7 +58,7 @@ class AckBuffer:
         """Buffer one outcome; flush at once when the buffer is full."""
         self.pending.append(outcome)
         count = self.mirror[0]
-        if outcome.state is State.COMPLETED and count < len(self.mirror) - 1:
+        if _mirrored(outcome) and count < len(self.mirror) - 1:
             # The id first, then the count: a kill between the two loses one mirror entry (that
             # task re-runs), never exposes a stale one.
             self.mirror[count + 1] = outcome.task_id
@@ -76,7 +82,7 @@ class AckBuffer:
         if applied < len(outcomes):
             log.warning(
                 "%d of %d outcomes were not recorded: those claims were lost (lease expired and"
-                " the tasks were rescued)",
+                " the tasks were rescued, or they were cancelled meanwhile)",
                 len(outcomes) - applied,
                 len(outcomes),
             )
@@ -84,7 +90,7 @@ class AckBuffer:
     def _remirror(self) -> None:
         # Written ids may linger past the count while this runs; replaying one is a no-op (the
         # task is no longer `running` under this worker's name).
-        completed = [o.task_id for o in self.pending if o.state is State.COMPLETED]
+        completed = [o.task_id for o in self.pending if _mirrored(o)]
         completed = completed[: len(self.mirror) - 1]
         for index, task_id in enumerate(completed, start=1):
             self.mirror[index] = task_id

@@ -29,28 +29,48 @@ class AttemptRunner:
         self.executor = ThreadPoolExecutor(1, thread_name_prefix=thread_name)
         self.stop_deadline: float | None = None
         self.stuck = False
+        self._coroutine: tuple[int, asyncio.Future[Any]] | None = None  # (task id, its future)
 
-    async def run(self, handler: Handler, task: Task) -> BaseException | None:
-        """Run one attempt; returns its error (None on success), enforcing timeout and shutdown."""
+    async def run(self, handler: Handler, task: Task) -> tuple[Any, BaseException | None]:
+        """Run one attempt: (its return value, None), or (None, its error).
+
+        Enforces the handler's timeout and the shutdown grace period.
+        """
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any]
         if handler.is_async:
             try:
                 future = asyncio.ensure_future(handler.function(task))
             except Exception as exc:  # a bad signature fails before any await
-                return exc
+                return None, exc
+            self._coroutine = (task.id, future)
         else:
             future = loop.run_in_executor(self.executor, handler.function, task)
+        try:
+            return await self._wait(future, handler, task)
+        finally:
+            self._coroutine = None
+
+    def cancel(self, task_id: int) -> bool:
+        """Cancel the coroutine handler running this task, if any (a thread cannot be)."""
+        if self._coroutine is None or self._coroutine[0] != task_id:
+            return False
+        return self._coroutine[1].cancel()
+
+    async def _wait(
+        self, future: asyncio.Future[Any], handler: Handler, task: Task
+    ) -> tuple[Any, BaseException | None]:
         deadline = time.monotonic() + handler.timeout_seconds
         while not future.done():
             limit = min(deadline, self.stop_deadline or deadline)
             if time.monotonic() >= limit:
-                return await self._abandon(future, handler, task, timed_out=limit == deadline)
+                return None, await self._abandon(future, handler, task, timed_out=limit == deadline)
             # Short slices so a stop request shortens the wait without a second waiter task.
             await asyncio.wait({future}, timeout=min(limit - time.monotonic(), SLICE_SECONDS))
         if future.cancelled():
-            return asyncio.CancelledError("the handler was cancelled")
-        return future.exception()
+            return None, asyncio.CancelledError("the handler was cancelled")
+        error = future.exception()
+        return (None, error) if error is not None else (future.result(), None)
 
     async def _abandon(
         self, future: asyncio.Future[Any], handler: Handler, task: Task, *, timed_out: bool

@@ -22,11 +22,12 @@ from typing import Concatenate, ParamSpec, TypeVar
 
 import aiopg
 import psycopg2
+import psycopg2.extensions
 
 from asynctask.core import db
 from asynctask.core.connections import connect, first_line, translate_errors
 from asynctask.core.errors import DatabaseUnavailable
-from asynctask.core.models import Priority
+from asynctask.core.models import CANCEL_CHANNEL, Priority
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -50,6 +51,7 @@ class QueryConnection:
         notified: Callable[[str], None] | None = None,
         application_name: str = "asynctask worker",
         prepared_statements: bool = True,
+        cancels: Callable[[str], None] | None = None,
     ) -> None:
         self.url = url
         self.application_name = application_name  # what pg_stat_activity shows for it
@@ -58,6 +60,8 @@ class QueryConnection:
         self.channel = None if listen_to is None else listen_to.channel
         self.prepared_statements = prepared_statements
         self.notified = notified or (lambda payload: None)
+        # A listening leader also hears of cancelled running tasks (workers/cancels.py).
+        self.cancels = cancels if listen_to is not None else None
         self.connects = 0  # connections opened so far
         self.listening = asyncio.Event()  # set while a connection LISTENs on `channel`
         self._conn: aiopg.Connection | None = None
@@ -94,7 +98,13 @@ class QueryConnection:
         raw = conn.raw
         raw.poll()
         while raw.notifies:
-            self.notified(raw.notifies.pop(0).payload)
+            self._hand_on(raw.notifies.pop(0))
+
+    def _hand_on(self, message: psycopg2.extensions.Notify) -> None:
+        if self.cancels is not None and message.channel == CANCEL_CHANNEL:
+            self.cancels(message.payload)
+        else:
+            self.notified(message.payload)
 
     async def _open(self) -> None:
         self.close()
@@ -109,6 +119,8 @@ class QueryConnection:
             try:
                 with translate_errors(self.url):
                     await db.listen(conn, self.listen_to)
+                    if self.cancels is not None:
+                        await db.listen_cancels(conn)
             except DatabaseUnavailable:
                 conn.close()
                 raise
@@ -137,7 +149,7 @@ class QueryConnection:
                     self.close()
                     self.notified("")
                 continue
-            self.notified(message.payload)
+            self._hand_on(message)
 
     def close(self) -> None:
         """Close the connection if open; the next `run` opens a new one."""

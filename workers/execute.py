@@ -4,6 +4,10 @@ The row's data arrives as JSON text and is decoded here, one task at a time, wit
 naming the task: a row that cannot be decoded (nested too deep for Python, whatever put it in the
 table) fails permanently with a last_error that says why, and the worker goes on; should decoding
 or the handler kill the process instead, the supervisor knows which task to charge.
+
+A handler's return value becomes the task's `result` (workers/results.py); its Retry and Cancel
+exceptions (asynctask.core.control) are decided like any outcome. A task cancelled while it ran
+(workers/cancels.py) has no outcome to write: the API ended it already.
 """
 
 from __future__ import annotations
@@ -13,12 +17,15 @@ import time
 from typing import Any
 
 from asynctask.core.config import Config
+from asynctask.core.control import Cancel, Retry
 from asynctask.core.lifecycle import Event, Outcome, decide
-from asynctask.core.models import Priority, Task
+from asynctask.core.models import Priority, State, Task
 from asynctask.workers.attempt import AttemptRunner
+from asynctask.workers.cancels import CancelBoard
 from asynctask.workers.link import SlotLink
 from asynctask.workers.registry import Handler
 from asynctask.workers.report import TaskReport
+from asynctask.workers.results import ResultError, encode_result
 from asynctask.workers.tracebacks import describe_error
 
 
@@ -48,6 +55,7 @@ class TaskExecutor:
         handlers: dict[str, Handler],
         attempts: AttemptRunner,
         report: TaskReport,
+        cancels: CancelBoard | None = None,
     ) -> None:
         self.config = config
         self.link = link
@@ -55,9 +63,13 @@ class TaskExecutor:
         self.handlers = handlers
         self.attempts = attempts
         self.report = report
+        self.cancels = cancels or CancelBoard(attempts)
 
-    async def run(self, row: dict[str, Any], token: str) -> Outcome:
-        """Run one claimed row; its outcome, to be recorded (the link names it meanwhile)."""
+    async def run(self, row: dict[str, Any], token: str) -> Outcome | None:
+        """Run one claimed row; its outcome, to be recorded (the link names it meanwhile).
+
+        None when the task was cancelled while this worker held it: nothing is to be written.
+        """
         self.link.running(row["id"])
         try:
             task = decode(row, self.priority)
@@ -73,19 +85,58 @@ class TaskExecutor:
                 " in the config); failed permanently"
             )
             return self._decided(task, token, Event.UNKNOWN_TYPE, None, message)
+        if self.cancels.requested(task.id):
+            self._discarded(task, None, "cancelled before it started")
+            return None
         started = time.perf_counter()
-        error = await self.attempts.run(handler, task)
+        self.cancels.running(task.id, token)
+        try:
+            value, error = await self.attempts.run(handler, task)
+        finally:
+            self.cancels.idle()
         seconds = time.perf_counter() - started
+        if self.cancels.requested(task.id):
+            self._discarded(task, seconds, "cancelled while it ran; its outcome is discarded")
+            return None
         if error is None:
-            return self._decided(task, token, Event.RETURNED, seconds, None)
+            try:
+                result = encode_result(value, self.config.max_result_bytes)
+            except ResultError as exc:
+                return self._decided(task, token, Event.RAISED, seconds, str(exc))
+            return self._decided(task, token, Event.RETURNED, seconds, None, result=result)
+        return self._failed(task, token, error, seconds)
+
+    def _failed(self, task: Task, token: str, error: BaseException, seconds: float) -> Outcome:
+        if isinstance(error, Retry):
+            message = f"Retry: {error}"
+            return self._decided(task, token, Event.RETRY_ASKED, seconds, message, error.delay_ms)
+        if isinstance(error, Cancel):
+            return self._decided(task, token, Event.CANCEL_ASKED, seconds, f"Cancel: {error}")
         # Ours (the attempt's timeout, the shutdown grace) or the handler's own: either way it ran
         # out of time, and is retried like any failure.
         event = Event.TIMED_OUT if isinstance(error, TimeoutError) else Event.RAISED
         return self._decided(task, token, event, seconds, describe_error(error))
 
     def _decided(
-        self, task: Task, token: str, event: Event, seconds: float | None, error: str | None
+        self,
+        task: Task,
+        token: str,
+        event: Event,
+        seconds: float | None,
+        error: str | None,
+        asked_delay_ms: int | None = None,
+        result: str | None = None,
     ) -> Outcome:
-        decision = decide(event, task.attempts, task.max_attempts, self.config.retry)
+        decision = decide(
+            event,
+            task.attempts,
+            task.max_attempts,
+            self.config.retry,
+            asked_delay_ms=asked_delay_ms,
+        )
         self.report.finished(task, decision.state, seconds, error, decision.delay_ms)
-        return Outcome(task.id, token, decision, error)
+        return Outcome(task.id, token, decision, error, result)
+
+    def _discarded(self, task: Task, seconds: float | None, why: str) -> None:
+        """Report a task cancelled while this worker held it (there is no outcome to write)."""
+        self.report.finished(task, State.CANCELLED, seconds, why)

@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("asynctask.supervisor")
 ENV = "PROMETHEUS_MULTIPROC_DIR"
-OUTCOMES = ("completed", "retrying", "failed")
+OUTCOMES = ("completed", "retrying", "failed", "cancelled")
 # From 1 ms (the drain's tasks) to the 300 s default attempt timeout; few buckets keep the
 # scrape small (types x buckets series) and `observe` short.
 DURATION_BUCKETS = (0.001, 0.005, 0.025, 0.1, 0.5, 2.5, 10.0, 60.0, 300.0)
@@ -46,7 +46,8 @@ class WorkerMetrics:
         # MultiProcessCollector reads them.
         finished = Counter(
             "asynctask_worker_tasks_finished",
-            "Attempts finished by the workers, by outcome (completed, retrying, failed).",
+            "Attempts finished by the workers, by outcome (completed, retrying, failed,"
+            " cancelled).",
             ["outcome", "priority"],
             registry=None,
         )

@@ -13,7 +13,12 @@ from asynctask.core.models import Task
 from asynctask.workers.metrics import WorkerMetrics
 
 log = logging.getLogger("asynctask.worker")
-LEVELS = {"completed": logging.DEBUG, "retrying": logging.INFO, "failed": logging.WARNING}
+LEVELS = {
+    "completed": logging.DEBUG,
+    "retrying": logging.INFO,
+    "failed": logging.WARNING,
+    "cancelled": logging.INFO,
+}
 
 
 class TaskReport:

@@ -10,6 +10,10 @@ the supervisor and handed to every process of that slot, so a restarted worker i
 once. A notification stays a hint: every worker also polls, which is how tasks are found while a
 leader is being replaced.
 Tasks due later are the leader's too: its timer (workers/due.py) fires at their time.
+
+The same pipes carry a leader's cancel requests to its siblings (workers/cancels.py): a nudge is
+one byte, NUDGE; a cancel is CANCEL and the task id in 8 bytes, written at once (a pipe write up
+to PIPE_BUF bytes is never split) and never mistaken for nudges.
 """
 
 from __future__ import annotations
@@ -24,6 +28,9 @@ from multiprocessing.context import BaseContext
 
 from asynctask.workers.due import DueTimer, parse_at
 from asynctask.workers.slots import Slot
+
+NUDGE = b"\x01"
+CANCEL = 2  # the first byte of a cancel message: CANCEL, then the task id (8 bytes, big-endian)
 
 
 @dataclass(frozen=True)
@@ -60,13 +67,20 @@ class Wakeup:
     `on_busy_due` is called when the timer fires while the worker is busy.
     """
 
-    def __init__(self, event: asyncio.Event, pipes: WakePipes | None = None) -> None:
+    def __init__(
+        self,
+        event: asyncio.Event,
+        pipes: WakePipes | None = None,
+        cancelled: Callable[[int], None] | None = None,
+    ) -> None:
         self.event = event
         self.pipes = pipes or WakePipes()
         self.idle = False
         self.timer = DueTimer(self._due)
         self.on_busy_due: Callable[[], None] | None = None
+        self.cancelled = cancelled or (lambda task_id: None)  # a cancel a leader passed on
         self._reading: int | None = None
+        self._partial = b""
 
     def notified(self, payload: str) -> None:
         """Handle one notification's payload: "", a task id, or "at <epoch> <tag>" (due later)."""
@@ -84,7 +98,16 @@ class Wakeup:
         for end in self.pipes.siblings:
             # Full: that sibling has nudges enough waiting. Broken: nobody is left to read.
             with contextlib.suppress(BlockingIOError, BrokenPipeError):
-                os.write(end.fileno(), b"\x01")
+                os.write(end.fileno(), NUDGE)
+
+    def cancel_on_sibling(self, index: int, task_id: int) -> None:
+        """Pass a cancel to the sibling of slot index `index` (1 for high_2)."""
+        if not 0 < index <= len(self.pipes.siblings):
+            return
+        end = self.pipes.siblings[index - 1]
+        # Full or broken: lost, and the worker's own check finds it (workers/cancels.py).
+        with contextlib.suppress(BlockingIOError, BrokenPipeError):
+            os.write(end.fileno(), bytes([CANCEL]) + task_id.to_bytes(8, "big"))
 
     def start(self) -> None:
         """Wake on nudges from the leader (a no-op for a leader); call on the running loop."""
@@ -112,10 +135,24 @@ class Wakeup:
 
     def _nudged(self, fd: int) -> None:
         try:
-            os.read(fd, 4096)  # every nudge so far: one claim answers them all
+            data = os.read(fd, 4096)  # every nudge so far: one claim answers them all
         except BlockingIOError:
             return
-        self.now()
+        if CANCEL in data or self._partial:
+            data = self._cancels(self._partial + data)
+        if NUDGE in data:
+            self.now()
+
+    def _cancels(self, data: bytes) -> bytes:
+        """Hand on each whole cancel message, keep a cut-off one for the next read; the nudges."""
+        nudges, at = bytearray(), 0
+        while (found := data.find(CANCEL, at)) >= 0 and len(data) - found >= 9:
+            nudges += data[at:found]
+            self.cancelled(int.from_bytes(data[found + 1 : found + 9], "big"))
+            at = found + 9
+        end = len(data) if found < 0 else found
+        self._partial = data[end:]
+        return bytes(nudges + data[at:end])
 
     def now(self) -> None:
         """Wake the worker now."""

@@ -27,6 +27,8 @@ from asynctask.core.loops import new_event_loop
 from asynctask.workers import prefetch, registry
 from asynctask.workers.acks import AckBuffer
 from asynctask.workers.attempt import AttemptRunner
+from asynctask.workers.cancels import CancelBoard, CancelRouter
+from asynctask.workers.cancels import watch as watch_cancels
 from asynctask.workers.connection import QueryConnection, raise_if_cancelled
 from asynctask.workers.execute import TaskExecutor
 from asynctask.workers.link import SlotLink
@@ -35,6 +37,7 @@ from asynctask.workers.pruner import Pruner
 from asynctask.workers.recovery import release_leftovers, rescue_expired
 from asynctask.workers.registry import Handler
 from asynctask.workers.report import TaskReport
+from asynctask.workers.scheduler import Scheduler
 from asynctask.workers.slots import (
     EXIT_CONFIG_ERROR,
     EXIT_REPLACE_NOW,
@@ -86,9 +89,13 @@ class Worker:
         self.host = socket.gethostname()
         self.locked_by = locked_by(self.host, os.getpid(), slot.name)
         self.wake = asyncio.Event()
-        self.wakeup = Wakeup(self.wake, link.pipes)
+        self.attempts = AttemptRunner(config.shutdown_timeout_seconds, f"handler-{slot.name}")
+        # h/run: cancels of running tasks reach a leader by NOTIFY, its siblings by its pipes.
+        self.cancels = CancelBoard(self.attempts)
+        self.wakeup = Wakeup(self.wake, link.pipes, self.cancels.request)
         self.wakeup.on_busy_due = self._rearm_soon
         self._rearming: asyncio.Task[None] | None = None
+        router = CancelRouter(self.cancels, self.locked_by, slot, self.wakeup.cancel_on_sibling)
         self.conn = QueryConnection(
             str(config.database.url),
             max(config.database.connect_timeout_seconds, 30.0),
@@ -97,6 +104,7 @@ class Worker:
             self.wakeup.notified,
             application_name=f"asynctask worker {slot.name}",
             prepared_statements=config.database.prepared_statements,
+            cancels=router.notified,
         )
         self.stopping = False
         self.limit = 1
@@ -105,10 +113,10 @@ class Worker:
         self._batch_token: str | None = None
         self.acks = AckBuffer(self.conn, config.ack_flush_milliseconds, link.unwritten)
         self.supervisor_alive = supervisor_alive()
-        self.attempts = AttemptRunner(config.shutdown_timeout_seconds, f"handler-{slot.name}")
         report = TaskReport(slot.name, worker_metrics(config, slot.priority))
-        self.executor = TaskExecutor(config, link, handlers, self.attempts, report)
+        self.executor = TaskExecutor(config, link, handlers, self.attempts, report, self.cancels)
         self.pruner = Pruner(self.conn, config.retention, slot.name)
+        self.scheduler = Scheduler.for_slot(config, slot, self.conn)  # h/run: periodic tasks
 
     async def run(self) -> int:
         """Serve until stopped; returns the process exit code."""
@@ -122,8 +130,11 @@ class Worker:
                 self._housekeep(),
                 self.acks.run_timer(),
                 self.pruner.run(),
+                watch_cancels(self.conn, self.cancels),
             )
         ]
+        if self.scheduler is not None:
+            background.append(asyncio.create_task(self.scheduler.run()))
         if self.conn.channel is not None:
             background.append(asyncio.create_task(self.conn.forward()))
         self.wakeup.start()
@@ -273,7 +284,8 @@ class Worker:
     async def _run_one(self, row: dict[str, Any], token: str) -> None:
         try:
             outcome = await self.executor.run(row, token)
-            await self.acks.record(outcome)
+            if outcome is not None:  # None: cancelled meanwhile, nothing to write
+                await self.acks.record(outcome)
         finally:
             self.link.idle()
 

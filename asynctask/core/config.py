@@ -21,6 +21,7 @@ from asynctask.core import checks
 from asynctask.core.errors import ConfigError
 from asynctask.core.lifecycle import RetryPolicy
 from asynctask.core.models import PRIORITIES, TYPE_PATTERN, Priority
+from asynctask.core.schedules import Schedule, parse_schedules
 
 RETRY_BACKOFFS: tuple[str, ...] = ("fixed", "exponential")
 LOG_FORMATS: tuple[str, ...] = ("text", "json")
@@ -94,12 +95,14 @@ class Config:
     prefetch: int = 100
     prefetch_bytes: int = 4 * 1024 * 1024
     ack_flush_milliseconds: int = 5
+    max_result_bytes: int = 64 * 1024
     worker_max_memory_mb: int | None = None
     metrics_port: int | None = None
     metrics_host: str = "127.0.0.1"
     log_level: str = "INFO"
     log_format: str = "text"
     retention: RetentionConfig = field(default_factory=RetentionConfig)
+    schedules: tuple[Schedule, ...] = ()  # periodic tasks (asynctask/core/schedules.py)
 
     @property
     def task_types(self) -> tuple[str, ...]:
@@ -150,6 +153,7 @@ _SCALARS: dict[str, checks.Check] = {
     "prefetch": checks.integer(1, 1000),
     "prefetch_bytes": checks.integer(1024, 1024**3),
     "ack_flush_milliseconds": checks.integer(0, 10_000),
+    "max_result_bytes": checks.integer(1, 16 * 1024**2),
     "worker_max_memory_mb": checks.optional(checks.integer(16, 1_048_576)),
     "metrics_port": checks.optional(checks.integer(1, 65535, "a TCP port from 1 to 65535")),
     "metrics_host": checks.text,
@@ -227,7 +231,9 @@ def parse_config(raw: Mapping[str, Any], environ: Mapping[str, str]) -> Config:
     for key, (source, value) in flat.items():
         label = key if source == key else f"{source} ({key})"
         values[key] = _SCALARS[key](label, value)
-    return _build(values, handlers)
+    default_attempts = values.get("max_attempts", Config.max_attempts)
+    schedules = parse_schedules(raw.get("schedules"), sorted(handlers), default_attempts)
+    return _build(values, handlers, schedules)
 
 
 def _no_items(text: str) -> bool:
@@ -237,7 +243,7 @@ def _no_items(text: str) -> bool:
 def _flatten(raw: Mapping[str, Any]) -> dict[str, tuple[str, Any]]:
     flat: dict[str, tuple[str, Any]] = {}
     for key, value in raw.items():
-        if key == "handlers":
+        if key in ("handlers", "schedules"):
             continue
         if key in _SECTIONS:
             if value is None:
@@ -259,7 +265,7 @@ def _known(key: str) -> None:
     prefix, _, name = key.rpartition(".")
     start = prefix + "." if prefix else ""
     names = {k[len(start) :].split(".")[0] for k in _SCALARS if k.startswith(start)}
-    allowed = sorted(names | (set() if prefix else {"handlers"}))
+    allowed = sorted(names | (set() if prefix else {"handlers", "schedules"}))
     close = difflib.get_close_matches(name, allowed, n=1, cutoff=0.6)
     hint = f"; did you mean {close[0]}?" if close else ""
     raise ConfigError(f"{key}: unknown key{hint} (allowed here: {', '.join(allowed)})")
@@ -301,7 +307,9 @@ def _parse_handlers(raw: Any) -> dict[str, HandlerConfig]:
     return handlers
 
 
-def _build(values: dict[str, Any], handlers: dict[str, HandlerConfig]) -> Config:
+def _build(
+    values: dict[str, Any], handlers: dict[str, HandlerConfig], schedules: tuple[Schedule, ...]
+) -> Config:
     def section(prefix: str) -> dict[str, Any]:
         return {k.split(".", 1)[1]: v for k, v in values.items() if k.startswith(prefix + ".")}
 
@@ -314,5 +322,6 @@ def _build(values: dict[str, Any], handlers: dict[str, HandlerConfig]) -> Config
         priority_queues=queues,
         handlers=handlers,
         retention=RetentionConfig(**section("retention")),
+        schedules=schedules,
         **top,
     )

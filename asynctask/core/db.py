@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, NamedTuple
 
 import aiopg
@@ -26,7 +27,14 @@ from asynctask.core.errors import (
     UniqueKeyTaken,
 )
 from asynctask.core.lifecycle import Outcome
-from asynctask.core.models import CANCELLABLE_STATES, PRIORITIES, RETRYABLE_STATES, Priority
+from asynctask.core.models import (
+    CANCEL_CHANNEL,
+    CANCELLABLE_STATES,
+    PRIORITIES,
+    RETRYABLE_STATES,
+    Priority,
+)
+from asynctask.core.schedules import Schedule
 from asynctask.core.sql import QUERIES
 
 
@@ -159,7 +167,10 @@ async def list_tasks(
 
 
 async def cancel_task(conn: aiopg.Connection, task_id: int) -> dict[str, Any]:
-    """Cancel a task that has not started (available or retrying)."""
+    """Cancel an available, retrying or running task; the row says what it `was` before.
+
+    A running task's worker is told by notification (tasks_cancel) to stop its handler.
+    """
     found = await rows(conn, QUERIES["cancel_task"], task_id, [s.value for s in CANCELLABLE_STATES])
     if not found:
         current = await get_task(conn, task_id)
@@ -224,7 +235,14 @@ async def finish(conn: aiopg.Connection, outcomes: Sequence[Outcome]) -> int:
         [o.decision.delay_ms for o in outcomes],
         [o.decision.uncharge for o in outcomes],
         [o.error for o in outcomes],
+        # h/run: NULL when no outcome carries a result, so a result-less batch costs the same.
+        [o.result for o in outcomes] if any(o.result is not None for o in outcomes) else None,
     )
+
+
+async def still_held(conn: aiopg.Connection, task_id: int, token: str) -> bool:
+    """True while the task is running under this claim token (not cancelled, not rescued)."""
+    return bool((await rows(conn, QUERIES["still_held"], task_id, token))[0]["held"])
 
 
 async def extend_leases(conn: aiopg.Connection, tokens: Sequence[str], lease_seconds: float) -> int:
@@ -268,6 +286,55 @@ async def reclaim_expired(
 async def listen(conn: aiopg.Connection, priority: Priority) -> None:
     """LISTEN on a priority's channel (a name from models.Priority, never from a request)."""
     await execute_text(conn, f"LISTEN {priority.channel}")
+
+
+async def listen_cancels(conn: aiopg.Connection) -> None:
+    """LISTEN on the channel that cancel_task notifies for a running task."""
+    await execute_text(conn, f"LISTEN {CANCEL_CHANNEL}")
+
+
+# --- periodic tasks (h/run) ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Fired:
+    """What fire_schedule did: the cursor before, where it moved (None: nothing), the db clock."""
+
+    was: datetime | None
+    moved_to: datetime | None
+    now: datetime
+
+
+async def register_schedules(conn: aiopg.Connection, names: Sequence[str]) -> datetime:
+    """Give new schedules a cursor at the database's now; returns that clock."""
+    return (await rows(conn, QUERIES["register_schedules"], list(names)))[0]["now"]  # type: ignore[no-any-return]
+
+
+async def schedule_states(
+    conn: aiopg.Connection, names: Sequence[str]
+) -> dict[str, dict[str, Any]]:
+    """Each named schedule's cursor: {name: {last_tick_at, last_task_id}} (absent: never seen)."""
+    found = await rows(conn, QUERIES["schedule_states"], list(names))
+    return {row.pop("name"): row for row in found}
+
+
+async def fire_schedule(
+    conn: aiopg.Connection, schedule: Schedule, ticks: Sequence[datetime]
+) -> Fired:
+    """Enqueue the ticks after the schedule's cursor (and not in the future), one task each."""
+    row = (
+        await rows(
+            conn,
+            QUERIES["fire_schedule"],
+            schedule.name,
+            list(ticks),
+            schedule.type,
+            schedule.priority.number,
+            schedule.max_attempts,
+            schedule.data_json,
+        )
+    )[0]
+    return Fired(row["was"], row["moved_to"], row["now"])
 
 
 # --- operations: stats and retention --------------------------------------------------------------

@@ -30,11 +30,13 @@ class Event(StrEnum):
     LEASE_EXPIRED = "lease expired"
     NOT_STARTED = "claimed, not started"
     ALREADY_DONE = "done, not yet written"
+    RETRY_ASKED = "handler raised Retry"  # asynctask.Retry(after_seconds): its own delay
+    CANCEL_ASKED = "handler raised Cancel"  # asynctask.Cancel(reason): no further attempts
 
 
 # The attempt was spent and may be tried again while attempts remain.
 _RETRIED: Final = frozenset(
-    {Event.RAISED, Event.TIMED_OUT, Event.WORKER_CRASHED, Event.LEASE_EXPIRED}
+    {Event.RAISED, Event.TIMED_OUT, Event.WORKER_CRASHED, Event.LEASE_EXPIRED, Event.RETRY_ASKED}
 )
 # Running it again cannot help: fail at once, whatever attempts remain.
 _PERMANENT: Final = frozenset({Event.UNKNOWN_TYPE, Event.UNDECODABLE})
@@ -64,16 +66,25 @@ def decide(
     max_attempts: int,
     retry: RetryPolicy,
     rand: backoff.Random = random.random,
+    asked_delay_ms: int | None = None,
 ) -> Decision:
-    """The next state of a claimed task (`attempts` counts the claim's own attempt)."""
+    """The next state of a claimed task (`attempts` counts the claim's own attempt).
+
+    `asked_delay_ms` is the delay a handler's Retry asked for (RETRY_ASKED only).
+    """
     if event in (Event.RETURNED, Event.ALREADY_DONE):
         return Decision(State.COMPLETED)
+    if event is Event.CANCEL_ASKED:
+        return Decision(State.CANCELLED)
     if event is Event.NOT_STARTED:
         # As it was before the claim: its attempt is not counted, its due time unchanged.
         before = State.RETRYING if attempts > 1 else State.AVAILABLE
         return Decision(before, uncharge=True)
     if event in _PERMANENT or attempts >= max_attempts:
         return Decision(State.FAILED)
+    if event is Event.RETRY_ASKED and asked_delay_ms is not None:
+        # It spends the attempt (counted at the claim) like a failure; only the wait is its own.
+        return Decision(State.RETRYING, asked_delay_ms)
     assert event in _RETRIED, event
     delay = backoff.retry_delay(
         attempts, strategy=retry.strategy, base_ms=retry.base_ms, cap_ms=retry.cap_ms, rand=rand
@@ -89,6 +100,7 @@ class Outcome:
     token: str
     decision: Decision
     error: str | None = None
+    result: str | None = None  # a completion's return value as JSON text (None: no value)
 
     @property
     def state(self) -> State:
@@ -96,22 +108,28 @@ class Outcome:
         return self.decision.state
 
 
-# Every move a task makes: (from, to, why). The first block is decided by `decide`; the API's
-# moves (create, cancel, retry) and the claim are guarded by the states named in models.py.
+# Every move a task makes: (from, to, why). The moves from `running` are decided by `decide`,
+# except a cancel; the API's moves (create, cancel, retry) and the claim are guarded by the states
+# named in models.py. Cancelling a running task ends it at once in the database; its worker hears
+# of it (workers/cancels.py), stops a coroutine handler, and never writes that attempt's outcome.
 TRANSITIONS: Final[tuple[tuple[str, State, str], ...]] = (
     ("[*]", State.AVAILABLE, "created"),
     ("[*]", State.SCHEDULED, "created for later"),
     (State.SCHEDULED, State.AVAILABLE, "its time comes"),
     (State.AVAILABLE, State.RUNNING, "claimed"),
     (State.RETRYING, State.RUNNING, "claimed, when due"),
-    (State.RUNNING, State.COMPLETED, "handler returned"),
-    (State.RUNNING, State.RETRYING, "raised, timed out, worker died, lease expired"),
+    (State.RUNNING, State.COMPLETED, "handler returned (its value is the result)"),
+    (State.RUNNING, State.RETRYING, "raised, timed out, result unfit, worker died, lease expired"),
     (State.RUNNING, State.FAILED, "the same, attempts spent; unknown type; undecodable row"),
     (State.RUNNING, State.AVAILABLE, "handed back unstarted (first attempt)"),
     (State.RUNNING, State.RETRYING, "handed back unstarted (a retry)"),
     (State.SCHEDULED, State.CANCELLED, "cancel"),
+    (State.RUNNING, State.RETRYING, "handler raised Retry, after its own delay"),
+    (State.RUNNING, State.FAILED, "handler raised Retry, attempts spent"),
+    (State.RUNNING, State.CANCELLED, "handler raised Cancel"),
     (State.AVAILABLE, State.CANCELLED, "cancel"),
     (State.RETRYING, State.CANCELLED, "cancel"),
+    (State.RUNNING, State.CANCELLED, "cancel (handler stopped, or its outcome discarded)"),
     (State.FAILED, State.AVAILABLE, "retry"),
     (State.CANCELLED, State.AVAILABLE, "retry"),
 )

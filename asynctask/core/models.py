@@ -68,12 +68,16 @@ STORED_STATES: Final = tuple(state for state in State if state is not State.SCHE
 # Due once scheduled_at has passed: what a claim takes (the partial index's condition).
 DUE_STATES: Final = frozenset({State.AVAILABLE, State.RETRYING})
 FINISHED_STATES: Final = frozenset({State.COMPLETED, State.FAILED, State.CANCELLED})
-CANCELLABLE_STATES: Final = (State.SCHEDULED, State.AVAILABLE, State.RETRYING)
+# A running task is cancelled at once too: its worker stops the handler, or discards its outcome.
+CANCELLABLE_STATES: Final = (State.SCHEDULED, State.AVAILABLE, State.RETRYING, State.RUNNING)
 RETRYABLE_STATES: Final = (State.FAILED, State.CANCELLED)
 # While a task is in one of these stored states, its (type, unique_key) is taken: the partial
 # unique index tasks_unique_key_idx covers exactly these (a scheduled task is stored available).
 UNIQUE_KEY_STATES: Final = frozenset({State.AVAILABLE, State.RUNNING, State.RETRYING})
 UNIQUE_KEY_MAX: Final = 200
+# Where cancel_task tells the worker of a running task (payload: "<id> <locked_by>"); queries.sql
+# names it too.
+CANCEL_CHANNEL: Final = "tasks_cancel"
 # Task type names, as config.py allows them for handlers and the API for tasks: also keeps NUL
 # bytes and SQL-looking text out of the list filter.
 TYPE_PATTERN: Final = r"^[A-Za-z0-9_.\-]{1,100}$"

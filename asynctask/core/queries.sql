@@ -90,11 +90,11 @@ SELECT id, priority FROM inserted, (SELECT count(*) FROM notified) AS n ORDER BY
 
 
 -- name: get_task
--- One task as the API shows it.
+-- One task as the API shows it, with its result (JSON text; lists leave it out).
 -- params: $1 bigint (id)
 SELECT id, type, priority, asynctask_state(state, scheduled_at) AS state, attempts, max_attempts,
     data::text AS data, scheduled_at, inserted_at, updated_at, started_at, finished_at, last_error,
-    unique_key
+    unique_key, result::text AS result
 FROM tasks WHERE id = $1;
 
 
@@ -132,13 +132,23 @@ ORDER BY t.id DESC;
 
 
 -- name: cancel_task
--- Cancel a task whose state is one of $2 (models.CANCELLABLE_STATES); no row if it is not.
+-- Cancel a task whose state is one of $2 (models.CANCELLABLE_STATES); no row if it is not. A
+-- running task ends here too: its worker's outcome is never written (finish requires `running`
+-- and the claim's token, both gone), and tasks_cancel tells that worker, by its locked_by, to
+-- stop the handler (workers/cancels.py). `was` is the state before.
 -- params: $1 bigint (id), $2 text[] (states it may be in)
-UPDATE tasks SET state = 'cancelled', finished_at = now(), updated_at = now()
-WHERE id = $1 AND state = ANY($2::text[])
-RETURNING id, type, priority, asynctask_state(state, scheduled_at) AS state, attempts,
-    max_attempts, data::text AS data, scheduled_at, inserted_at, updated_at, started_at,
-    finished_at, last_error, unique_key;
+WITH target AS (
+    SELECT id, state, locked_by FROM tasks WHERE id = $1 AND state = ANY($2::text[]) FOR UPDATE
+)
+UPDATE tasks AS t SET state = 'cancelled', finished_at = now(), updated_at = now(),
+    locked_by = NULL, lock_token = NULL, lease_expires_at = NULL
+FROM target WHERE t.id = target.id
+RETURNING t.id, t.type, t.priority, t.state, t.attempts, t.max_attempts, t.data::text AS data,
+    t.scheduled_at, t.inserted_at, t.updated_at, t.started_at, t.finished_at, t.last_error,
+    t.unique_key, asynctask_state(target.state, t.scheduled_at) AS was,
+    CASE WHEN target.state = 'running'
+        THEN pg_notify('tasks_cancel', t.id || ' ' || coalesce(target.locked_by, '')) END
+        AS notified;
 
 
 -- name: retry_task
@@ -189,8 +199,10 @@ RETURNING t.id, t.type, t.attempts, t.max_attempts, t.data::text AS data;
 -- Write many decisions (lifecycle.decide) in one statement; each applies only while the task is
 -- still running under the claim token it names, so a worker whose claim was rescued and taken
 -- over can never overwrite the newer claim's outcome. A NULL delay keeps the task's place in the
--- queue (a hand-back); `uncharge` gives back the attempt the claim counted.
--- params: $1 bigint[] (ids), $2 uuid[] (tokens), $3 text[] (states), $4 int[] (delays, ms), $5 bool[] (uncharge), $6 text[] (errors)
+-- queue (a hand-back); `uncharge` gives back the attempt the claim counted. Results (h/run): $7
+-- holds completions' return values as JSON text, and is NULL for a batch with none (unnest pads
+-- it with NULLs), so a result-less batch sends no extra array.
+-- params: $1 bigint[] (ids), $2 uuid[] (tokens), $3 text[] (states), $4 int[] (delays, ms), $5 bool[] (uncharge), $6 text[] (errors), $7 text[] (results)
 UPDATE tasks AS t SET state = o.state,
     attempts = t.attempts - o.uncharge::int,
     scheduled_at = CASE WHEN o.delay_ms IS NULL THEN t.scheduled_at
@@ -198,9 +210,10 @@ UPDATE tasks AS t SET state = o.state,
     finished_at = CASE WHEN o.state IN ('completed', 'failed', 'cancelled') THEN now() END,
     started_at = CASE WHEN o.uncharge THEN NULL ELSE t.started_at END,
     last_error = coalesce(o.error, t.last_error),
+    result = o.result::jsonb,  -- h/run: the return value (NULL unless completed with one)
     locked_by = NULL, lock_token = NULL, lease_expires_at = NULL, updated_at = now()
-FROM unnest($1::bigint[], $2::uuid[], $3::text[], $4::int[], $5::bool[], $6::text[])
-    AS o(id, token, state, delay_ms, uncharge, error)
+FROM unnest($1::bigint[], $2::uuid[], $3::text[], $4::int[], $5::bool[], $6::text[], $7::text[])
+    AS o(id, token, state, delay_ms, uncharge, error, result)
 WHERE t.id = o.id AND t.lock_token = o.token AND t.state = 'running';
 
 
@@ -466,3 +479,67 @@ SELECT p.priority, (
         AND scheduled_at > now() AND state = 'available'
 ) AS tasks
 FROM unnest($1::smallint[]) AS p(priority);
+
+
+-- --- h/run: cancelling running tasks, periodic tasks ----------------------------------------------
+
+
+-- name: still_held
+-- Whether a worker still holds a running task under its claim token: false once the task was
+-- cancelled (or rescued by another worker). The backstop of workers/cancels.py, for long runs.
+-- params: $1 bigint (id), $2 uuid (token)
+SELECT EXISTS (
+    SELECT 1 FROM tasks WHERE id = $1 AND lock_token = $2 AND state = 'running'
+) AS held;
+
+
+-- name: register_schedules
+-- Give each named schedule not seen before a cursor at the database's now: its first tick after
+-- now is the first it runs (nothing is back-filled for a new schedule). Answers the clock.
+-- params: $1 text[] (names)
+WITH added AS (
+    INSERT INTO schedule_state (name, last_tick_at)
+    SELECT name, now() FROM unnest($1::text[]) AS name
+    ON CONFLICT (name) DO NOTHING
+    RETURNING name
+)
+SELECT now() AS now, (SELECT count(*) FROM added) AS added;
+
+
+-- name: schedule_states
+-- The cursor of each named schedule: the last tick it enqueued (or when it was first seen) and
+-- the task that tick made (NULL before its first run).
+-- params: $1 text[] (names)
+SELECT name, last_tick_at, last_task_id FROM schedule_state WHERE name = ANY($1::text[]);
+
+
+-- name: fire_schedule
+-- Enqueue a schedule's ticks: of the instants in $2 (oldest first), those after its cursor and not
+-- after the database's clock become one task each (scheduled_at = the tick), and the cursor moves
+-- to the last of them, in one statement. The cursor row's lock makes racing schedulers take
+-- turns; the later one finds the cursor moved and inserts nothing, so each tick makes one task
+-- however many supervisors run, and a scheduler whose clock runs ahead makes nothing early. The
+-- cursor only moves forward: a tick passed over (catch-up) can never be enqueued later. Answers
+-- the cursor as it was, where it moved (NULL: nothing was due), and the database's clock.
+-- params: $1 text (name), $2 timestamptz[] (ticks), $3 text (type), $4 smallint (priority), $5 int (max_attempts), $6 jsonb (data)
+WITH cur AS (
+    SELECT name, last_tick_at FROM schedule_state WHERE name = $1 FOR UPDATE
+), fired AS (
+    INSERT INTO tasks (type, priority, max_attempts, data, scheduled_at)
+    SELECT $3, $4, $5, $6, tick
+    FROM cur, unnest($2::timestamptz[]) AS tick
+    WHERE tick > cur.last_tick_at AND tick <= now()
+    ORDER BY tick
+    RETURNING id, priority, scheduled_at
+), moved AS (
+    UPDATE schedule_state AS s SET last_tick_at = f.tick, last_task_id = f.id, updated_at = now()
+    FROM (SELECT max(scheduled_at) AS tick, max(id) AS id FROM fired) AS f
+    WHERE s.name = $1 AND f.tick IS NOT NULL
+    RETURNING s.last_tick_at
+), notified AS (
+    SELECT pg_notify(asynctask_channel(priority),
+        CASE WHEN count(*) = 1 THEN min(id)::text ELSE '' END)
+    FROM fired GROUP BY priority
+)
+SELECT (SELECT last_tick_at FROM cur) AS was, (SELECT last_tick_at FROM moved) AS moved_to,
+    (SELECT count(*) FROM notified) AS notified, now() AS now;
