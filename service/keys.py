@@ -12,6 +12,7 @@ from asynctask.core.stats import CachedStats
 from asynctask.service.group_commit import GroupCommit
 from asynctask.service.metrics import ApiMetrics
 from asynctask.service.rules import TaskRules
+from asynctask.service.waiters import Waiters
 
 CONFIG: Final = web.AppKey("config", Config)
 POOL: Final = web.AppKey("pool", aiopg.Pool)
@@ -19,3 +20,4 @@ CREATES: Final = web.AppKey("creates", GroupCommit)
 RULES: Final = web.AppKey("rules", TaskRules)
 STATS: Final = web.AppKey("stats", CachedStats)
 METRICS: Final = web.AppKey("metrics", ApiMetrics)
+WAITERS: Final = web.AppKey("waiters", Waiters)

@@ -43,6 +43,16 @@ _ID = {
     "schema": {"type": "integer", "format": "int64", "minimum": 1, "maximum": MAX_BIGINT},
 }
 _ERROR_REF = "#/components/schemas/Error"
+# GET /api/tasks/{id}?wait_seconds=N; its maximum is api.max_wait_seconds, set per app.
+WAIT_SECONDS: dict[str, Any] = {
+    "in": "query",
+    "name": "wait_seconds",
+    "required": False,
+    "description": "Wait up to this many seconds for the task to reach a final state (completed,"
+    " failed or cancelled): the answer comes as soon as it does, or after that long with the"
+    " task as it is then. 0 or absent: answer at once.",
+    "schema": {"type": "number", "minimum": 0, "maximum": 60},
+}
 
 
 def operation(
@@ -53,6 +63,7 @@ def operation(
     tags: tuple[str, ...] = ("tasks",),
     headers: dict[str, Any] | None = None,
     unavailable: type[Schema] = ErrorSchema,
+    parameters: tuple[dict[str, Any], ...] = (),
 ) -> Callable[[Handler], Handler]:
     """Declare a handler's operation: its success answer and every error it can give (+500)."""
     code, schema, description = ok
@@ -66,9 +77,8 @@ def operation(
     for error in (*errors, 500):
         schema = unavailable if error == 503 else ErrorSchema
         responses[error] = {"schema": schema, "description": _ERRORS[error]}
-    return docs(
-        tags=list(tags), summary=summary, responses=responses, parameters=[_ID] if path_id else []
-    )
+    params = [*([_ID] if path_id else []), *parameters]
+    return docs(tags=list(tags), summary=summary, responses=responses, parameters=params)
 
 
 def text_operation(
@@ -153,6 +163,13 @@ def setup_openapi(app: web.Application, config: Config, version: str) -> None:
     create["type"]["enum"] = list(config.task_types)
     create["type"]["description"] = one_of(config.task_types)
     create["max_attempts"]["default"] = config.max_attempts
+    # New lists and dicts, never edits: the decorator's own may be shared by every app's document.
+    get_task = document["paths"]["/api/tasks/{id}"]["get"]
+    limit = {"maximum": config.api.max_wait_seconds}
+    get_task["parameters"] = [
+        {**p, "schema": {**p["schema"], **limit}} if p["name"] == WAIT_SECONDS["name"] else p
+        for p in get_task["parameters"]
+    ]
     if config.api.tokens:
         _document_tokens(document)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 import re
 from typing import Any
 
@@ -17,7 +18,15 @@ from asynctask.core.connections import acquire
 from asynctask.core.errors import DatabaseUnavailable, TaskNotFound
 from asynctask.core.models import Priority
 from asynctask.service import keys
-from asynctask.service.openapi import BODY_ERRORS, LOCATION, body, operation, query, text_operation
+from asynctask.service.openapi import (
+    BODY_ERRORS,
+    LOCATION,
+    WAIT_SECONDS,
+    body,
+    operation,
+    query,
+    text_operation,
+)
 from asynctask.service.render import json_text, page_text, task_text
 from asynctask.service.rules import (
     MAX_BIGINT,
@@ -124,13 +133,42 @@ async def create_tasks(request: web.Request) -> web.Response:
     return web.json_response({"ids": ids}, status=201)
 
 
-@operation("One task", (200, TaskSchema, "The task."), (404, 503), path_id=True)
+@operation(
+    "One task; with wait_seconds, once it is final (or after that long)",
+    (200, TaskSchema, "The task: final, or as it is when wait_seconds ran out."),
+    (404, 422, 503),
+    path_id=True,
+    parameters=(WAIT_SECONDS,),
+)
 async def get_task(request: web.Request) -> web.Response:
-    """GET /api/tasks/{id}."""
+    """GET /api/tasks/{id}[?wait_seconds=N]: long-polls up to N s for a final state."""
     task_id = _task_id(request)
-    async with acquire(request.app[keys.POOL], _timeout(request)) as conn:
-        row = await db.get_task(conn, task_id)
+    wait = _wait_seconds(request)
+
+    async def read() -> dict[str, Any]:
+        # A pool connection for the read alone: a waiter holds none while it sleeps.
+        async with acquire(request.app[keys.POOL], _timeout(request)) as conn:
+            return await db.get_task(conn, task_id)
+
+    if wait > 0:
+        row = await request.app[keys.WAITERS].until_finished(task_id, wait, read)
+    else:
+        row = await read()
     return json_text(task_text(row))
+
+
+def _wait_seconds(request: web.Request) -> float:
+    raw = request.query.get("wait_seconds")
+    if raw is None:
+        return 0.0
+    limit = request.app[keys.CONFIG].api.max_wait_seconds
+    try:
+        value = float(raw)
+    except ValueError:
+        value = math.nan
+    if not 0 <= value <= limit:  # NaN fails too
+        raise ValidationFailed({"wait_seconds": [f"Must be a number from 0 to {limit:g}."]})
+    return value
 
 
 @operation("List tasks, newest first", (200, TaskPageSchema, "One page."), (422, 503))

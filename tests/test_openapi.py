@@ -65,7 +65,7 @@ def test_every_answer_is_documented(document: dict[str, Any]) -> None:
     assert codes("post", "/api/tasks") == {"201", "400", "413", "422", "500", "503"}
     assert codes("post", "/api/tasks/batch") == {"201", "400", "413", "422", "500", "503"}
     assert codes("get", "/api/tasks") == {"200", "422", "500", "503"}
-    assert codes("get", "/api/tasks/{id}") == {"200", "404", "500", "503"}
+    assert codes("get", "/api/tasks/{id}") == {"200", "404", "422", "500", "503"}
     assert codes("post", "/api/tasks/{id}/cancel") == {"200", "404", "409", "500", "503"}
     assert codes("post", "/api/tasks/{id}/retry") == {"200", "404", "409", "500", "503"}
     assert codes("get", "/ready") == {"200", "500", "503"}
@@ -109,13 +109,24 @@ def test_the_list_query_and_path_id_are_typed(document: dict[str, Any]) -> None:
     assert params["state"]["schema"]["enum"] == [
         "available", "running", "retrying", "completed", "failed", "cancelled"
     ]  # fmt: skip
-    (task_id,) = document["paths"]["/api/tasks/{id}"]["get"]["parameters"]
+    task_id, wait = document["paths"]["/api/tasks/{id}"]["get"]["parameters"]
     assert task_id["in"] == "path" and task_id["schema"]["type"] == "integer"
+    assert wait["in"] == "query" and wait["name"] == "wait_seconds" and not wait["required"]
+    assert wait["schema"] == {"type": "number", "minimum": 0, "maximum": 60}
     task = document["components"]["schemas"]["Task"]
     assert set(task["required"]) == set(task["properties"])
     assert task["properties"]["started_at"] == {
         "type": "string", "format": "date-time", "nullable": True
     }  # fmt: skip
+
+
+def test_the_wait_maximum_follows_the_configuration(database_url: str) -> None:
+    app = create_app(make_config(database_url, api__max_wait_seconds=2.5))
+    (_, wait) = app["swagger_dict"]["paths"]["/api/tasks/{id}"]["get"]["parameters"]
+    assert wait["schema"]["maximum"] == 2.5
+    other = create_app(make_config(database_url))  # the first app's limit did not leak
+    (_, wait) = other["swagger_dict"]["paths"]["/api/tasks/{id}"]["get"]["parameters"]
+    assert wait["schema"]["maximum"] == 60
 
 
 def test_the_type_enum_follows_the_configuration(database_url: str) -> None:

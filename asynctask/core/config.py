@@ -47,6 +47,8 @@ class ApiConfig:
     port: int = 4000
     max_body_bytes: int = 1024 * 1024
     tokens: tuple[str, ...] = ()
+    # The longest GET /api/tasks/{id}?wait_seconds= allowed (below a proxy's idle timeout).
+    max_wait_seconds: float = 60.0
 
 
 @dataclass(frozen=True)
@@ -122,6 +124,7 @@ _SCALARS: dict[str, checks.Check] = {
     "api.port": checks.integer(1, 65535, "a TCP port from 1 to 65535"),
     "api.max_body_bytes": checks.integer(1024, 1024**3),
     "api.tokens": checks.tokens,
+    "api.max_wait_seconds": checks.number(0, 60),
     "max_attempts": checks.integer(1),
     "timeout_milliseconds": checks.integer(1, 86_400_000),
     "retry_backoff": checks.choice(RETRY_BACKOFFS),

@@ -24,7 +24,13 @@ from asynctask.core.errors import (
     TaskNotFound,
 )
 from asynctask.core.lifecycle import Outcome
-from asynctask.core.models import CANCELLABLE_STATES, PRIORITIES, RETRYABLE_STATES, Priority
+from asynctask.core.models import (
+    CANCELLABLE_STATES,
+    FINISHED_CHANNEL,
+    PRIORITIES,
+    RETRYABLE_STATES,
+    Priority,
+)
 from asynctask.core.sql import QUERIES
 
 
@@ -171,7 +177,8 @@ async def finish(conn: aiopg.Connection, outcomes: Sequence[Outcome]) -> int:
     """Write many decisions in one statement; returns how many still held their claim."""
     if not outcomes:
         return 0
-    return await execute(
+    # rows(), not execute(): the statement ends in a SELECT (its NOTIFY of finished tasks).
+    found = await rows(
         conn,
         QUERIES["finish"],
         [o.task_id for o in outcomes],
@@ -181,6 +188,7 @@ async def finish(conn: aiopg.Connection, outcomes: Sequence[Outcome]) -> int:
         [o.decision.uncharge for o in outcomes],
         [o.error for o in outcomes],
     )
+    return int(found[0]["written"])
 
 
 async def extend_leases(conn: aiopg.Connection, tokens: Sequence[str], lease_seconds: float) -> int:
@@ -224,6 +232,11 @@ async def reclaim_expired(
 async def listen(conn: aiopg.Connection, priority: Priority) -> None:
     """LISTEN on a priority's channel (a name from models.Priority, never from a request)."""
     await execute_text(conn, f"LISTEN {priority.channel}")
+
+
+async def listen_finished(conn: aiopg.Connection) -> None:
+    """LISTEN for tasks reaching a final state (`finish` and `cancel_task` NOTIFY their ids)."""
+    await execute_text(conn, f"LISTEN {FINISHED_CHANNEL}")
 
 
 # --- operations: stats and retention --------------------------------------------------------------

@@ -62,6 +62,9 @@ DUE_STATES: Final = frozenset({State.AVAILABLE, State.RETRYING})
 FINISHED_STATES: Final = frozenset({State.COMPLETED, State.FAILED, State.CANCELLED})
 CANCELLABLE_STATES: Final = (State.AVAILABLE, State.RETRYING)
 RETRYABLE_STATES: Final = (State.FAILED, State.CANCELLED)
+# NOTIFY channel of tasks reaching a final state, payload "id,id,..." ('' = any): queries.sql's
+# `finish` and `cancel_task` send it, the API's wait-for-result (service/waiters.py) listens.
+FINISHED_CHANNEL: Final = "tasks_finished"
 # Task type names, as config.py allows them for handlers and the API for tasks: also keeps NUL
 # bytes and SQL-looking text out of the list filter.
 TYPE_PATTERN: Final = r"^[A-Za-z0-9_.\-]{1,100}$"

@@ -84,12 +84,14 @@ LIMIT $5;
 
 
 -- name: cancel_task
--- Cancel a task whose state is one of $2 (models.CANCELLABLE_STATES); no row if it is not.
+-- Cancel a task whose state is one of $2 (models.CANCELLABLE_STATES); no row if it is not. Its
+-- waiters hear of it on tasks_finished, as from `finish`.
 -- params: $1 bigint (id), $2 text[] (states it may be in)
 UPDATE tasks SET state = 'cancelled', finished_at = now(), updated_at = now()
 WHERE id = $1 AND state = ANY($2::text[])
 RETURNING id, type, priority, state, attempts, max_attempts, data::text AS data, scheduled_at,
-    inserted_at, updated_at, started_at, finished_at, last_error;
+    inserted_at, updated_at, started_at, finished_at, last_error,
+    pg_notify('tasks_finished', id::text) AS notified;  -- wake its waiters (wait_seconds)
 
 
 -- name: retry_task
@@ -141,6 +143,12 @@ RETURNING t.id, t.type, t.attempts, t.max_attempts, t.data::text AS data;
 -- over can never overwrite the newer claim's outcome. A NULL delay keeps the task's place in the
 -- queue (a hand-back); `uncharge` gives back the attempt the claim counted.
 -- params: $1 bigint[] (ids), $2 uuid[] (tokens), $3 text[] (states), $4 int[] (delays, ms), $5 bool[] (uncharge), $6 text[] (errors)
+-- Wait-for-result (issue 15): ONE pg_notify per statement, not per row, on tasks_finished with
+-- the ids that reached a final state, comma-separated ('' if the list would not fit a payload's
+-- 8000 bytes: every waiter re-reads), for the API's GET /api/tasks/{id}?wait_seconds=N
+-- (service/waiters.py). Nothing is sent when no task finished (a retry, a hand-back). The UPDATE
+-- is left unindented inside its CTE so that this addition changes none of its lines.
+WITH written AS (
 UPDATE tasks AS t SET state = o.state,
     attempts = t.attempts - o.uncharge::int,
     scheduled_at = CASE WHEN o.delay_ms IS NULL THEN t.scheduled_at
@@ -151,7 +159,15 @@ UPDATE tasks AS t SET state = o.state,
     locked_by = NULL, lock_token = NULL, lease_expires_at = NULL, updated_at = now()
 FROM unnest($1::bigint[], $2::uuid[], $3::text[], $4::int[], $5::bool[], $6::text[])
     AS o(id, token, state, delay_ms, uncharge, error)
-WHERE t.id = o.id AND t.lock_token = o.token AND t.state = 'running';
+WHERE t.id = o.id AND t.lock_token = o.token AND t.state = 'running'
+RETURNING t.id, o.state IN ('completed', 'failed', 'cancelled') AS final
+), finished AS (
+    SELECT string_agg(id::text, ',') AS ids FROM written WHERE final
+), notified AS (
+    SELECT pg_notify('tasks_finished', CASE WHEN length(ids) < 8000 THEN ids ELSE '' END)
+    FROM finished WHERE ids IS NOT NULL
+)
+SELECT (SELECT count(*) FROM written) AS written, (SELECT count(*) FROM notified) AS notified;
 
 
 -- name: extend_leases
