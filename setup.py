@@ -40,6 +40,8 @@ setup(
         "setproctitle>=1.3,<2",
         "prometheus-client>=0.20,<1",
         "uvloop>=0.19,<1; sys_platform != 'win32'",
+        # The Python client (asynctask.Client / AsyncClient): one library for sync and async.
+        "httpx>=0.27,<1",
     ],
     extras_require={
         "embedded": EMBEDDED,
