@@ -1,9 +1,12 @@
-"""The layers of the package, as its imports show them: core <- api, workers <- command line."""
+"""The layers of the package, as its imports show them: core <- api, workers, client <- command
+line; and a handler-only `import asynctask` loads neither the client's httpx nor the server side."""
 
 from __future__ import annotations
 
 import ast
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -15,11 +18,13 @@ ALLOWED = {
     "asynctask.service": {"asynctask.core"},
     "asynctask.workers": {"asynctask.core"},
     "asynctask.embedded": {"asynctask.core"},
+    "asynctask.client": {"asynctask.core"},
     "asynctask.cli": {
         "asynctask.core",
         "asynctask.service",
         "asynctask.workers",
         "asynctask.embedded",
+        "asynctask.client",
     },
 }
 
@@ -42,7 +47,7 @@ def _imports(path: Path) -> set[str]:
             names |= {alias.name for alias in node.names}
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
             names.add(node.module)
-    return {name for name in names if name.split(".")[0] in ("asynctask", "aiohttp")}
+    return {name for name in names if name.split(".")[0] in ("asynctask", "aiohttp", "httpx")}
 
 
 def _layer(module: str) -> str | None:
@@ -60,6 +65,8 @@ def test_imports_only_run_downwards(module: str, path: Path) -> None:
         target = _layer(imported)
         if imported.startswith("aiohttp"):
             assert layer in ("asynctask.service", "asynctask.cli"), f"{module} imports {imported}"
+        elif imported.startswith("httpx"):
+            assert layer == "asynctask.client", f"{module} imports {imported}"
         elif target is not None and target != layer:
             assert target in ALLOWED[layer], f"{module} ({layer}) imports {imported}"
 
@@ -67,3 +74,15 @@ def test_imports_only_run_downwards(module: str, path: Path) -> None:
 def test_the_layers_are_all_there() -> None:
     found = {_layer(module) for module, _ in _modules()}
     assert set(ALLOWED) <= found
+
+
+def test_a_handler_only_import_loads_no_client_and_no_server() -> None:
+    code = (
+        "import sys; from asynctask import Task; import asynctask;"
+        "heavy = {'httpx', 'aiohttp', 'aiopg', 'psycopg2', 'yaml', 'asynctask.client',"
+        " 'asynctask.service', 'asynctask.workers'};"
+        "print(sorted(heavy & set(sys.modules)));"
+        "client = asynctask.Client; print(client.__module__, 'httpx' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.splitlines() == ["[]", "asynctask.client.sync True"]

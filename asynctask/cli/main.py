@@ -11,6 +11,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from asynctask.cli import tasks
 from asynctask.cli.start import migrate, run_all, run_workers
 from asynctask.core import stats
 from asynctask.core.config import Config, load_config
@@ -44,6 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--port", type=int, help="listen port (default: api.port)")
     show = commands.add_parser("stats", help="print task counts, queue lag and the last minute")
     show.add_argument("--json", action="store_true", help="print the JSON of GET /api/stats")
+    tasks.add_commands(commands)
     return parser
 
 
@@ -85,6 +87,8 @@ def _listen_address(config: Config, args: argparse.Namespace) -> tuple[str, int]
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the console script; returns the process exit code."""
     args = build_parser().parse_args(argv)
+    if args.command in tasks.COMMANDS:
+        return tasks.run(args)  # a client of a running API: no config, no database
     # Handlers are named `module:function` relative to where the user runs asynctask (as gunicorn
     # and celery do); a console script does not put the working directory on sys.path by itself.
     # Spawned workers inherit sys.path, so they import the same modules.

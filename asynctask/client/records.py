@@ -53,6 +53,26 @@ class TaskRecord:
         """True once completed."""
         return self.state == "completed"
 
+    def as_json(self) -> dict[str, Any]:
+        """The task in the API's JSON shape (timestamps as ISO 8601 text)."""
+        fields: dict[str, Any] = {
+            "id": self.id,
+            "type": self.type,
+            "priority": self.priority,
+            "state": self.state,
+            "attempts": self.attempts,
+            "max_attempts": self.max_attempts,
+            "data": self.data,
+        }
+        for key in _TIMES:
+            value = getattr(self, key)
+            fields[key] = None if value is None else value.isoformat()
+        fields["last_error"] = self.last_error
+        for key in ("result", "unique_key"):
+            if getattr(self, key) is not None:
+                fields[key] = getattr(self, key)
+        return {**fields, **self.extra}
+
     @classmethod
     def from_json(cls, raw: dict[str, Any], deduplicated: bool = False) -> TaskRecord:
         """Build from the API's JSON object (unknown fields go to `extra`)."""
