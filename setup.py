@@ -24,7 +24,7 @@ setup(
     # container image) has no source tree to read them from.
     package_data={
         "asynctask": ["py.typed"],
-        "asynctask.core": ["schema.sql", "default_config.yaml"],
+        "asynctask.core": ["schema.sql", "default_config.yaml", "queries.sql"],
     },
     install_requires=[
         "aiohttp>=3.10,<4",
@@ -60,6 +60,9 @@ setup(
             # Kubernetes' JSON schemas, bundled: tests/test_kubernetes.py validates offline.
             "kubernetes-validate>=1.31,<2",
             "jsonschema>=4.18",
+            # tests/test_wheel.py builds the wheel without build isolation (offline, once).
+            "setuptools>=68",
+            "wheel>=0.40",
         ],
     },
     entry_points={"console_scripts": ["asynctask=asynctask.cli:main"]},
