@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import time
 
@@ -17,3 +18,9 @@ async def stamp(task: Task) -> None:
 
 async def noop(task: Task) -> None:
     """Do nothing: measures the queue, not the work."""
+
+
+async def hold(task: Task) -> None:
+    """Sleep data['ms'], then send "<id> <wall clock>" to data['port'] as the handler returns."""
+    await asyncio.sleep(float(task.data.get("ms", 0)) / 1000)
+    _sock.sendto(f"{task.id} {time.time()}".encode(), ("127.0.0.1", int(task.data["port"])))

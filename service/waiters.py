@@ -34,6 +34,7 @@ KEEPALIVES = {
     "keepalives_count": 3,
 }
 Row = dict[str, Any]
+LISTEN_CONNECTIONS = 1  # per API process, beside its pool, once anything has waited
 
 
 class Waiters:

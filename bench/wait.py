@@ -1,0 +1,153 @@
+"""Wait-for-result latency: from a task's completion to the waiter's answer, with idle workers.
+
+Starts `asynctask run` on a scratch database with a handler that holds each task `--hold-ms`
+(so the waiter is waiting before the task ends), then, one task at a time: POST it, GET it with
+`?wait_seconds=10` on a second keep-alive connection, and time the answer against
+
+- the completion: when the finishing statement's NOTIFY reached a LISTEN connection of the
+  benchmark's own (so at its commit; the API's listener gets the same notification), and
+- the handler's return (a UDP datagram): that adds the workers' ack batching (up to
+  `ack_flush_milliseconds`, 5 ms) before the commit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import select
+import socket
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import psycopg2
+import yaml
+
+from bench.common import (
+    ROOT,
+    base_parser,
+    free_port,
+    report,
+    scratch_database,
+    spread,
+    start,
+    wait_http,
+)
+
+
+class Completions:
+    """A LISTEN tasks_finished connection in a thread: when each id's notification arrived."""
+
+    def __init__(self, url: str) -> None:
+        self.arrived: dict[int, float] = {}
+        self._conn = psycopg2.connect(url)
+        self._conn.autocommit = True
+        with self._conn.cursor() as cur:
+            cur.execute("LISTEN tasks_finished")
+        self._stop = False
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop:
+            if select.select([self._conn], [], [], 0.2)[0]:
+                self._conn.poll()
+                now = time.time()
+                for notify in self._conn.notifies:
+                    for text in filter(None, notify.payload.split(",")):
+                        self.arrived[int(text)] = now
+                self._conn.notifies.clear()
+
+    def at(self, task_id: int, timeout: float = 5.0) -> float:
+        deadline = time.monotonic() + timeout
+        while task_id not in self.arrived:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"no tasks_finished notification for task {task_id}")
+            time.sleep(0.001)
+        return self.arrived[task_id]
+
+    def close(self) -> None:
+        self._stop = True
+        self._thread.join()
+        self._conn.close()
+
+
+def bench_config(directory: Path) -> Path:
+    """config.yaml plus the benchmark's `hold` handler."""
+    config = yaml.safe_load((ROOT / "config.yaml").read_text())
+    config["handlers"]["hold"] = "bench.handlers:hold"
+    path = directory / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def main() -> None:
+    """Measure N waits and print the percentiles."""
+    parser = base_parser(__doc__ or "")
+    parser.add_argument("--tasks", type=int, default=200)
+    parser.add_argument("--hold-ms", type=float, default=20, help="each task's handler time")
+    parser.add_argument("--gap", type=float, default=0.05, help="seconds between tasks")
+    args = parser.parse_args()
+    udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    udp.bind(("127.0.0.1", 0))
+    udp.settimeout(5)
+    port = free_port()
+    with tempfile.TemporaryDirectory() as tmp, scratch_database() as url:
+        service = start(
+            ["run", "--port", str(port)], url, ASYNCTASK_CONFIG=str(bench_config(Path(tmp)))
+        )
+        completions = Completions(url)
+        try:
+            wait_http(f"http://127.0.0.1:{port}/health")
+            time.sleep(2)  # workers up and idle
+            rounds = measure(port, udp, completions, args)
+        finally:
+            completions.close()
+            service.stop()
+    report(
+        "wait",
+        {
+            **{f"commit_{k}": v for k, v in spread([r[0] * 1000 for r in rounds]).items()},
+            **{f"handler_{k}": v for k, v in spread([r[1] * 1000 for r in rounds]).items()},
+        },
+        args.json,
+    )
+
+
+def measure(
+    port: int, udp: socket.socket, completions: Completions, args: argparse.Namespace
+) -> list[tuple[float, float]]:
+    """Per task: (completion's NOTIFY -> answer, handler's return -> answer) in seconds."""
+    creates = http.client.HTTPConnection("127.0.0.1", port)
+    waits = http.client.HTTPConnection("127.0.0.1", port)
+    udp_port = udp.getsockname()[1]
+    body = json.dumps(
+        {"type": "hold", "priority": "high", "data": {"ms": args.hold_ms, "port": udp_port}}
+    )
+    rounds = []
+    for _ in range(args.tasks):
+        creates.request(
+            "POST", "/api/tasks", body=body, headers={"Content-Type": "application/json"}
+        )
+        task_id = json.loads(creates.getresponse().read())["id"]
+        waits.request("GET", f"/api/tasks/{task_id}?wait_seconds=10")
+        answer = json.loads(waits.getresponse().read())
+        answered = time.time()
+        if answer["state"] != "completed":
+            raise RuntimeError(f"task {task_id} answered {answer['state']}, not completed")
+        while True:
+            message, _ = udp.recvfrom(100)
+            got_id, ended = message.decode().split()
+            if int(got_id) == task_id:
+                break
+        rounds.append((answered - completions.at(task_id), answered - float(ended)))
+        time.sleep(args.gap)
+    creates.close()
+    waits.close()
+    return rounds
+
+
+if __name__ == "__main__":
+    main()
