@@ -21,6 +21,7 @@ from asynctask.service import keys
 from asynctask.service.openapi import (
     BODY_ERRORS,
     LOCATION,
+    WAIT_MAX_SECONDS,
     WAIT_SECONDS,
     body,
     operation,
@@ -158,17 +159,19 @@ async def get_task(request: web.Request) -> web.Response:
 
 
 def _wait_seconds(request: web.Request) -> float:
+    # 0 to 60 is the API's contract; api.max_wait_seconds (an operator's cap, e.g. under a
+    # proxy's idle timeout) shortens the wait instead of refusing it: the client just asks again.
     raw = request.query.get("wait_seconds")
     if raw is None:
         return 0.0
-    limit = request.app[keys.CONFIG].api.max_wait_seconds
     try:
         value = float(raw)
     except ValueError:
         value = math.nan
-    if not 0 <= value <= limit:  # NaN fails too
-        raise ValidationFailed({"wait_seconds": [f"Must be a number from 0 to {limit:g}."]})
-    return value
+    if not 0 <= value <= WAIT_MAX_SECONDS:  # NaN fails too
+        message = f"Must be a number from 0 to {WAIT_MAX_SECONDS}."
+        raise ValidationFailed({"wait_seconds": [message]})
+    return min(value, request.app[keys.CONFIG].api.max_wait_seconds)
 
 
 @operation("List tasks, newest first", (200, TaskPageSchema, "One page."), (422, 503))

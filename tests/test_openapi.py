@@ -120,15 +120,6 @@ def test_the_list_query_and_path_id_are_typed(document: dict[str, Any]) -> None:
     }  # fmt: skip
 
 
-def test_the_wait_maximum_follows_the_configuration(database_url: str) -> None:
-    app = create_app(make_config(database_url, api__max_wait_seconds=2.5))
-    (_, wait) = app["swagger_dict"]["paths"]["/api/tasks/{id}"]["get"]["parameters"]
-    assert wait["schema"]["maximum"] == 2.5
-    other = create_app(make_config(database_url))  # the first app's limit did not leak
-    (_, wait) = other["swagger_dict"]["paths"]["/api/tasks/{id}"]["get"]["parameters"]
-    assert wait["schema"]["maximum"] == 60
-
-
 def test_the_type_enum_follows_the_configuration(database_url: str) -> None:
     config = make_config(database_url, handlers={"only": "tests.handlers:ok"})
     app = create_app(config)

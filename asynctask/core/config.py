@@ -47,7 +47,7 @@ class ApiConfig:
     port: int = 4000
     max_body_bytes: int = 1024 * 1024
     tokens: tuple[str, ...] = ()
-    # The longest GET /api/tasks/{id}?wait_seconds= allowed (below a proxy's idle timeout).
+    # The longest a GET /api/tasks/{id}?wait_seconds= waits (keep it under a proxy's idle timeout).
     max_wait_seconds: float = 60.0
 
 
