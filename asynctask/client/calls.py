@@ -342,9 +342,9 @@ class WaitLoop:
         now = time.monotonic()
         if self.deadline is not None and now >= self.deadline:
             raise WaitTimeoutError(task, self.timeout or 0.0)
-        # An answer well before the time asked, not final: a server that does not long-poll (or
-        # one shutting down). Pause a little rather than asking again at once.
-        if now - self._sent < self._asked - 1.0:
+        # Not final, and back at once though seconds were asked: a server that does not
+        # long-poll (or one shutting down). Pause a little rather than asking again at once.
+        if self._asked > 1.0 and now - self._sent < 0.5:
             left: float = math.inf if self.deadline is None else self.deadline - now
             return min(1.0, left)
         return 0.0
