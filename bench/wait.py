@@ -8,11 +8,17 @@ Starts `asynctask run` on a scratch database with a handler that holds each task
   benchmark's own (so at its commit; the API's listener gets the same notification), and
 - the handler's return (a UDP datagram): that adds the workers' ack batching (up to
   `ack_flush_milliseconds`, 5 ms) before the commit.
+
+With `--waiters N` it measures many waiters instead: N tasks no worker takes (the low pool is 0),
+N concurrent requests waiting on them, the API's database connections while they wait, then one
+UPDATE ends them all (with a bare `NOTIFY tasks_finished`, which wakes every waiter) and the time
+until the last answer.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import http.client
 import json
 import select
@@ -22,6 +28,7 @@ import threading
 import time
 from pathlib import Path
 
+import aiohttp
 import psycopg2
 import yaml
 
@@ -42,7 +49,7 @@ class Completions:
 
     def __init__(self, url: str) -> None:
         self.arrived: dict[int, float] = {}
-        self._conn = psycopg2.connect(url)
+        self._conn = psycopg2.connect(url, application_name="bench")
         self._conn.autocommit = True
         with self._conn.cursor() as cur:
             cur.execute("LISTEN tasks_finished")
@@ -75,9 +82,10 @@ class Completions:
 
 
 def bench_config(directory: Path) -> Path:
-    """config.yaml plus the benchmark's `hold` handler."""
+    """config.yaml plus the benchmark's `hold` handler, and no low pool (--waiters' tasks)."""
     config = yaml.safe_load((ROOT / "config.yaml").read_text())
     config["handlers"]["hold"] = "bench.handlers:hold"
+    config["priority_queues"]["low"] = 0
     path = directory / "config.yaml"
     path.write_text(yaml.safe_dump(config))
     return path
@@ -89,6 +97,7 @@ def main() -> None:
     parser.add_argument("--tasks", type=int, default=200)
     parser.add_argument("--hold-ms", type=float, default=20, help="each task's handler time")
     parser.add_argument("--gap", type=float, default=0.05, help="seconds between tasks")
+    parser.add_argument("--waiters", type=int, default=0, help="measure N concurrent waiters")
     args = parser.parse_args()
     udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     udp.bind(("127.0.0.1", 0))
@@ -102,10 +111,16 @@ def main() -> None:
         try:
             wait_http(f"http://127.0.0.1:{port}/health")
             time.sleep(2)  # workers up and idle
-            rounds = measure(port, udp, completions, args)
+            if args.waiters:
+                result = asyncio.run(many_waiters(port, url, args.waiters))
+            else:
+                rounds = measure(port, udp, completions, args)
         finally:
             completions.close()
             service.stop()
+    if args.waiters:
+        report("wait_many", result, args.json)
+        return
     report(
         "wait",
         {
@@ -147,6 +162,49 @@ def measure(
     creates.close()
     waits.close()
     return rounds
+
+
+async def many_waiters(port: int, url: str, count: int) -> dict[str, object]:
+    """N waiters on N tasks: connections while they wait, the commit to the last answer."""
+    base = f"http://127.0.0.1:{port}"
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
+        body = {"tasks": [{"type": "hold", "priority": "low", "data": {}}] * count}
+        async with session.post(f"{base}/api/tasks/batch", json=body) as response:
+            ids = (await response.json())["ids"]
+        waiters = [
+            asyncio.create_task(_wait(session, f"{base}/api/tasks/{i}?wait_seconds=60"))
+            for i in ids
+        ]
+        await asyncio.sleep(3)  # every request in and waiting
+        conn = psycopg2.connect(url, application_name="bench")
+        conn.autocommit = True
+        with conn.cursor() as cur:
+            cur.execute(
+                "SELECT count(*) FILTER (WHERE application_name NOT LIKE 'asynctask worker%%'),"
+                " count(*) FROM pg_stat_activity WHERE datname = current_database()"
+                " AND application_name <> 'bench'"
+            )
+            api_connections, all_connections = cur.fetchone()
+            cur.execute(
+                "UPDATE tasks SET state = 'completed', finished_at = now() WHERE priority = 3"
+            )
+            cur.execute("NOTIFY tasks_finished")
+            committed = time.monotonic()
+        conn.close()
+        states = await asyncio.gather(*waiters)
+        last = time.monotonic() - committed
+    return {
+        "waiters": count,
+        "completed_answers": states.count("completed"),
+        "api_connections_while_waiting": api_connections,
+        "all_connections_while_waiting": all_connections,
+        "commit_to_last_answer_ms": round(last * 1000, 1),
+    }
+
+
+async def _wait(session: aiohttp.ClientSession, url: str) -> str:
+    async with session.get(url) as response:
+        return str((await response.json())["state"])
 
 
 if __name__ == "__main__":
