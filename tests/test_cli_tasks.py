@@ -122,7 +122,7 @@ def test_an_api_error_exits_2_with_the_apis_message(
 def test_an_unreachable_api_exits_2(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("asynctask.client.calls.backoff", lambda attempt: 0.0)  # retried at once
+    monkeypatch.setattr("asynctask.client.retries.backoff", lambda attempt: 0.0)  # retried at once
     url = f"http://127.0.0.1:{free_port()}"
     assert main(["tasks", "show", "1", "--url", url]) == 2
     assert capsys.readouterr().err.startswith(f"asynctask tasks: {url}: ConnectError")

@@ -1,6 +1,6 @@
-"""The client's I/O-free core (asynctask.client.calls): retry decisions, backoff, batches, the
-wait loop's pacing, encoding and error answers. The calls themselves are tested end to end
-against the real API in test_client.py."""
+"""The client's I/O-free core (asynctask.client.calls and .retries): retry decisions, backoff,
+batches, the wait loop's pacing, encoding and error answers. The calls themselves are tested end
+to end against the real API in test_client.py."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 import httpx
 import pytest
 
-from asynctask.client import calls
+from asynctask.client import calls, retries
 from asynctask.client.errors import (
     APIError,
     APIStatusError,
@@ -37,7 +37,7 @@ def _answer(status: int, headers: dict[str, str] | None = None, **kwargs: object
 def test_what_is_retried() -> None:
     create = calls.create({"type": "ok"})
     change = calls.change(1, "cancel")
-    delay = calls.retry_delay
+    delay = retries.retry_delay
     for status in (408, 429, 502, 503, 504):
         assert delay(change, 0, SETTINGS, response=_answer(status)) is not None
     assert delay(create, 0, SETTINGS, response=_answer(409)) is not None  # the keyed twin
@@ -54,13 +54,13 @@ def test_what_is_retried() -> None:
 
 def test_backoff_and_retry_after() -> None:
     for attempt, (low, high) in enumerate([(0.375, 0.5), (0.75, 1.0), (1.5, 2.0)]):
-        assert low <= calls.backoff(attempt) <= high
-    assert 6.0 <= calls.backoff(10) <= 8.0
+        assert low <= retries.backoff(attempt) <= high
+    assert 6.0 <= retries.backoff(10) <= 8.0
     get = calls.get(1)
     answers = {"0": 0.0, "2.5": 2.5, "3600": 60.0, "-5": 0.0, "nan": 0.5, "Wed, 21 Oct": 0.5}
     for header, seconds in answers.items():
         response = _answer(503, {"Retry-After": header})
-        assert calls.retry_delay(get, 0, SETTINGS, response=response) == seconds
+        assert retries.retry_delay(get, 0, SETTINGS, response=response) == seconds
 
 
 def test_batches_split_by_count_and_size() -> None:
@@ -103,7 +103,7 @@ def test_answers_become_records_or_typed_errors() -> None:
     assert invalid.value.fields == {"a": ["bad"]}
     with pytest.raises(APIError, match="not JSON"):
         calls.decoded(_answer(200, text="not json"))
-    timeout = calls.connection_error(httpx.ReadTimeout("slow"), SETTINGS)
+    timeout = retries.connection_error(httpx.ReadTimeout("slow"), SETTINGS)
     assert isinstance(timeout, APITimeoutError) and str(timeout) == "http://api: ReadTimeout: slow"
     with pytest.raises(ValueError, match="max_retries"):
         calls.Settings.resolve("http://api", None, 30, -1)

@@ -10,7 +10,7 @@ from typing import Any, TypeVar
 
 import httpx
 
-from asynctask.client import calls
+from asynctask.client import calls, retries
 from asynctask.client.calls import Call, Settings
 from asynctask.client.errors import APIError, PartialBatchError
 from asynctask.client.records import TaskRecord
@@ -137,11 +137,11 @@ class AsyncClient:
             try:
                 response = await self._http.request(**call.request(self.settings))
             except httpx.TransportError as exc:
-                delay = calls.retry_delay(call, attempt, self.settings, error=exc)
+                delay = retries.retry_delay(call, attempt, self.settings, error=exc)
                 if delay is None:
-                    raise calls.connection_error(exc, self.settings) from exc
+                    raise retries.connection_error(exc, self.settings) from exc
             else:
-                delay = calls.retry_delay(call, attempt, self.settings, response=response)
+                delay = retries.retry_delay(call, attempt, self.settings, response=response)
                 if delay is None:
                     return call.parse(response)
             attempt += 1

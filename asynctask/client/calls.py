@@ -1,9 +1,9 @@
 """The half of the client that does no I/O, shared by Client and AsyncClient.
 
 Each API operation is built here as a Call: the request to send (its body encoded once, so a
-retry sends the same bytes with the same Idempotency-Key) and how to read its answer. The retry
-policy and the wait-for-result loop live here too, so the sync and async clients differ only in
-how they send and sleep.
+retry sends the same bytes with the same Idempotency-Key) and how to read its answer. The
+wait-for-result loop lives here too, and the retry policy in retries.py, so the sync and async
+clients differ only in how they send and sleep.
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ import contextlib
 import json
 import math
 import os
-import random
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -22,13 +21,7 @@ from typing import Any, Generic, TypeVar
 
 import httpx
 
-from asynctask.client.errors import (
-    APIConnectionError,
-    APIError,
-    APITimeoutError,
-    WaitTimeoutError,
-    status_error,
-)
+from asynctask.client.errors import APIError, WaitTimeoutError, status_error
 from asynctask.client.records import TaskRecord
 
 T = TypeVar("T")
@@ -38,10 +31,6 @@ BATCH_LIMIT = 10_000  # POST /api/tasks/batch takes at most this many tasks
 BATCH_BYTES = 1_000_000  # under the server's default api.max_body_bytes (1 MiB)
 WAIT_MAX_SECONDS = 60.0  # the longest wait_seconds the API accepts
 DUPLICATE_HEADER = "X-Asynctask-Duplicate"
-# Worth a retry: the server (or a proxy before it) says it could not serve the request now.
-RETRY_STATUSES = frozenset({408, 429, 502, 503, 504})
-RETRY_AFTER_MAX = 60.0
-BACKOFF_FIRST, BACKOFF_MAX = 0.5, 8.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -261,53 +250,6 @@ def page(
 def change(task_id: int, action: str) -> Call[TaskRecord]:
     """POST /api/tasks/{id}/cancel or /retry (not replayed once sent: a second one may be a 409)."""
     return Call("POST", f"/api/tasks/{int(task_id)}/{action}", _task)
-
-
-# --- retries ------------------------------------------------------------------------------------
-
-
-def retry_delay(
-    call: Call[Any],
-    attempt: int,
-    settings: Settings,
-    response: httpx.Response | None = None,
-    error: httpx.TransportError | None = None,
-) -> float | None:
-    """Seconds to wait before sending `call` again after this attempt (from 0), or None."""
-    if attempt >= settings.max_retries:
-        return None
-    if error is not None:
-        # A connection that was never made cannot have reached the server.
-        unsent = isinstance(error, httpx.ConnectError | httpx.ConnectTimeout)
-        return backoff(attempt) if unsent or call.replay_safe else None
-    assert response is not None
-    status = response.status_code
-    # A 409 for a keyed create: its twin (an earlier attempt) is still being written.
-    twin = status == 409 and "Idempotency-Key" in call.headers
-    if status not in RETRY_STATUSES and not twin:
-        return None
-    return _retry_after(response) if "Retry-After" in response.headers else backoff(attempt)
-
-
-def backoff(attempt: int) -> float:
-    """0.5 s, doubling per attempt up to 8 s, times a random factor in [0.75, 1]."""
-    return min(BACKOFF_MAX, BACKOFF_FIRST * 2.0**attempt) * random.uniform(0.75, 1.0)
-
-
-def _retry_after(response: httpx.Response) -> float:
-    try:
-        seconds = float(response.headers["Retry-After"])
-    except ValueError:
-        return BACKOFF_FIRST  # an HTTP date: not worth parsing for our own server's seconds
-    if not math.isfinite(seconds):
-        return BACKOFF_FIRST
-    return min(RETRY_AFTER_MAX, max(0.0, seconds))
-
-
-def connection_error(error: httpx.TransportError, settings: Settings) -> APIConnectionError:
-    """The client's error for a transport failure it gave up on."""
-    kind = APITimeoutError if isinstance(error, httpx.TimeoutException) else APIConnectionError
-    return kind(f"{settings.base_url}: {type(error).__name__}: {error}")
 
 
 # --- waiting for a final state ------------------------------------------------------------------
