@@ -44,6 +44,8 @@ setup(
         "cronsim>=2.7,<3",
         # zoneinfo's data where the system has none (slim images, Windows).
         "tzdata>=2024.1",
+        # The Python client (asynctask.Client / AsyncClient): one library for sync and async.
+        "httpx>=0.27,<1",
     ],
     extras_require={
         "embedded": EMBEDDED,
@@ -64,6 +66,9 @@ setup(
             # Kubernetes' JSON schemas, bundled: tests/test_kubernetes.py validates offline.
             "kubernetes-validate>=1.31,<2",
             "jsonschema>=4.18",
+            # tests/test_wheel.py builds the wheel without build isolation (offline, once).
+            "setuptools>=68",
+            "wheel>=0.40",
         ],
     },
     entry_points={"console_scripts": ["asynctask=asynctask.cli:main"]},

@@ -24,3 +24,9 @@ async def noop(task: Task) -> None:
 async def work(task: Task) -> None:
     """Take 1 to 3 ms, waiting as a handler that calls another service does (the soak's work)."""
     await asyncio.sleep(random.uniform(0.001, 0.003))
+
+
+async def hold(task: Task) -> None:
+    """Sleep data['ms'], then send "<id> <wall clock>" to data['port'] as the handler returns."""
+    await asyncio.sleep(float(task.data.get("ms", 0)) / 1000)
+    _sock.sendto(f"{task.id} {time.time()}".encode(), ("127.0.0.1", int(task.data["port"])))

@@ -22,6 +22,7 @@ from asynctask.service.metrics import ApiMetrics
 from asynctask.service.middlewares import access_middleware, error_middleware, metrics_middleware
 from asynctask.service.openapi import DOCS_PATH, METRICS_PATH, setup_openapi
 from asynctask.service.rules import TaskRules
+from asynctask.service.waiters import Waiters
 
 log = logging.getLogger("asynctask.api")
 
@@ -53,6 +54,8 @@ def create_app(config: Config) -> web.Application:
     app[keys.METRICS] = ApiMetrics(app[keys.STATS])
     app[keys.IN_FLIGHT] = InFlight()
     app.cleanup_ctx.append(_pool)
+    app[keys.WAITERS] = Waiters(str(config.database.url), config.database.connect_timeout_seconds)
+    app.on_shutdown.append(_stop_waiting)
     # allow_head=False: HEAD would repeat every GET in the document, with bodies it cannot have.
     app.router.add_get("/health", views.health, allow_head=False)
     app.router.add_get("/ready", views.ready, allow_head=False)
@@ -86,6 +89,12 @@ async def _pool(app: web.Application) -> AsyncIterator[None]:
         await app[keys.CREATES].close()
         app[keys.POOL].close()
         await app[keys.POOL].wait_closed()
+
+
+async def _stop_waiting(app: web.Application) -> None:
+    # on_shutdown runs before aiohttp waits for running handlers: long-polls answer now, with
+    # their task as it is, instead of holding a rolling restart for up to a minute.
+    await app[keys.WAITERS].close()
 
 
 async def _read_stats(app: web.Application) -> stats.Snapshot:

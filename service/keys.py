@@ -14,6 +14,7 @@ from asynctask.service.group_commit import GroupCommit
 from asynctask.service.inflight import InFlight
 from asynctask.service.metrics import ApiMetrics
 from asynctask.service.rules import TaskRules
+from asynctask.service.waiters import Waiters
 
 CONFIG: Final = web.AppKey("config", Config)
 POOL: Final = web.AppKey("pool", aiopg.Pool)
@@ -25,3 +26,4 @@ BODIES: Final = web.AppKey("bodies", BodyReader)
 # The Host names answered without a token (empty when tokens are set: then any Host is fine).
 HOSTS: Final = web.AppKey("hosts", frozenset[str])
 IN_FLIGHT: Final = web.AppKey("in_flight", InFlight)
+WAITERS: Final = web.AppKey("waiters", Waiters)

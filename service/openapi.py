@@ -98,6 +98,18 @@ _ID = {
     "schema": {"type": "integer", "format": "int64", "minimum": 1, "maximum": MAX_BIGINT},
 }
 _ERROR_REF = "#/components/schemas/Error"
+# GET /api/tasks/{id}?wait_seconds=N (api.max_wait_seconds may shorten the wait, not the range).
+WAIT_MAX_SECONDS = 60
+WAIT_SECONDS: dict[str, Any] = {
+    "in": "query",
+    "name": "wait_seconds",
+    "required": False,
+    "description": "Wait up to this many seconds for the task to reach a final state (completed,"
+    " failed or cancelled): the answer comes as soon as it does, or after that long with the"
+    " task as it is then (or sooner if the server's api.max_wait_seconds is lower). 0 or absent:"
+    " answer at once.",
+    "schema": {"type": "number", "minimum": 0, "maximum": WAIT_MAX_SECONDS},
+}
 
 
 def operation(

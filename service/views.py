@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import re
 from typing import Any
 
@@ -25,6 +26,8 @@ from asynctask.service.openapi import (
     IDEMPOTENCY_KEY,
     REPLAY_HEADERS,
     RETRY_CONFLICT,
+    WAIT_MAX_SECONDS,
+    WAIT_SECONDS,
     body,
     operation,
     query,
@@ -154,14 +157,43 @@ async def create_tasks(request: web.Request) -> web.Response:
 
 
 @operation(
-    "One task, with its result", (200, TaskDetailSchema, "The task."), (404, 503), path_id=True
+    "One task, with its result; with wait_seconds, once it is final (or after that long)",
+    (200, TaskDetailSchema, "The task: final, or as it is when wait_seconds ran out."),
+    (404, 422, 503),
+    path_id=True,
+    parameters=(WAIT_SECONDS,),
 )
 async def get_task(request: web.Request) -> web.Response:
-    """GET /api/tasks/{id}."""
+    """GET /api/tasks/{id}[?wait_seconds=N]: long-polls up to N s for a final state."""
     task_id = _task_id(request)
-    async with acquire(request.app[keys.POOL], _timeout(request)) as conn:
-        row = await db.get_task(conn, task_id)
+    wait = _wait_seconds(request)
+
+    async def read() -> dict[str, Any]:
+        # A pool connection for the read alone: a waiter holds none while it sleeps.
+        async with acquire(request.app[keys.POOL], _timeout(request)) as conn:
+            return await db.get_task(conn, task_id)
+
+    if wait > 0:
+        row = await request.app[keys.WAITERS].until_finished(task_id, wait, read)
+    else:
+        row = await read()
     return json_text(task_text(row))
+
+
+def _wait_seconds(request: web.Request) -> float:
+    # 0 to 60 is the API's contract; api.max_wait_seconds (an operator's cap, e.g. under a
+    # proxy's idle timeout) shortens the wait instead of refusing it: the client just asks again.
+    raw = request.query.get("wait_seconds")
+    if raw is None:
+        return 0.0
+    try:
+        value = float(raw)
+    except ValueError:
+        value = math.nan
+    if not 0 <= value <= WAIT_MAX_SECONDS:  # NaN fails too
+        message = f"Must be a number from 0 to {WAIT_MAX_SECONDS}."
+        raise ValidationFailed({"wait_seconds": [message]})
+    return min(value, request.app[keys.CONFIG].api.max_wait_seconds)
 
 
 @operation("List tasks, newest first", (200, TaskPageSchema, "One page."), (422, 503))

@@ -125,3 +125,22 @@ def cancels(
     sql.execute("CREATE TABLE cancels (task_id bigint, at timestamptz, pid int)")
     monkeypatch.setenv("ASYNCTASK_TEST_RECORD_DSN", database_url)
     return sql
+
+
+@pytest.fixture(scope="session")
+def api_stack(template_db: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """One real `asynctask api` and `asynctask workers` (high: 1) on a database of their own,
+    shared by the client and client-CLI tests (each test uses tasks of its own)."""
+    from tests.api_server import running
+
+    name = f"asynctask_stack_{uuid.uuid4().hex[:12]}"
+    admin = _admin()
+    with admin.cursor() as cur:
+        cur.execute(f"CREATE DATABASE {name} TEMPLATE {template_db}")
+    try:
+        with running(_url_for(name), tmp_path_factory.mktemp("stack")) as stack:
+            yield stack
+    finally:
+        with admin.cursor() as cur:
+            cur.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        admin.close()

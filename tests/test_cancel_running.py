@@ -35,7 +35,9 @@ def cancel(sql: Cursor, task_id: int) -> str | None:
     states = [state.value for state in CANCELLABLE_STATES]
     sql.execute(QUERIES["cancel_task"].inline, inline_params((task_id, states)))
     row = sql.fetchone()
-    return None if row is None else str(row[-2])
+    assert sql.description is not None
+    names = [column.name for column in sql.description]
+    return None if row is None else str(row[names.index("was")])
 
 
 def latency_ms(sql: Cursor, task_id: int) -> float:

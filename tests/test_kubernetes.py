@@ -24,6 +24,7 @@ from asynctask.core.config import parse_config
 from asynctask.core.errors import ConfigError
 from asynctask.service.app import create_app
 from asynctask.service.views import READY_TIMEOUT_SECONDS
+from asynctask.service.waiters import LISTEN_CONNECTIONS
 from asynctask.workers import registry
 from asynctask.workers.budget import CONNECTIONS_PER_WORKER
 from asynctask.workers.supervisor import STOP_GRACE_SECONDS
@@ -404,7 +405,7 @@ def peak_connections() -> int:
     worker_pods = scaled_object()["spec"]["maxReplicaCount"] + workers_roll["maxUnavailable"]
     per_worker_pod = sum(workers_config.priority_queues.values()) * CONNECTIONS_PER_WORKER
     return (
-        api_pods * api_config.database.pool_size
+        api_pods * (api_config.database.pool_size + LISTEN_CONNECTIONS)
         + worker_pods * per_worker_pod
         + KEDA_CONNECTIONS
         + MIGRATE_CONNECTIONS

@@ -1,4 +1,5 @@
-"""The layers of the package, as its imports show them: core <- api, workers <- command line.
+"""The layers of the package, as its imports show them: core <- api, workers, client <- command
+line; a handler-only `import asynctask` loads neither the client's httpx nor the server side.
 
 And the tests stand apart from the benchmarks: they run a benchmark as a script, never import it.
 """
@@ -7,6 +8,8 @@ from __future__ import annotations
 
 import ast
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -19,11 +22,13 @@ ALLOWED = {
     "asynctask.service": {"asynctask.core"},
     "asynctask.workers": {"asynctask.core"},
     "asynctask.embedded": {"asynctask.core"},
+    "asynctask.client": {"asynctask.core"},
     "asynctask.cli": {
         "asynctask.core",
         "asynctask.service",
         "asynctask.workers",
         "asynctask.embedded",
+        "asynctask.client",
     },
 }
 
@@ -39,7 +44,7 @@ def _modules() -> list[tuple[str, Path]]:
     return found
 
 
-def _imports(path: Path, roots: tuple[str, ...] = ("asynctask", "aiohttp")) -> set[str]:
+def _imports(path: Path, roots: tuple[str, ...] = ("asynctask", "aiohttp", "httpx")) -> set[str]:
     names: set[str] = set()
     for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
         if isinstance(node, ast.Import):
@@ -64,6 +69,8 @@ def test_imports_only_run_downwards(module: str, path: Path) -> None:
         target = _layer(imported)
         if imported.startswith("aiohttp"):
             assert layer in ("asynctask.service", "asynctask.cli"), f"{module} imports {imported}"
+        elif imported.startswith("httpx"):
+            assert layer == "asynctask.client", f"{module} imports {imported}"
         elif target is not None and target != layer:
             assert target in ALLOWED[layer], f"{module} ({layer}) imports {imported}"
 
@@ -77,3 +84,15 @@ def test_the_tests_import_nothing_from_the_benchmarks() -> None:
     # A benchmark's internals may change at will: tests run it (tests/processes.py run_bench).
     found = {path.name: _imports(path, ("bench",)) for path in sorted(TESTS.glob("*.py"))}
     assert {name: imported for name, imported in found.items() if imported} == {}
+
+
+def test_a_handler_only_import_loads_no_client_and_no_server() -> None:
+    code = (
+        "import sys; from asynctask import Task; import asynctask;"
+        "heavy = {'httpx', 'aiohttp', 'aiopg', 'psycopg2', 'yaml', 'asynctask.client',"
+        " 'asynctask.service', 'asynctask.workers'};"
+        "print(sorted(heavy & set(sys.modules)));"
+        "client = asynctask.Client; print(client.__module__, 'httpx' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.splitlines() == ["[]", "asynctask.client.sync True"]

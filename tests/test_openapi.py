@@ -74,7 +74,7 @@ def test_every_answer_is_documented(document: dict[str, Any]) -> None:
     creates = {"200", "201", "400", "408", "409", "413", "415", "422", "500", "503", *local}
     assert codes("post", "/api/tasks") == codes("post", "/api/tasks/batch") == creates
     assert codes("get", "/api/tasks") == {"200", "422", "500", "503", *local}
-    assert codes("get", "/api/tasks/{id}") == {"200", "404", "500", "503", *local}
+    assert codes("get", "/api/tasks/{id}") == {"200", "404", "422", "500", "503", *local}
     assert codes("post", "/api/tasks/{id}/cancel") == {
         "200", "202", "404", "409", "500", "503", *local
     }  # fmt: skip
@@ -121,8 +121,10 @@ def test_the_list_query_and_path_id_are_typed(document: dict[str, Any]) -> None:
     assert params["state"]["schema"]["enum"] == [
         "scheduled", "available", "running", "retrying", "completed", "failed", "cancelled"
     ]  # fmt: skip
-    (task_id,) = document["paths"]["/api/tasks/{id}"]["get"]["parameters"]
+    task_id, wait = document["paths"]["/api/tasks/{id}"]["get"]["parameters"]
     assert task_id["in"] == "path" and task_id["schema"]["type"] == "integer"
+    assert wait["in"] == "query" and wait["name"] == "wait_seconds" and not wait["required"]
+    assert wait["schema"] == {"type": "number", "minimum": 0, "maximum": 60}
     task = document["components"]["schemas"]["Task"]
     assert set(task["required"]) == set(task["properties"])
     assert task["properties"]["started_at"] == {

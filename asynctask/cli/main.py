@@ -14,6 +14,7 @@ from pathlib import Path
 
 import psycopg2.errors
 
+from asynctask.cli import tasks
 from asynctask.cli.start import (
     migrate,
     run_all,
@@ -76,6 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
         listener.add_argument("--port", type=int, help="listen port (default: api.port)")
     show = command("stats", "print task counts, queue lag, live workers and the last minute")
     show.add_argument("--json", action="store_true", help="print the JSON of GET /api/stats")
+    tasks.add_commands(commands)
     return parser
 
 
@@ -156,6 +158,8 @@ def add_handler_paths(config_path: Path) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the console script; returns the process exit code."""
     args = build_parser().parse_args(argv)
+    if args.command in tasks.COMMANDS:
+        return tasks.run(args)  # a client of a running API: no config, no database
     path: Path | None = getattr(args, "config", None)
     add_handler_paths(path or default_config_path(os.environ))
     try:

@@ -57,6 +57,8 @@ class ApiConfig:
     allow_anonymous: bool = False
     allowed_hosts: tuple[str, ...] = ()
     public_metrics: bool = False
+    # The longest a GET /api/tasks/{id}?wait_seconds= waits (keep it under a proxy's idle timeout).
+    max_wait_seconds: float = 60.0
 
 
 @dataclass(frozen=True)
@@ -143,6 +145,7 @@ _SCALARS: dict[str, checks.Check] = {
     "api.allow_anonymous": checks.boolean,
     "api.allowed_hosts": checks.host_names,
     "api.public_metrics": checks.boolean,
+    "api.max_wait_seconds": checks.number(0, 60),
     "max_attempts": checks.integer(1),
     "timeout_milliseconds": checks.integer(1, 86_400_000),
     "retry_backoff": checks.choice(RETRY_BACKOFFS),

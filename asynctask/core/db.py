@@ -30,6 +30,7 @@ from asynctask.core.lifecycle import Outcome
 from asynctask.core.models import (
     CANCEL_CHANNEL,
     CANCELLABLE_STATES,
+    FINISHED_CHANNEL,
     PRIORITIES,
     RETRYABLE_STATES,
     Priority,
@@ -66,6 +67,7 @@ def task_row(row: dict[str, Any]) -> dict[str, Any]:
     """A task row as callers get it: its priority as a Priority, no `notified` column."""
     row["priority"] = Priority.of(row["priority"])
     row.pop("notified", None)
+    row.pop("finished", None)
     return row
 
 
@@ -226,7 +228,8 @@ async def finish(conn: aiopg.Connection, outcomes: Sequence[Outcome]) -> int:
     """Write many decisions in one statement; returns how many still held their claim."""
     if not outcomes:
         return 0
-    return await execute(
+    # rows(), not execute(): the statement ends in a SELECT (its NOTIFY of finished tasks).
+    found = await rows(
         conn,
         QUERIES["finish"],
         [o.task_id for o in outcomes],
@@ -238,6 +241,7 @@ async def finish(conn: aiopg.Connection, outcomes: Sequence[Outcome]) -> int:
         # h/run: NULL when no outcome carries a result, so a result-less batch costs the same.
         [o.result for o in outcomes] if any(o.result is not None for o in outcomes) else None,
     )
+    return int(found[0]["written"])
 
 
 async def still_held(conn: aiopg.Connection, task_id: int, token: str) -> bool:
@@ -335,6 +339,11 @@ async def fire_schedule(
         )
     )[0]
     return Fired(row["was"], row["moved_to"], row["now"])
+
+
+async def listen_finished(conn: aiopg.Connection) -> None:
+    """LISTEN for tasks reaching a final state (`finish` and `cancel_task` NOTIFY their ids)."""
+    await execute_text(conn, f"LISTEN {FINISHED_CHANNEL}")
 
 
 # --- operations: stats and retention --------------------------------------------------------------

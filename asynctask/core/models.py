@@ -78,6 +78,9 @@ UNIQUE_KEY_MAX: Final = 200
 # Where cancel_task tells the worker of a running task (payload: "<id> <locked_by>"); queries.sql
 # names it too.
 CANCEL_CHANNEL: Final = "tasks_cancel"
+# NOTIFY channel of tasks reaching a final state, payload "id,id,..." ('' = any): queries.sql's
+# `finish` and `cancel_task` send it, the API's wait-for-result (service/waiters.py) listens.
+FINISHED_CHANNEL: Final = "tasks_finished"
 # Task type names, as config.py allows them for handlers and the API for tasks: also keeps NUL
 # bytes and SQL-looking text out of the list filter.
 TYPE_PATTERN: Final = r"^[A-Za-z0-9_.\-]{1,100}$"

@@ -135,7 +135,8 @@ ORDER BY t.id DESC;
 -- Cancel a task whose state is one of $2 (models.CANCELLABLE_STATES); no row if it is not. A
 -- running task ends here too: its worker's outcome is never written (finish requires `running`
 -- and the claim's token, both gone), and tasks_cancel tells that worker, by its locked_by, to
--- stop the handler (workers/cancels.py). `was` is the state before.
+-- stop the handler (workers/cancels.py). `was` is the state before. Its waiters hear of it on
+-- tasks_finished, as from `finish`.
 -- params: $1 bigint (id), $2 text[] (states it may be in)
 WITH target AS (
     SELECT id, state, locked_by FROM tasks WHERE id = $1 AND state = ANY($2::text[]) FOR UPDATE
@@ -148,7 +149,8 @@ RETURNING t.id, t.type, t.priority, t.state, t.attempts, t.max_attempts, t.data:
     t.unique_key, asynctask_state(target.state, t.scheduled_at) AS was,
     CASE WHEN target.state = 'running'
         THEN pg_notify('tasks_cancel', t.id || ' ' || coalesce(target.locked_by, '')) END
-        AS notified;
+        AS notified,
+    pg_notify('tasks_finished', t.id::text) AS finished;
 
 
 -- name: retry_task
@@ -199,22 +201,34 @@ RETURNING t.id, t.type, t.attempts, t.max_attempts, t.data::text AS data;
 -- Write many decisions (lifecycle.decide) in one statement; each applies only while the task is
 -- still running under the claim token it names, so a worker whose claim was rescued and taken
 -- over can never overwrite the newer claim's outcome. A NULL delay keeps the task's place in the
--- queue (a hand-back); `uncharge` gives back the attempt the claim counted. Results (h/run): $7
--- holds completions' return values as JSON text, and is NULL for a batch with none (unnest pads
--- it with NULLs), so a result-less batch sends no extra array.
+-- queue (a hand-back); `uncharge` gives back the attempt the claim counted. $7 holds completions'
+-- return values as JSON text (results), and is NULL for a batch with none (unnest pads it with
+-- NULLs), so a result-less batch sends no extra array. Then ONE pg_notify per statement, not per
+-- row, on tasks_finished with the ids that reached a final state, comma-separated ('' if the list
+-- would not fit a payload's 8000 bytes: every waiter re-reads), for the API's
+-- GET /api/tasks/{id}?wait_seconds=N (service/waiters.py); nothing when no task finished.
 -- params: $1 bigint[] (ids), $2 uuid[] (tokens), $3 text[] (states), $4 int[] (delays, ms), $5 bool[] (uncharge), $6 text[] (errors), $7 text[] (results)
-UPDATE tasks AS t SET state = o.state,
-    attempts = t.attempts - o.uncharge::int,
-    scheduled_at = CASE WHEN o.delay_ms IS NULL THEN t.scheduled_at
-        ELSE now() + o.delay_ms * interval '1 millisecond' END,
-    finished_at = CASE WHEN o.state IN ('completed', 'failed', 'cancelled') THEN now() END,
-    started_at = CASE WHEN o.uncharge THEN NULL ELSE t.started_at END,
-    last_error = coalesce(o.error, t.last_error),
-    result = o.result::jsonb,  -- h/run: the return value (NULL unless completed with one)
-    locked_by = NULL, lock_token = NULL, lease_expires_at = NULL, updated_at = now()
-FROM unnest($1::bigint[], $2::uuid[], $3::text[], $4::int[], $5::bool[], $6::text[], $7::text[])
-    AS o(id, token, state, delay_ms, uncharge, error, result)
-WHERE t.id = o.id AND t.lock_token = o.token AND t.state = 'running';
+WITH written AS (
+    UPDATE tasks AS t SET state = o.state,
+        attempts = t.attempts - o.uncharge::int,
+        scheduled_at = CASE WHEN o.delay_ms IS NULL THEN t.scheduled_at
+            ELSE now() + o.delay_ms * interval '1 millisecond' END,
+        finished_at = CASE WHEN o.state IN ('completed', 'failed', 'cancelled') THEN now() END,
+        started_at = CASE WHEN o.uncharge THEN NULL ELSE t.started_at END,
+        last_error = coalesce(o.error, t.last_error),
+        result = o.result::jsonb,
+        locked_by = NULL, lock_token = NULL, lease_expires_at = NULL, updated_at = now()
+    FROM unnest($1::bigint[], $2::uuid[], $3::text[], $4::int[], $5::bool[], $6::text[],
+        $7::text[]) AS o(id, token, state, delay_ms, uncharge, error, result)
+    WHERE t.id = o.id AND t.lock_token = o.token AND t.state = 'running'
+    RETURNING t.id, o.state IN ('completed', 'failed', 'cancelled') AS final
+), finished AS (
+    SELECT string_agg(id::text, ',') AS ids FROM written WHERE final
+), notified AS (
+    SELECT pg_notify('tasks_finished', CASE WHEN length(ids) < 8000 THEN ids ELSE '' END)
+    FROM finished WHERE ids IS NOT NULL
+)
+SELECT (SELECT count(*) FROM written) AS written, (SELECT count(*) FROM notified) AS notified;
 
 
 -- name: extend_leases
