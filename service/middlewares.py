@@ -1,9 +1,8 @@
-"""Request metrics, request ids, optional bearer tokens, and the rule that every error is JSON."""
+"""Request metrics, request ids, and the rule that every error is JSON (auth: service/auth.py)."""
 
 from __future__ import annotations
 
 import asyncio
-import hmac
 import logging
 import time
 import uuid
@@ -16,7 +15,6 @@ from aiohttp.typedefs import Handler
 from asynctask.core.errors import DatabaseUnavailable, InvalidTransition, TaskNotFound
 from asynctask.service import keys
 from asynctask.service.metrics import method_label, route_label
-from asynctask.service.openapi import PUBLIC_PREFIXES
 from asynctask.service.rules import MalformedRequest, ValidationFailed
 
 log = logging.getLogger("asynctask.api")
@@ -123,21 +121,3 @@ def _http_error(request: web.Request, exc: web.HTTPException) -> web.Response:
     else:
         message = exc.reason
     return error_response(exc.status, message, headers=headers)
-
-
-@web.middleware
-async def token_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """With api.tokens set, all but the public routes need `Authorization: Bearer <token>`."""
-    tokens = request.app[keys.CONFIG].api.tokens
-    if tokens and not request.path.startswith(PUBLIC_PREFIXES):
-        scheme, _, given = request.headers.get(hdrs.AUTHORIZATION, "").partition(" ")
-        # aiohttp decodes header bytes that are not UTF-8 as lone surrogates; surrogateescape
-        # turns them back into those bytes (a plain encode() raised: a 500 instead of a 401).
-        presented = given.encode("utf-8", "surrogateescape")
-        # compare_digest against every token: the time taken says nothing about which was close.
-        matches = [hmac.compare_digest(presented, token.encode()) for token in tokens]
-        if scheme.lower() != "bearer" or not any(matches):
-            return error_response(
-                401, "Missing or wrong bearer token.", headers={"WWW-Authenticate": "Bearer"}
-            )
-    return await handler(request)

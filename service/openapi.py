@@ -24,13 +24,19 @@ DOCS_PATH = "/api/docs"
 METRICS_PATH = "/metrics"
 # Paths anyone may read even when tokens are configured: probes, metrics and documentation.
 PUBLIC_PREFIXES = ("/health", "/ready", METRICS_PATH, OPENAPI_PATH, DOCS_PATH)
+# Open whatever the tokens: where the dashboard logs in (service/auth.py).
+SESSION_PATH = "/api/session"
+SESSION_COOKIE = "asynctask_session"
+_CHANGES = frozenset({"post", "put", "patch", "delete"})
 Handler = TypeVar("Handler", bound=Callable[[web.Request], Awaitable[web.StreamResponse]])
 _ERRORS = {
     400: "The body is not valid JSON.",
+    403: "Refused: a cross-site request (Origin or Sec-Fetch-Site), or a read-only token.",
     404: "No task has this id.",
     409: "The task's state does not allow this change.",
     413: "The body is larger than api.max_body_bytes.",
     422: "A field breaks a rule; `fields` names each one.",
+    401: "Missing or wrong bearer token (or session cookie).",
     500: "Unexpected error, logged with the X-Request-Id; nothing internal is shown.",
     503: "The database is unavailable; retry later (Retry-After).",
 }
@@ -53,8 +59,13 @@ def operation(
     tags: tuple[str, ...] = ("tasks",),
     headers: dict[str, Any] | None = None,
     unavailable: type[Schema] = ErrorSchema,
+    parameters: tuple[dict[str, Any], ...] = (),
+    notes: dict[int, str] | None = None,
 ) -> Callable[[Handler], Handler]:
-    """Declare a handler's operation: its success answer and every error it can give (+500)."""
+    """Declare a handler's operation: its success answer and every error it can give (+500).
+
+    `notes` replaces the generic description of an error code for this operation.
+    """
     code, schema, description = ok
     responses: dict[int, dict[str, Any]] = {
         code: {
@@ -65,27 +76,26 @@ def operation(
     }
     for error in (*errors, 500):
         schema = unavailable if error == 503 else ErrorSchema
-        responses[error] = {"schema": schema, "description": _ERRORS[error]}
-    return docs(
-        tags=list(tags), summary=summary, responses=responses, parameters=[_ID] if path_id else []
-    )
+        text = (notes or {}).get(error, _ERRORS[error])
+        responses[error] = {"schema": schema, "description": text}
+    params = [_ID, *parameters] if path_id else list(parameters)
+    return docs(tags=list(tags), summary=summary, responses=responses, parameters=params)
 
 
 def text_operation(
-    summary: str, description: str, tags: tuple[str, ...]
+    summary: str,
+    description: str,
+    tags: tuple[str, ...],
+    media_type: str = "text/plain",
+    errors: tuple[int, ...] = (),
 ) -> Callable[[Handler], Handler]:
-    """Declare a handler that answers plain text (200), or a JSON 500 like every route."""
-    return docs(
-        tags=list(tags),
-        summary=summary,
-        responses={
-            200: {
-                "description": description,
-                "content": {"text/plain": {"schema": {"type": "string"}}},
-            },
-            500: {"schema": ErrorSchema, "description": _ERRORS[500]},
-        },
-    )
+    """Declare a handler that answers text (200), or a JSON error like every route (+500)."""
+    responses: dict[int, dict[str, Any]] = {
+        200: {"description": description, "content": {media_type: {"schema": {"type": "string"}}}}
+    }
+    for error in (*errors, 500):
+        responses[error] = {"schema": ErrorSchema, "description": _ERRORS[error]}
+    return docs(tags=list(tags), summary=summary, responses=responses)
 
 
 def body(schema: type[Schema]) -> Callable[[Handler], Handler]:
@@ -146,8 +156,10 @@ def setup_openapi(app: web.Application, config: Config, version: str) -> None:
         api_spec.register(app, in_place=True)
     document: dict[str, Any] = app[SWAGGER_DICT]
     for operations in document["paths"].values():
-        for spec in operations.values():
+        for method, spec in operations.items():
             spec.pop("produces", None)  # apigami's docs() adds this Swagger 2 key everywhere
+            if method in _CHANGES:  # service/auth.py refuses cross-site changes everywhere
+                spec["responses"]["403"] = _error_answer(403)
     # The accepted types are the configuration's handlers, so the enum is known per app only.
     create = document["components"]["schemas"]["TaskCreate"]["properties"]
     create["type"]["enum"] = list(config.task_types)
@@ -157,13 +169,21 @@ def setup_openapi(app: web.Application, config: Config, version: str) -> None:
         _document_tokens(document)
 
 
+def _error_answer(code: int) -> dict[str, Any]:
+    return {
+        "description": _ERRORS[code],
+        "content": {"application/json": {"schema": {"$ref": _ERROR_REF}}},
+    }
+
+
 def _document_tokens(document: dict[str, Any]) -> None:
-    document["components"]["securitySchemes"] = {"bearer": {"type": "http", "scheme": "bearer"}}
+    document["components"]["securitySchemes"] = {
+        "bearer": {"type": "http", "scheme": "bearer"},
+        # What POST /api/session sets for the dashboard: either one will do.
+        "session": {"type": "apiKey", "in": "cookie", "name": SESSION_COOKIE},
+    }
     for path, operations in document["paths"].items():
-        if not path.startswith(PUBLIC_PREFIXES):
+        if not path.startswith(PUBLIC_PREFIXES) and path != SESSION_PATH:
             for spec in operations.values():
-                spec["security"] = [{"bearer": []}]
-                spec["responses"]["401"] = {
-                    "description": "Missing or wrong bearer token.",
-                    "content": {"application/json": {"schema": {"$ref": _ERROR_REF}}},
-                }
+                spec["security"] = [{"bearer": []}, {"session": []}]
+                spec["responses"]["401"] = _error_answer(401)

@@ -22,7 +22,7 @@ from asynctask.core.connections import connect
 from asynctask.core.errors import DatabaseUnavailable
 from asynctask.service import views
 from asynctask.service.app import create_app, is_loopback, serve
-from asynctask.service.middlewares import token_middleware
+from asynctask.service.auth import auth_middleware as token_middleware
 from asynctask.service.rules import ATTEMPTS_RANGE, NOT_FINITE
 from tests.conftest import make_config
 from tests.outage import database_down, database_name

@@ -16,12 +16,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from multiprocessing.context import BaseContext
 
 from asynctask.workers.slots import Slot
+
+_WAKE = b"\x01"  # claim now
+_QUEUE_CHANGED = b"\x02"  # the pool was paused or resumed: read its state again, then claim
 
 
 @dataclass(frozen=True)
@@ -53,12 +56,20 @@ def pool_pipes(ctx: BaseContext, slots: Sequence[Slot]) -> dict[str, WakePipes]:
 class Wakeup:
     """Sets `event` for a notification or a sibling's nudge; a leader passes work on when it must.
 
-    `idle` is True while the worker waits for work (set by the worker around its wait).
+    `idle` is True while the worker waits for work (set by the worker around its wait). A leader
+    also passes on "the pool was paused or resumed" (`queue_changed`): a sibling that reads that
+    byte calls its own `queue_changed`.
     """
 
-    def __init__(self, event: asyncio.Event, pipes: WakePipes | None = None) -> None:
+    def __init__(
+        self,
+        event: asyncio.Event,
+        pipes: WakePipes | None = None,
+        queue_changed: Callable[[], None] | None = None,
+    ) -> None:
         self.event = event
         self.pipes = pipes or WakePipes()
+        self.queue_changed = queue_changed or (lambda: None)
         self.idle = False
         self._reading: int | None = None
 
@@ -69,12 +80,18 @@ class Wakeup:
             self.wake_siblings()
         self.now()
 
-    def wake_siblings(self) -> None:
+    def wake_siblings(self, message: bytes = _WAKE) -> None:
         """Nudge every sibling: each claims as soon as it is free."""
         for end in self.pipes.siblings:
             # Full: that sibling has nudges enough waiting. Broken: nobody is left to read.
             with contextlib.suppress(BlockingIOError, BrokenPipeError):
-                os.write(end.fileno(), b"\x01")
+                os.write(end.fileno(), message)
+
+    def pool_changed(self) -> None:
+        """The pool was paused or resumed (a leader heard it): this worker and its siblings."""
+        self.queue_changed()
+        self.wake_siblings(_QUEUE_CHANGED)
+        self.now()
 
     def start(self) -> None:
         """Wake on nudges from the leader (a no-op for a leader); call on the running loop."""
@@ -92,9 +109,11 @@ class Wakeup:
 
     def _nudged(self, fd: int) -> None:
         try:
-            os.read(fd, 4096)  # every nudge so far: one claim answers them all
+            nudges = os.read(fd, 4096)  # every nudge so far: one claim answers them all
         except BlockingIOError:
             return
+        if _QUEUE_CHANGED in nudges:
+            self.queue_changed()
         self.now()
 
     def now(self) -> None:

@@ -18,7 +18,7 @@ import time
 import uuid
 from typing import Any
 
-from asynctask.core import backoff, db
+from asynctask.core import backoff, db, queues
 from asynctask.core.config import Config
 from asynctask.core.errors import DatabaseUnavailable, HandlerImportError
 from asynctask.core.lifecycle import Event, Outcome, decide
@@ -27,16 +27,25 @@ from asynctask.core.loops import new_event_loop
 from asynctask.workers import prefetch, registry
 from asynctask.workers.acks import AckBuffer
 from asynctask.workers.attempt import AttemptRunner
+from asynctask.workers.beat import Heartbeat
 from asynctask.workers.connection import QueryConnection, raise_if_cancelled
 from asynctask.workers.execute import TaskExecutor
-from asynctask.workers.link import SlotLink
+from asynctask.workers.link import RECOVERING, SlotLink
 from asynctask.workers.metrics import worker_metrics
+from asynctask.workers.pause import PauseState
 from asynctask.workers.pruner import Pruner
 from asynctask.workers.recovery import release_leftovers, rescue_expired
 from asynctask.workers.registry import Handler
 from asynctask.workers.report import TaskReport
-from asynctask.workers.slots import EXIT_CONFIG_ERROR, EXIT_REPLACE_NOW, locked_by, spawner_pid
+from asynctask.workers.slots import (
+    EXIT_CONFIG_ERROR,
+    EXIT_REPLACE_NOW,
+    locked_by,
+    slots_for,
+    spawner_pid,
+)
 from asynctask.workers.wakeup import Wakeup
+from asynctask.workers.watch import Watch
 
 log = logging.getLogger("asynctask.worker")
 BEAT_SECONDS = 1.0
@@ -81,7 +90,8 @@ class Worker:
         self.host = socket.gethostname()
         self.locked_by = locked_by(self.host, os.getpid(), slot.name)
         self.wake = asyncio.Event()
-        self.wakeup = Wakeup(self.wake, link.pipes)
+        self.pause = PauseState(slot.priority)
+        self.wakeup = Wakeup(self.wake, link.pipes, self.pause.changed)
         self.conn = QueryConnection(
             str(config.database.url),
             max(config.database.connect_timeout_seconds, 30.0),
@@ -90,6 +100,7 @@ class Worker:
             self.wakeup.notified,
             application_name=f"asynctask worker {slot.name}",
             prepared_statements=config.database.prepared_statements,
+            also={queues.CHANNEL: self._queue_notified},
         )
         self.stopping = False
         self.limit = 1
@@ -102,6 +113,11 @@ class Worker:
         report = TaskReport(slot.name, worker_metrics(config, slot.priority))
         self.executor = TaskExecutor(config, link, handlers, self.attempts, report)
         self.pruner = Pruner(self.conn, config.retention, slot.name)
+        identity = (self.host, self.locked_by)
+        self.heartbeat = Heartbeat(self.conn, slot, identity, self._status, self.pause)
+        # One worker per supervisor, its first slot, keeps the watch (workers/watch.py).
+        sentinel = slot == slots_for(config.priority_queues)[0]
+        self.watch = Watch(self.conn, config, self.locked_by, self._ppid) if sentinel else None
 
     async def run(self) -> int:
         """Serve until stopped; returns the process exit code."""
@@ -115,6 +131,8 @@ class Worker:
                 self._housekeep(),
                 self.acks.run_timer(),
                 self.pruner.run(),
+                self.heartbeat.run(),
+                *([self.watch.run()] if self.watch is not None else []),
             )
         ]
         if self.conn.channel is not None:
@@ -131,6 +149,8 @@ class Worker:
             await asyncio.wait(background, timeout=5)
             self.wakeup.close()
             await self.acks.final_flush()
+            if not self.stuck:  # a stuck worker is replaced: its slot's row lives on
+                await self.heartbeat.forget()
             self.conn.close()
             self.attempts.close()
         log.info("worker %s stopped", self.slot.name, extra=fields)
@@ -173,6 +193,9 @@ class Worker:
         # Flush first: "the batch is done" and "before waiting for new work" both land here.
         await self.acks.flush()
         self.wake.clear()
+        if await self._paused():
+            await self._sleep(self.config.timeout_milliseconds / 1000)
+            return
         rows, token = await self._claim()
         if rows:
             await self._run_batch(rows, token)
@@ -214,7 +237,7 @@ class Worker:
         started, ran = time.monotonic(), 0
         try:
             for index, row in enumerate(rows):
-                if self.stopping or self.stuck:
+                if self.stopping or self.stuck or await self._paused(quiet=True):
                     await self._release(rows[index:], token)
                     break
                 await self._run_one(row, token)
@@ -249,6 +272,31 @@ class Worker:
             await self.acks.record(outcome)
         finally:
             self.link.idle()
+
+    async def _paused(self, quiet: bool = False) -> bool:
+        """True while this priority is paused (read again only after an announced change)."""
+        try:
+            return await self.pause.current(self.conn)
+        except DatabaseUnavailable:
+            if not quiet:
+                raise
+            return self.pause.paused  # mid-batch: the next cycle meets the outage
+
+    def _queue_notified(self, payload: str) -> None:
+        # A leader's LISTEN heard a pause or resume (or reconnected): tell the whole pool.
+        if self.pause.heard(payload):
+            self.wakeup.pool_changed()
+
+    def _status(self) -> tuple[str, int | None]:
+        """What the heartbeat reports: busy (with the task), idle, paused, recovering, stopping."""
+        doing = self.link.doing
+        if doing > 0:
+            return "busy", doing
+        if self.stopping:
+            return "stopping", None
+        if doing == RECOVERING:
+            return "recovering", None
+        return ("paused" if self.pause.paused else "idle"), None
 
     async def _beat(self) -> None:
         """Heartbeat for the supervisor's watchdog, and exit if the supervisor vanished."""

@@ -12,14 +12,17 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from asynctask.cli.start import migrate, run_all, run_workers
-from asynctask.core import stats
+from asynctask.core import queues, stats
 from asynctask.core.config import Config, load_config
 from asynctask.core.connections import with_connection
 from asynctask.core.errors import AsyncTaskError, ConfigError
 from asynctask.core.logs import setup_logging
+from asynctask.core.models import PRIORITIES, Priority
 from asynctask.embedded import with_database
 
 log = logging.getLogger("asynctask")
+# Commands that only look or flip a flag: no embedded-server notice for them.
+_QUICK = ("stats", "pause", "resume")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -44,7 +47,20 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--port", type=int, help="listen port (default: api.port)")
     show = commands.add_parser("stats", help="print task counts, queue lag and the last minute")
     show.add_argument("--json", action="store_true", help="print the JSON of GET /api/stats")
+    for name, does in (("pause", "stop"), ("resume", "restart")):
+        command = commands.add_parser(name, help=f"{does} the workers claiming a priority's tasks")
+        command.add_argument("priority", choices=[p.value for p in PRIORITIES])
     return parser
+
+
+async def set_paused(config: Config, priority: Priority, paused: bool) -> str:
+    """Pause or resume a priority in the database directly; one line saying its state."""
+    url, timeout = str(config.database.url), config.database.connect_timeout_seconds
+    state = await with_connection(
+        url, timeout, lambda conn: queues.set_paused(conn, priority, paused)
+    )
+    since = "" if state.since is None else f" since {state.since.isoformat(timespec='seconds')}"
+    return f"{priority}: {'paused' if state.paused else 'running'}{since}"
 
 
 async def read_stats(config: Config) -> stats.Snapshot:
@@ -97,8 +113,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     setup_logging(config.log_level, config.log_format)
     try:
-        # `stats` only reads: the embedded server's long notice is for the commands that run it.
-        config = with_database(config, announce=args.command != "stats")
+        # The embedded server's long notice is for the commands that run it, not for a look.
+        config = with_database(config, announce=args.command not in _QUICK)
     except ConfigError as exc:
         print(f"asynctask: {exc}", file=sys.stderr)
         return 2
@@ -128,6 +144,9 @@ def _dispatch(args: argparse.Namespace, config: Config) -> int:
         return 0
     if args.command == "workers":
         return run_workers(config)
+    if args.command in ("pause", "resume"):
+        print(asyncio.run(set_paused(config, Priority(args.priority), args.command == "pause")))
+        return 0
     if args.command == "stats":
         snapshot = asyncio.run(read_stats(config))
         print(json.dumps(snapshot.as_json()) if args.json else stats_table(snapshot))

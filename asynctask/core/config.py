@@ -46,7 +46,8 @@ class ApiConfig:
     host: str = "127.0.0.1"
     port: int = 4000
     max_body_bytes: int = 1024 * 1024
-    tokens: tuple[str, ...] = ()
+    tokens: tuple[str, ...] = ()  # every token, whatever its role
+    read_tokens: tuple[str, ...] = ()  # those of them that may only read (role: read)
 
 
 @dataclass(frozen=True)
@@ -271,9 +272,14 @@ def _build(values: dict[str, Any], handlers: dict[str, HandlerConfig]) -> Config
     top = {k: v for k, v in values.items() if "." not in k}
     queues = {**Config().priority_queues}
     queues.update({Priority(name): n for name, n in section("priority_queues").items()})
+    api = section("api")
+    if "tokens" in api:
+        pairs = api.pop("tokens")
+        api["tokens"] = tuple(token for token, _ in pairs)
+        api["read_tokens"] = tuple(token for token, role in pairs if role == "read")
     return Config(
         database=DatabaseConfig(**section("database")),
-        api=ApiConfig(**section("api")),
+        api=ApiConfig(**api),
         priority_queues=queues,
         handlers=handlers,
         retention=RetentionConfig(**section("retention")),

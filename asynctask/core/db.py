@@ -24,7 +24,14 @@ from asynctask.core.errors import (
     TaskNotFound,
 )
 from asynctask.core.lifecycle import Outcome
-from asynctask.core.models import CANCELLABLE_STATES, PRIORITIES, RETRYABLE_STATES, Priority
+from asynctask.core.models import (
+    CANCELLABLE_STATES,
+    PRIORITIES,
+    RETRYABLE_STATES,
+    STATES,
+    Priority,
+    State,
+)
 from asynctask.core.sql import QUERIES
 
 
@@ -114,14 +121,19 @@ async def list_tasks(
     conn: aiopg.Connection,
     *,
     limit: int,
-    state: str | None = None,
+    state: State | None = None,
     priority: Priority | None = None,
     type_: str | None = None,
     before_id: int | None = None,
 ) -> list[dict[str, Any]]:
     """Newest first, keyset-paginated: pass the last id seen as `before_id` for the next page."""
-    number = None if priority is None else priority.number
-    found = await rows(conn, QUERIES["list_tasks"], state, number, type_, before_id, limit)
+    listed = [s for s in STATES if s != State.RUNNING] if state is None else [state]
+    states = "{" + ",".join(s for s in listed if s != State.RUNNING) + "}"
+    numbers = _int_array([p.number for p in PRIORITIES] if priority is None else [priority.number])
+    running = state in (None, State.RUNNING)
+    found = await rows(
+        conn, QUERIES["list_tasks"], states, numbers, type_, before_id, limit, running
+    )
     return [_task(row) for row in found]
 
 
@@ -226,12 +238,14 @@ async def listen(conn: aiopg.Connection, priority: Priority) -> None:
     await execute_text(conn, f"LISTEN {priority.channel}")
 
 
+async def listen_channel(conn: aiopg.Connection, channel: str) -> None:
+    """LISTEN on one of asynctask's own channels (a constant, never from a request)."""
+    if not channel.isidentifier():
+        raise ValueError(f"not a channel name: {channel!r}")
+    await execute_text(conn, f"LISTEN {channel}")
+
+
 # --- operations: stats and retention --------------------------------------------------------------
-
-
-async def task_counts(conn: aiopg.Connection) -> list[dict[str, Any]]:
-    """Per (priority, state): how many tasks, and how many finished in the last minute."""
-    return [_task(row) for row in await rows(conn, QUERIES["task_counts"])]
 
 
 async def queue_lag(conn: aiopg.Connection) -> dict[Priority, float]:
