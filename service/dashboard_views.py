@@ -174,6 +174,16 @@ def wants_stream(request: web.Request) -> bool:
     " text/event-stream, the current event alone.",
     tags=("operations",),
     media_type="text/event-stream",
+    schema={
+        "type": "object",
+        "required": ["event", "data"],
+        "properties": {
+            "event": {"type": "string", "enum": ["stats", "unavailable"]},
+            "data": {"type": "string", "description": "JSON: a Stats object, or {error}."},
+            "id": {"type": "string"},
+            "retry": {"type": "integer"},
+        },
+    },
 )
 async def events(request: web.Request) -> web.StreamResponse:
     """GET /api/events: the overview as Server-Sent Events, one per second while connected.

@@ -87,14 +87,17 @@ def text_operation(
     description: str,
     tags: tuple[str, ...],
     media_type: str = "text/plain",
-    errors: tuple[int, ...] = (),
+    schema: dict[str, Any] | None = None,
 ) -> Callable[[Handler], Handler]:
-    """Declare a handler that answers text (200), or a JSON error like every route (+500)."""
+    """Declare a handler that answers text (200), or a JSON 500 like every route.
+
+    For text/event-stream, `schema` is one event's (OpenAPI 3.0 has no itemSchema).
+    """
+    body = schema or {"type": "string"}
     responses: dict[int, dict[str, Any]] = {
-        200: {"description": description, "content": {media_type: {"schema": {"type": "string"}}}}
+        200: {"description": description, "content": {media_type: {"schema": body}}}
     }
-    for error in (*errors, 500):
-        responses[error] = {"schema": ErrorSchema, "description": _ERRORS[error]}
+    responses[500] = {"schema": ErrorSchema, "description": _ERRORS[500]}
     return docs(tags=list(tags), summary=summary, responses=responses)
 
 

@@ -25,6 +25,10 @@ ROUTES = {
     ("post", "/api/tasks"), ("get", "/api/tasks"), ("post", "/api/tasks/batch"),
     ("get", "/api/tasks/{id}"), ("post", "/api/tasks/{id}/cancel"),
     ("post", "/api/tasks/{id}/retry"), ("get", "/metrics"), ("get", "/api/stats"),
+    ("get", "/api/queues"), ("post", "/api/queues/{priority}/pause"),
+    ("post", "/api/queues/{priority}/resume"), ("get", "/api/workers"),
+    ("post", "/api/tasks/bulk/cancel"), ("post", "/api/tasks/bulk/retry"), ("get", "/api/events"),
+    ("get", "/api/session"), ("post", "/api/session"), ("delete", "/api/session"),
 }  # fmt: skip
 
 
@@ -52,7 +56,10 @@ def test_it_lists_every_route_the_app_serves(document: dict[str, Any], config: C
     for route in create_app(config).router.routes():
         path = route.resource.canonical if route.resource else ""
         if route.method != "HEAD" and "/static" not in path:
-            served.add((route.method.lower(), path.replace("{id:[0-9]+}", "{id}")))
+            path = path.replace("{id:[0-9]+}", "{id}")
+            served.add(
+                (route.method.lower(), path.replace("{priority:high|normal|low}", "{priority}"))
+            )
     assert served == ROUTES
 
 
@@ -62,12 +69,27 @@ def test_every_answer_is_documented(document: dict[str, Any]) -> None:
     def codes(method: str, path: str) -> set[str]:
         return set(paths[path][method]["responses"])
 
-    assert codes("post", "/api/tasks") == {"201", "400", "413", "422", "500", "503"}
-    assert codes("post", "/api/tasks/batch") == {"201", "400", "413", "422", "500", "503"}
+    assert codes("post", "/api/tasks") == {"201", "400", "403", "413", "422", "500", "503"}
+    assert codes("post", "/api/tasks/batch") == {"201", "400", "403", "413", "422", "500", "503"}
     assert codes("get", "/api/tasks") == {"200", "422", "500", "503"}
     assert codes("get", "/api/tasks/{id}") == {"200", "404", "500", "503"}
-    assert codes("post", "/api/tasks/{id}/cancel") == {"200", "404", "409", "500", "503"}
-    assert codes("post", "/api/tasks/{id}/retry") == {"200", "404", "409", "500", "503"}
+    assert codes("post", "/api/tasks/{id}/cancel") == {"200", "403", "404", "409", "500", "503"}
+    assert codes("post", "/api/tasks/{id}/retry") == {"200", "403", "404", "409", "500", "503"}
+    assert codes("get", "/api/queues") == {"200", "500", "503"}
+    for action in ("pause", "resume"):
+        assert codes("post", f"/api/queues/{{priority}}/{action}") == {
+            "200", "403", "404", "500", "503"
+        }  # fmt: skip
+    assert codes("get", "/api/workers") == {"200", "500", "503"}
+    for action in ("cancel", "retry"):
+        assert codes("post", f"/api/tasks/bulk/{action}") == {
+            "200", "400", "403", "413", "422", "500", "503"
+        }  # fmt: skip
+    assert codes("get", "/api/events") == {"200", "500"}
+    assert set(paths["/api/events"]["get"]["responses"]["200"]["content"]) == {"text/event-stream"}
+    assert codes("get", "/api/session") == {"200", "500"}
+    assert codes("post", "/api/session") == {"200", "400", "401", "403", "413", "422", "500"}
+    assert codes("delete", "/api/session") == {"200", "403", "500"}
     assert codes("get", "/ready") == {"200", "500", "503"}
     assert codes("get", "/api/stats") == {"200", "500", "503"}
     assert codes("get", "/metrics") == {"200", "500"}
@@ -130,30 +152,36 @@ def test_tokens_are_documented_when_configured(database_url: str) -> None:
     app = create_app(make_config(database_url, api__tokens=["t"]))
     document = app["swagger_dict"]
     assert document["components"]["securitySchemes"] == {
-        "bearer": {"type": "http", "scheme": "bearer"}
+        "bearer": {"type": "http", "scheme": "bearer"},
+        "session": {"type": "apiKey", "in": "cookie", "name": "asynctask_session"},
     }
     guarded = {
         (method, path)
         for path, operations in document["paths"].items()
         for method, spec in operations.items()
-        if spec.get("security") == [{"bearer": []}] and "401" in spec["responses"]
+        if spec.get("security") == [{"bearer": []}, {"session": []}] and "401" in spec["responses"]
     }
     open_routes = {
         ("get", p) for p in ("/health", "/ready", "/metrics", "/api/openapi", "/api/docs")
     }
-    assert guarded == ROUTES - open_routes
+    session = {(m, "/api/session") for m in ("get", "post", "delete")}
+    assert guarded == ROUTES - open_routes - session
 
 
 def test_no_security_scheme_without_tokens(document: dict[str, Any]) -> None:
     assert "securitySchemes" not in document.get("components", {})
-    for operations in document["paths"].values():
+    for path, operations in document["paths"].items():
         for spec in operations.values():
-            assert "security" not in spec and "401" not in spec["responses"]
+            assert "security" not in spec
+            assert "401" not in spec["responses"] or path == "/api/session"
 
 
 def test_the_stats_schema_requires_every_priority_and_state(document: dict[str, Any]) -> None:
     schemas = document["components"]["schemas"]
-    assert set(schemas["Stats"]["required"]) == {"counts", "queue_lag_seconds", "last_minute"}
+    assert set(schemas["Stats"]["required"]) == {
+        "counts", "queue_lag_seconds", "last_minute", "per_minute", "last_hour", "paused",
+        "workers", "types", "generated_at",
+    }  # fmt: skip
     assert set(schemas["PriorityCounts"]["required"]) == {"high", "normal", "low"}
     assert set(schemas["StateCounts"]["required"]) == set(STATES)
     assert schemas["QueueLag"]["properties"]["high"]["type"] == "number"

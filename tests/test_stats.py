@@ -45,7 +45,10 @@ async def test_stats_counts_lag_and_last_minute(client: Client, sql: Cursor) -> 
     response = await client.get("/api/stats")
     assert response.status == 200 and response.content_type == "application/json"
     body = await response.json()
-    assert set(body) == {"counts", "queue_lag_seconds", "last_minute"}
+    assert set(body) == {
+        "counts", "queue_lag_seconds", "last_minute", "per_minute", "last_hour", "paused",
+        "workers", "types", "generated_at",
+    }  # fmt: skip
     assert body["counts"]["high"] == {**dict.fromkeys(STATES, 0), "available": 2, "cancelled": 1}
     assert body["counts"]["normal"] == {**dict.fromkeys(STATES, 0), "running": 1, "completed": 4}
     assert body["counts"]["low"] == {**dict.fromkeys(STATES, 0), "completed": 3, "failed": 2}
@@ -55,7 +58,18 @@ async def test_stats_counts_lag_and_last_minute(client: Client, sql: Cursor) -> 
 
 
 async def test_stats_of_an_empty_table(client: Client) -> None:
-    assert await (await client.get("/api/stats")).json() == EMPTY.as_json()
+    body = await (await client.get("/api/stats")).json()
+    empty = EMPTY.as_json()
+    for key in ("counts", "queue_lag_seconds", "last_minute"):
+        assert body[key] == empty[key]
+    assert body["types"] == [] and body["last_hour"] == dict.fromkeys(
+        ("created", "completed", "failed", "retrying"), 0
+    )
+    assert len(body["per_minute"]) == 15 and not any(m["created"] for m in body["per_minute"])
+    assert body["workers"] == {"alive": 0, "dead": 0, "slots": 0, "busy": 0}
+    assert {p: q["paused"] for p, q in body["paused"].items()} == dict.fromkeys(
+        ("high", "normal", "low"), False
+    )
 
 
 async def test_stats_is_503_when_the_database_is_gone(
