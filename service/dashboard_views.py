@@ -10,7 +10,7 @@ from typing import Any
 
 from aiohttp import hdrs, web
 
-from asynctask.core import counts, queues, registry
+from asynctask.core import counts, heartbeats, queues
 from asynctask.core.bulk import BulkFilter, run_bulk
 from asynctask.core.connections import acquire
 from asynctask.core.models import CANCELLABLE_STATES, PRIORITIES, RETRYABLE_STATES, Priority
@@ -82,7 +82,7 @@ async def resume_queue(request: web.Request) -> web.Response:
 async def get_workers(request: web.Request) -> web.Response:
     """GET /api/workers: the registry grouped by supervisor, alive or dead by heartbeat age."""
     async with acquire(request.app[keys.POOL], _timeout(request)) as conn:
-        found = await registry.list_workers(conn)
+        found = await heartbeats.list_workers(conn)
     supervisors: dict[tuple[str, int], list[dict[str, Any]]] = {}
     for row in found:
         supervisors.setdefault((row["host"], row["supervisor_pid"]), []).append(row)
@@ -90,8 +90,8 @@ async def get_workers(request: web.Request) -> web.Response:
     return web.json_response(
         {
             "now": (now or await _database_now(request)).isoformat(),
-            "heartbeat_seconds": registry.HEARTBEAT_SECONDS,
-            "dead_after_seconds": registry.DEAD_AFTER_SECONDS,
+            "heartbeat_seconds": heartbeats.HEARTBEAT_SECONDS,
+            "dead_after_seconds": heartbeats.DEAD_AFTER_SECONDS,
             "supervisors": [_supervisor(*key, slots) for key, slots in supervisors.items()],
         }
     )

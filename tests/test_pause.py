@@ -17,7 +17,7 @@ from aiohttp.test_utils import TestClient
 
 from asynctask.cli.main import main
 from asynctask.core.config import Config
-from asynctask.core.registry import HEARTBEAT_SECONDS
+from asynctask.core.heartbeats import HEARTBEAT_SECONDS
 from asynctask.core.sql import QUERIES, inline_params
 from asynctask.service.app import create_app
 from asynctask.workers.pause import PauseState

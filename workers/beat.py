@@ -1,4 +1,4 @@
-"""A worker's heartbeat into the registry (core/registry.py): a few writes per second in all.
+"""A worker's heartbeat into the registry (core/heartbeats.py): a few writes per second in all.
 
 Each worker writes its own row every HEARTBEAT_SECONDS: its slot, pid, what it is doing, and its
 supervisor's host and pid (the supervisor has no database connection, so its facts ride along on
@@ -14,7 +14,7 @@ import dataclasses
 import os
 from collections.abc import Callable
 
-from asynctask.core import registry
+from asynctask.core import heartbeats
 from asynctask.core.errors import DatabaseUnavailable
 from asynctask.workers.connection import QueryConnection, raise_if_cancelled
 from asynctask.workers.pause import PauseState
@@ -39,7 +39,7 @@ class Heartbeat:
         self.conn = conn
         self.status = status
         self.pause = pause
-        self.beat = registry.Beat(
+        self.beat = heartbeats.Beat(
             host, spawner_pid(), slot.name, slot.priority, os.getpid(), locked_by, "starting"
         )
         self.beats = 0
@@ -51,17 +51,17 @@ class Heartbeat:
                 await self.once()
             except DatabaseUnavailable:
                 raise_if_cancelled()  # else: the main loop reports the outage and reconnects
-            await asyncio.sleep(registry.HEARTBEAT_SECONDS)
+            await asyncio.sleep(heartbeats.HEARTBEAT_SECONDS)
 
     async def once(self) -> None:
         """One beat: write the row, take the pause flag from the answer."""
         status, task_id = self.status()
         beat = dataclasses.replace(self.beat, status=status, task_id=task_id)
-        self.pause.apply(*await self.conn.run(registry.heartbeat, beat))
+        self.pause.apply(*await self.conn.run(heartbeats.heartbeat, beat))
         self.beats += 1
 
     async def forget(self) -> None:
         """Remove the row (a clean stop); a database that does not answer soon is left alone."""
         with contextlib.suppress(DatabaseUnavailable, TimeoutError):
             async with asyncio.timeout(FORGET_TIMEOUT_SECONDS):
-                await self.conn.run(registry.forget_worker, self.beat)
+                await self.conn.run(heartbeats.forget_worker, self.beat)

@@ -1,6 +1,6 @@
 """The watch, kept by one worker per supervisor (its first slot): dead hosts, counts, old rows.
 
-Every WATCH_SECONDS it looks for supervisors none of whose workers beat lately (core/registry.py)
+Every WATCH_SECONDS it looks for supervisors none of whose workers beat lately (core/heartbeats.py)
 and rescues their running tasks at once, instead of when their leases expire: it takes them over
 under a fresh claim token, charges each dead process one attempt (its lowest claimed id, as for
 an expired lease) and hands back the rest, through the same decision and finish as any outcome.
@@ -14,7 +14,7 @@ import asyncio
 import logging
 import uuid
 
-from asynctask.core import counts, db, registry
+from asynctask.core import counts, db, heartbeats
 from asynctask.core.config import Config
 from asynctask.core.errors import DatabaseUnavailable
 from asynctask.core.lifecycle import Event
@@ -46,7 +46,7 @@ class Watch:
                 if n % COMPACT_EVERY == 0:
                     await self.conn.run(counts.compact)
                 if n % TIDY_EVERY == 0:
-                    await self.conn.run(registry.forget_old_workers)
+                    await self.conn.run(heartbeats.forget_old_workers)
                     await self.conn.run(counts.tidy)
             except DatabaseUnavailable:
                 raise_if_cancelled()  # else: the main loop reports the outage and reconnects
@@ -54,13 +54,13 @@ class Watch:
     async def rescue(self) -> int:
         """Settle the running tasks of every dead supervisor; how many tasks."""
         total = 0
-        for dead in await self.conn.run(registry.dead_supervisors):
+        for dead in await self.conn.run(heartbeats.dead_supervisors):
             if (dead.host, dead.pid) == (self.host, self.supervisor):
                 continue  # our own rows are late: we are alive, so the database is slow
             total += await self._rescue(dead)
         return total
 
-    async def _rescue(self, dead: registry.DeadSupervisor) -> int:
+    async def _rescue(self, dead: heartbeats.DeadSupervisor) -> int:
         token = str(uuid.uuid4())
         held = await self.conn.run(
             db.reclaim_lockers,
@@ -75,7 +75,7 @@ class Watch:
         )
         settled = outcomes(blame_lowest(held, Event.WORKER_CRASHED, reason), token, self.config)
         await self.conn.run(db.finish, settled)
-        await self.conn.run(registry.mark_rescued, dead)
+        await self.conn.run(heartbeats.mark_rescued, dead)
         fields = {"event": "rescued", "host": dead.host, "pid": dead.pid, "count": len(settled)}
         log.warning(
             "supervisor pid %s on %s has been silent for %.1f s: rescued its %d running tasks",

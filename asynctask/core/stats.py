@@ -17,7 +17,7 @@ from typing import Any, Final
 
 import aiopg
 
-from asynctask.core import counts, db, queues, registry
+from asynctask.core import counts, db, heartbeats, queues
 from asynctask.core.errors import DatabaseUnavailable
 from asynctask.core.models import PRIORITIES, STATES, Priority, State
 
@@ -83,7 +83,7 @@ async def read_snapshot(conn: aiopg.Connection) -> Snapshot:
             **{state: counts.entered(moves, state) for state in SERIES_STATES},
         },
         queues=await queues.queue_states(conn),
-        workers=await registry.workers_summary(conn),
+        workers=await heartbeats.workers_summary(conn),
         types=sorted({count.type for count in found}),
         generated_at=now,
     )

@@ -1,4 +1,4 @@
-"""The worker registry: each worker's heartbeat row, and what the API and the watch read from it.
+"""The worker registry (table `workers`): heartbeat rows, and what the API and the watch read.
 
 A worker beats every HEARTBEAT_SECONDS; a supervisor none of whose workers beat for
 DEAD_AFTER_SECONDS is dead (its host died, or it was killed with its children), and its running
