@@ -127,14 +127,22 @@ async def list_tasks(
     before_id: int | None = None,
 ) -> list[dict[str, Any]]:
     """Newest first, keyset-paginated: pass the last id seen as `before_id` for the next page."""
+    params = list_params(limit, state, priority, type_, before_id)
+    return [_task(row) for row in await rows(conn, QUERIES["list_tasks"], *params)]
+
+
+def list_params(
+    limit: int,
+    state: State | None = None,
+    priority: Priority | None = None,
+    type_: str | None = None,
+    before_id: int | None = None,
+) -> tuple[Any, ...]:
+    """The list statement's parameters for these filters (states other than running, and so on)."""
     listed = [s for s in STATES if s != State.RUNNING] if state is None else [state]
     states = "{" + ",".join(s for s in listed if s != State.RUNNING) + "}"
     numbers = _int_array([p.number for p in PRIORITIES] if priority is None else [priority.number])
-    running = state in (None, State.RUNNING)
-    found = await rows(
-        conn, QUERIES["list_tasks"], states, numbers, type_, before_id, limit, running
-    )
-    return [_task(row) for row in found]
+    return states, numbers, type_, before_id, limit, state in (None, State.RUNNING)
 
 
 async def cancel_task(conn: aiopg.Connection, task_id: int) -> dict[str, Any]:
