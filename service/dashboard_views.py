@@ -6,6 +6,7 @@ them. Documented in OpenAPI by the same decorators, and for people in docs/dashb
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 from aiohttp import hdrs, web
@@ -204,8 +205,10 @@ async def events(request: web.Request) -> web.StreamResponse:
         await response.write_eof()
         return response
     await response.prepare(request)
-    await response.write(f"retry: {RETRY_MILLISECONDS}\n\n".encode())
-    async with broadcaster.listen() as stream:
-        async for event in stream:
-            await response.write(event)
+    # A viewer that closes its page is gone for good: end its stream quietly.
+    with contextlib.suppress(ConnectionResetError):
+        await response.write(f"retry: {RETRY_MILLISECONDS}\n\n".encode())
+        async with broadcaster.listen() as stream:
+            async for event in stream:
+                await response.write(event)
     return response

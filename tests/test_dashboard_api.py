@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import select
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -20,6 +21,7 @@ from asynctask.service import keys
 from asynctask.service.app import create_app
 from tests.outage import database_down
 from tests.test_metrics import insert
+from tests.waiting import wait_until_async
 
 Client = TestClient[web.Request, web.Application]
 MakeClient = Callable[..., Awaitable[Client]]
@@ -205,3 +207,17 @@ async def test_the_overview_shows_pauses_workers_and_types(client: Client, sql: 
     assert body["workers"] == {"alive": 1, "dead": 1, "slots": 2, "busy": 1}
     assert body["types"] == ["ok"]
     assert body["per_minute"][-1]["created"] == 2 and body["last_hour"]["created"] == 2
+
+
+async def test_a_viewer_that_leaves_ends_its_stream_quietly(
+    aiohttp_client: MakeClient, config: Config, caplog: pytest.LogCaptureFixture
+) -> None:
+    app = create_app(config)
+    app[keys.STATS].ttl = app[keys.EVENTS].interval = 0.1
+    client = await aiohttp_client(app)
+    response = await client.get("/api/events", headers=STREAM)
+    await read_events(response, 1)
+    assert app[keys.EVENTS].listeners == 1
+    response.close()
+    await wait_until_async(lambda: app[keys.EVENTS].listeners == 0)
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
