@@ -119,8 +119,10 @@ CREATE TABLE IF NOT EXISTS task_count_deltas (
     entered  bigint      NOT NULL,  -- tasks that moved into this state (inserts included)
     created  bigint      NOT NULL   -- tasks inserted
 );
--- Insert-and-delete only: vacuum it often (workers also VACUUM it, for servers without autovacuum).
+-- Insert-and-delete only: vacuum it often (workers also VACUUM it, for servers without autovacuum),
+-- and never truncate it: truncation locks out the triggers, that is every statement on tasks.
 ALTER TABLE task_count_deltas SET (
+    vacuum_truncate = false,
     autovacuum_vacuum_threshold = 5000,
     autovacuum_vacuum_scale_factor = 0,
     autovacuum_vacuum_insert_threshold = 5000,

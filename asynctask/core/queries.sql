@@ -401,8 +401,9 @@ DELETE FROM task_counts WHERE tasks = 0;
 
 
 -- name: vacuum_count_deltas
--- The deltas table only gains and loses rows; vacuum it even where autovacuum is off.
-VACUUM (SKIP_LOCKED) task_count_deltas;
+-- The deltas table only gains and loses rows; vacuum it even where autovacuum is off. Without
+-- truncation: that takes an exclusive lock, and every statement changing tasks inserts here.
+VACUUM (SKIP_LOCKED, TRUNCATE false) task_count_deltas;
 
 
 -- name: count_tasks
