@@ -55,6 +55,14 @@ class TasksCollector(Collector):
         for priority, seconds in snapshot.queue_lag_seconds.items():
             lag.add_metric([priority], seconds)
         yield lag
+        paused = GaugeMetricFamily(
+            "asynctask_queue_paused",
+            "1 while a priority is paused (asynctask pause), else 0.",
+            labels=["priority"],
+        )
+        for priority, queue in snapshot.queues.items():
+            paused.add_metric([priority], 1 if queue.paused else 0)
+        yield paused
 
 
 class ApiMetrics:

@@ -207,6 +207,9 @@ async def test_the_overview_shows_pauses_workers_and_types(client: Client, sql: 
     assert body["workers"] == {"alive": 1, "dead": 1, "slots": 2, "busy": 1}
     assert body["types"] == ["ok"]
     assert body["per_minute"][-1]["created"] == 2 and body["last_hour"]["created"] == 2
+    metrics = await (await client.get("/metrics")).text()
+    assert 'asynctask_queue_paused{priority="low"} 1.0' in metrics
+    assert 'asynctask_queue_paused{priority="high"} 0.0' in metrics
 
 
 async def test_a_viewer_that_leaves_ends_its_stream_quietly(

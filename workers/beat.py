@@ -17,6 +17,7 @@ from collections.abc import Callable
 from asynctask.core import heartbeats
 from asynctask.core.errors import DatabaseUnavailable
 from asynctask.workers.connection import QueryConnection, raise_if_cancelled
+from asynctask.workers.link import RECOVERING
 from asynctask.workers.pause import PauseState
 from asynctask.workers.slots import Slot, spawner_pid
 
@@ -65,3 +66,14 @@ class Heartbeat:
         with contextlib.suppress(DatabaseUnavailable, TimeoutError):
             async with asyncio.timeout(FORGET_TIMEOUT_SECONDS):
                 await self.conn.run(heartbeats.forget_worker, self.beat)
+
+
+def slot_status(doing: int, stopping: bool, paused: bool) -> tuple[str, int | None]:
+    """What a heartbeat reports: busy (with the task), stopping, recovering, paused or idle."""
+    if doing > 0:
+        return "busy", doing
+    if stopping:
+        return "stopping", None
+    if doing == RECOVERING:
+        return "recovering", None
+    return ("paused" if paused else "idle"), None

@@ -27,10 +27,10 @@ from asynctask.core.loops import new_event_loop
 from asynctask.workers import prefetch, registry
 from asynctask.workers.acks import AckBuffer
 from asynctask.workers.attempt import AttemptRunner
-from asynctask.workers.beat import Heartbeat
+from asynctask.workers.beat import Heartbeat, slot_status
 from asynctask.workers.connection import QueryConnection, raise_if_cancelled
 from asynctask.workers.execute import TaskExecutor
-from asynctask.workers.link import RECOVERING, SlotLink
+from asynctask.workers.link import SlotLink
 from asynctask.workers.metrics import worker_metrics
 from asynctask.workers.pause import PauseState
 from asynctask.workers.pruner import Pruner
@@ -288,15 +288,7 @@ class Worker:
             self.wakeup.pool_changed()
 
     def _status(self) -> tuple[str, int | None]:
-        """What the heartbeat reports: busy (with the task), idle, paused, recovering, stopping."""
-        doing = self.link.doing
-        if doing > 0:
-            return "busy", doing
-        if self.stopping:
-            return "stopping", None
-        if doing == RECOVERING:
-            return "recovering", None
-        return ("paused" if self.pause.paused else "idle"), None
+        return slot_status(self.link.doing, self.stopping, self.pause.paused)
 
     async def _beat(self) -> None:
         """Heartbeat for the supervisor's watchdog, and exit if the supervisor vanished."""
