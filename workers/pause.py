@@ -23,6 +23,11 @@ class PauseState:
         self.version = -1
         self.stale = True  # read it before the first claim
 
+    @property
+    def maybe(self) -> bool:
+        """Paused, or a change was announced: only then is `current` worth awaiting (per task)."""
+        return self.paused or self.stale
+
     def apply(self, paused: bool, version: int) -> None:
         """Take a state read from the database, unless a newer one is already known."""
         if version >= self.version:

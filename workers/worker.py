@@ -193,7 +193,7 @@ class Worker:
         # Flush first: "the batch is done" and "before waiting for new work" both land here.
         await self.acks.flush()
         self.wake.clear()
-        if await self._paused():
+        if self.pause.maybe and await self._paused():
             await self._sleep(self.config.timeout_milliseconds / 1000)
             return
         rows, token = await self._claim()
@@ -237,7 +237,7 @@ class Worker:
         started, ran = time.monotonic(), 0
         try:
             for index, row in enumerate(rows):
-                if self.stopping or self.stuck or await self._paused(quiet=True):
+                if self.stopping or self.stuck or (self.pause.maybe and await self._paused(True)):
                     await self._release(rows[index:], token)
                     break
                 await self._run_one(row, token)
