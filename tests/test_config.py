@@ -160,3 +160,13 @@ def test_a_bad_token_entry_is_named_without_its_secret(entry: object, message: s
     with pytest.raises(ConfigError) as info:
         parse_config({"api": {"tokens": [entry]}}, environ={})
     assert message in str(info.value) and "s3cret" not in str(info.value)
+
+
+def test_a_broken_yaml_token_list_is_named_without_its_secrets() -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_config({}, {"ASYNCTASK_API_TOKENS": "[s3cret, {token: x"})
+    message = str(info.value)
+    assert (
+        message.startswith("ASYNCTASK_API_TOKENS (api.tokens): not a YAML list")
+        and "s3cret" not in message
+    )

@@ -76,7 +76,10 @@ def tokens(key: str, value: Any) -> tuple[tuple[str, str], ...]:
             try:
                 value = yaml.safe_load(text)
             except yaml.YAMLError:
-                raise fail(key, value, "a YAML list of tokens") from None
+                # Never echo the value: it holds secrets.
+                raise ConfigError(
+                    f"{key}: not a YAML list of tokens (it starts with '[')"
+                ) from None
         else:
             value = [part.strip() for part in text.split(",") if part.strip()]
     if not isinstance(value, list) or not all(isinstance(v, str | dict) and v for v in value):
