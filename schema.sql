@@ -182,3 +182,146 @@ CREATE TABLE IF NOT EXISTS schedule_state (
     last_task_id bigint,
     updated_at   timestamptz NOT NULL DEFAULT now()
 );
+
+-- ================================================================================================
+-- Dashboard (issue 14): paused queues, the worker registry, task counts without count(*), and the
+-- task list's index. Written by the dashboard's back end (service/dashboard_*.py, workers/beat.py,
+-- workers/watch.py); read by GET /api/queues, /api/workers, /api/stats, /api/events.
+-- ================================================================================================
+
+-- One row per priority. `paused` stops its workers claiming; `version` grows with every change, so
+-- a worker never lets an older read (its heartbeat's) undo a newer one (a notification's).
+CREATE TABLE IF NOT EXISTS queues (
+    priority   smallint    PRIMARY KEY CHECK (priority BETWEEN 1 AND 3),
+    paused     boolean     NOT NULL DEFAULT false,
+    changed_at timestamptz,
+    version    bigint      NOT NULL DEFAULT 0
+);
+INSERT INTO queues (priority) VALUES (1), (2), (3) ON CONFLICT DO NOTHING;
+
+-- The worker registry: one row per worker slot of each supervisor, written by the worker every
+-- couple of seconds (workers/beat.py). The supervisor has no database connection: its host, pid and
+-- start ride along on its workers' rows. A supervisor none of whose rows beat recently is dead; its
+-- running tasks are rescued at once (workers/watch.py) and `rescued_at` says when.
+CREATE TABLE IF NOT EXISTS workers (
+    host             text        NOT NULL,
+    supervisor_pid   integer     NOT NULL,
+    slot             text        NOT NULL,
+    priority         smallint    NOT NULL,
+    pid              integer     NOT NULL,
+    locked_by        text        NOT NULL,
+    status           text        NOT NULL,
+    task_id          bigint,
+    first_started_at timestamptz NOT NULL DEFAULT now(),
+    started_at       timestamptz NOT NULL DEFAULT now(),
+    restarts         integer     NOT NULL DEFAULT 0,
+    heartbeat_at     timestamptz NOT NULL DEFAULT now(),
+    rescued_at       timestamptz,
+    PRIMARY KEY (host, supervisor_pid, slot)
+);
+ALTER TABLE workers SET (fillfactor = 50);  -- every beat is an update: keep them HOT
+
+-- Task counts without count(*). Statement-level triggers with transition tables append one row per
+-- (priority, state, type) a statement changed to task_count_deltas (a claim of 100 tasks: two rows),
+-- so no statement ever updates a shared counter row. A compaction (db function compact_counts,
+-- under an advisory lock: a worker every few seconds, an API before it reads) moves the deltas into
+-- task_counts (exact totals) and task_minutes (per-minute moves, kept a day, for rates).
+-- Exact count = task_counts + the deltas not yet compacted.
+CREATE TABLE IF NOT EXISTS task_counts (
+    priority smallint NOT NULL,
+    state    text     NOT NULL,
+    type     text     NOT NULL,
+    tasks    bigint   NOT NULL,
+    PRIMARY KEY (priority, state, type)
+);
+CREATE TABLE IF NOT EXISTS task_count_deltas (
+    minute   timestamptz NOT NULL,
+    priority smallint    NOT NULL,
+    state    text        NOT NULL,
+    type     text        NOT NULL,
+    delta    bigint      NOT NULL,  -- net change of the number of tasks in this state
+    entered  bigint      NOT NULL,  -- tasks that moved into this state (inserts included)
+    created  bigint      NOT NULL   -- tasks inserted
+);
+-- Insert-and-delete only: vacuum it often (workers also VACUUM it, for servers without autovacuum),
+-- and never truncate it: truncation locks out the triggers, that is every statement on tasks.
+ALTER TABLE task_count_deltas SET (
+    vacuum_truncate = false,
+    autovacuum_vacuum_threshold = 5000,
+    autovacuum_vacuum_scale_factor = 0,
+    autovacuum_vacuum_insert_threshold = 5000,
+    autovacuum_vacuum_insert_scale_factor = 0
+);
+CREATE TABLE IF NOT EXISTS task_minutes (
+    minute   timestamptz NOT NULL,
+    priority smallint    NOT NULL,
+    state    text        NOT NULL,
+    entered  bigint      NOT NULL,
+    created  bigint      NOT NULL,
+    PRIMARY KEY (minute, priority, state)
+);
+
+-- Inserted rows count where they say they happened (a row inserted as finished ten minutes ago
+-- counts in that minute); updates and deletes count now. `entered` is the net gain of a state in
+-- one statement: exact for every statement asynctask runs (each moves tasks one way).
+CREATE OR REPLACE FUNCTION asynctask_count_tasks() RETURNS trigger
+    LANGUAGE plpgsql AS $$
+BEGIN
+    IF TG_OP = 'INSERT' THEN
+        INSERT INTO task_count_deltas (minute, priority, state, type, delta, entered, created)
+        SELECT date_trunc('minute', coalesce(finished_at, inserted_at)), priority, state, type,
+            count(*), count(*), count(*)
+        FROM new_rows GROUP BY 1, 2, 3, 4;
+    ELSIF TG_OP = 'UPDATE' THEN
+        INSERT INTO task_count_deltas (minute, priority, state, type, delta, entered, created)
+        SELECT date_trunc('minute', now()), priority, state, type, sum(n), greatest(sum(n), 0), 0
+        FROM (
+            SELECT priority, state, type, 1 AS n FROM new_rows
+            UNION ALL
+            SELECT priority, state, type, -1 FROM old_rows
+        ) AS moved
+        GROUP BY priority, state, type HAVING sum(n) <> 0;
+    ELSIF TG_OP = 'DELETE' THEN
+        INSERT INTO task_count_deltas (minute, priority, state, type, delta, entered, created)
+        SELECT date_trunc('minute', now()), priority, state, type, -count(*), 0, 0
+        FROM old_rows GROUP BY priority, state, type;
+    ELSE  -- TRUNCATE: it waited for every writer of tasks, so every delta is committed
+        DELETE FROM task_count_deltas;
+        DELETE FROM task_counts;
+    END IF;
+    RETURN NULL;
+END $$;
+
+-- The first migration counts the existing rows once, with writers held off (SHARE ROW EXCLUSIVE
+-- lets readers on) until the triggers exist: from then on every change is counted.
+DO $$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_trigger WHERE tgname = 'tasks_count_inserts'
+                   AND tgrelid = 'tasks'::regclass) THEN
+        LOCK TABLE tasks IN SHARE ROW EXCLUSIVE MODE;
+        DELETE FROM task_count_deltas;
+        DELETE FROM task_counts;
+        INSERT INTO task_counts (priority, state, type, tasks)
+        SELECT priority, state, type, count(*) FROM tasks GROUP BY priority, state, type;
+        CREATE TRIGGER tasks_count_inserts AFTER INSERT ON tasks
+            REFERENCING NEW TABLE AS new_rows
+            FOR EACH STATEMENT EXECUTE FUNCTION asynctask_count_tasks();
+        CREATE TRIGGER tasks_count_updates AFTER UPDATE ON tasks
+            REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
+            FOR EACH STATEMENT EXECUTE FUNCTION asynctask_count_tasks();
+        CREATE TRIGGER tasks_count_deletes AFTER DELETE ON tasks
+            REFERENCING OLD TABLE AS old_rows
+            FOR EACH STATEMENT EXECUTE FUNCTION asynctask_count_tasks();
+        CREATE TRIGGER tasks_count_truncates AFTER TRUNCATE ON tasks
+            FOR EACH STATEMENT EXECUTE FUNCTION asynctask_count_tasks();
+    END IF;
+END $$;
+
+-- The task list (GET /api/tasks, and the bulk actions' UPDATE): every filter of state, priority
+-- and type is an exact range of this index, in id order, so a page reads about `limit` entries per
+-- (state, priority, type) however large and old the table is. Without `running`: each claim would
+-- add an entry (every task passes through running); running tasks are few and tasks_running_idx
+-- lists them. Cost: two index entries per task (its insert, its finish).
+CREATE INDEX IF NOT EXISTS tasks_list_idx
+    ON tasks (state, priority, type, id)
+    WHERE state <> 'running';

@@ -10,18 +10,20 @@ from dataclasses import replace
 
 from aiohttp import web, web_response
 
-from asynctask.core import loops, stats
+from asynctask.core import counts, loops, stats
 from asynctask.core.config import Config
 from asynctask.core.connections import acquire, create_pool
 from asynctask.core.exposure import allowed_hosts, check_exposure, is_loopback
-from asynctask.service import keys, schedule_views, views
+from asynctask.service import auth, dashboard_views, keys, schedule_views, views
 from asynctask.service.bodies import BodyReader
+from asynctask.service.events import Broadcaster
 from asynctask.service.group_commit import GroupCommit
 from asynctask.service.inflight import InFlight
 from asynctask.service.metrics import ApiMetrics
-from asynctask.service.middlewares import access_middleware, error_middleware, metrics_middleware
-from asynctask.service.openapi import DOCS_PATH, METRICS_PATH, setup_openapi
+from asynctask.service.middlewares import error_middleware, metrics_middleware
+from asynctask.service.openapi import DOCS_PATH, METRICS_PATH, SESSION_PATH, setup_openapi
 from asynctask.service.rules import TaskRules
+from asynctask.service.tokens import Tokens
 from asynctask.service.waiters import Waiters
 
 log = logging.getLogger("asynctask.api")
@@ -41,9 +43,10 @@ def create_app(config: Config) -> web.Application:
     app = web.Application(
         client_max_size=config.api.max_body_bytes,
         # Outermost first: metrics see the final status of everything, 401s and errors included.
-        middlewares=[metrics_middleware, error_middleware, access_middleware],
+        middlewares=[metrics_middleware, error_middleware, auth.auth_middleware],
     )
     app[keys.CONFIG] = config
+    app[keys.TOKENS] = Tokens(config.api)
     app[keys.RULES] = TaskRules.of(config)
     app[keys.BODIES] = BodyReader(config.api.body_timeout_seconds)
     app[keys.HOSTS] = frozenset() if config.api.tokens else allowed_hosts(config.api)
@@ -52,10 +55,12 @@ def create_app(config: Config) -> web.Application:
     setattr(web_response, "SERVER_SOFTWARE", SERVER_NAME)  # noqa: B010 (not re-exported)
     app[keys.STATS] = stats.CachedStats(lambda: _read_stats(app), stats.STATS_CACHE_SECONDS)
     app[keys.METRICS] = ApiMetrics(app[keys.STATS])
+    app[keys.EVENTS] = Broadcaster(app[keys.STATS])
     app[keys.IN_FLIGHT] = InFlight()
     app.cleanup_ctx.append(_pool)
     app[keys.WAITERS] = Waiters(str(config.database.url), config.database.connect_timeout_seconds)
     app.on_shutdown.append(_stop_waiting)
+    app.on_shutdown.append(_end_streams)
     # allow_head=False: HEAD would repeat every GET in the document, with bodies it cannot have.
     app.router.add_get("/health", views.health, allow_head=False)
     app.router.add_get("/ready", views.ready, allow_head=False)
@@ -68,8 +73,29 @@ def create_app(config: Config) -> web.Application:
     app.router.add_post(_TASK_ID + "/cancel", views.cancel_task)
     app.router.add_post(_TASK_ID + "/retry", views.retry_task)
     app.router.add_get("/api/schedules", schedule_views.list_schedules, allow_head=False)
+    _add_dashboard_routes(app)
     setup_openapi(app, config, version=_version())
     return app
+
+
+def _add_dashboard_routes(app: web.Application) -> None:
+    """The routes the dashboard's pages run on (docs/dashboard-api.md)."""
+    queue = "/api/queues/" + dashboard_views.PRIORITY_PATH
+    app.router.add_get("/api/queues", dashboard_views.get_queues, allow_head=False)
+    app.router.add_post(queue + "/pause", dashboard_views.pause_queue)
+    app.router.add_post(queue + "/resume", dashboard_views.resume_queue)
+    app.router.add_get("/api/workers", dashboard_views.get_workers, allow_head=False)
+    app.router.add_post("/api/tasks/bulk/cancel", dashboard_views.bulk_cancel)
+    app.router.add_post("/api/tasks/bulk/retry", dashboard_views.bulk_retry)
+    app.router.add_get("/api/events", dashboard_views.events, allow_head=False)
+    app.router.add_get(SESSION_PATH, auth.get_session, allow_head=False)
+    app.router.add_post(SESSION_PATH, auth.login)
+    app.router.add_delete(SESSION_PATH, auth.logout)
+
+
+async def _end_streams(app: web.Application) -> None:
+    # Open event streams would hold a graceful stop for its whole timeout.
+    await app[keys.EVENTS].close()
 
 
 async def _pool(app: web.Application) -> AsyncIterator[None]:
@@ -99,6 +125,9 @@ async def _stop_waiting(app: web.Application) -> None:
 
 async def _read_stats(app: web.Application) -> stats.Snapshot:
     async with acquire(app[keys.POOL], app[keys.CONFIG].database.connect_timeout_seconds) as conn:
+        # Fold the count deltas first (unless a worker or another API is at it), so the read
+        # sums few rows even where no worker runs.
+        await counts.compact(conn)
         return await stats.read_snapshot(conn)
 
 

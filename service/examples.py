@@ -17,6 +17,7 @@ from marshmallow import ValidationError
 from asynctask.core.config import Config
 from asynctask.core.errors import InvalidTransition, TaskNotFound
 from asynctask.core.models import CANCELLABLE_STATES, RETRYABLE_STATES, State
+from asynctask.service import dashboard_examples
 from asynctask.service.rules import TaskRules, ValidationFailed
 from asynctask.service.schemas import TaskListQuerySchema
 
@@ -93,6 +94,7 @@ def _stats() -> dict[str, Any]:
         "last_minute": {"completed": 1187, "failed": 1},
         "workers": {"high": 4, "normal": 2, "low": 0},
         "due_without_workers": ["low"],
+        **dashboard_examples.overview(),
     }
 
 
@@ -141,6 +143,7 @@ def schema_examples(config: Config) -> dict[str, Any]:
         "TaskDetail": {**task(task_type, State.COMPLETED), "result": {"rows": 1284, "pages": 3}},
         "Schedule": _schedule(task_type),
         "ScheduleList": {"schedules": [_schedule(task_type)]},
+        **dashboard_examples.schema_examples(stats),
     }
 
 
@@ -211,7 +214,11 @@ def response_examples(config: Config) -> dict[tuple[str, str, str], Any]:
         "500": _error("Internal server error (request id 3f0c1e5a9b7d4e2f8a6c0b1d2e3f4a5b)."),
         "503": _error("The database is unavailable; try again."),
     }
-    return {**{("*", "*", code): body for code, body in shared.items()}, **examples}
+    return {
+        **{("*", "*", code): body for code, body in shared.items()},
+        **examples,
+        **dashboard_examples.response_examples(),
+    }
 
 
 def media_examples() -> dict[tuple[str, str], Any]:
@@ -234,6 +241,7 @@ def media_examples() -> dict[tuple[str, str], Any]:
             "paths": {"/api/tasks": {"post": {"summary": "Create a task"}}},
         },
         ("/api/docs", "get"): "<!DOCTYPE html>\n<html>\n<head><title>Swagger UI</title>",
+        ("/api/events", "get"): dashboard_examples.event(_stats()),
     }
 
 

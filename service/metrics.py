@@ -63,6 +63,14 @@ class TasksCollector(Collector):
         for priority, count in snapshot.workers.items():
             workers.add_metric([priority], count)
         yield workers
+        paused = GaugeMetricFamily(
+            "asynctask_queue_paused",
+            "1 while a priority is paused (asynctask pause), else 0.",
+            labels=["priority"],
+        )
+        for priority, queue in snapshot.queues.items():
+            paused.add_metric([priority], 1 if queue.paused else 0)
+        yield paused
 
 
 class ApiMetrics:

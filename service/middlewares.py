@@ -1,9 +1,8 @@
-"""Request metrics, request ids, who may ask (a token; else Host and Origin), JSON errors."""
+"""Request metrics, request ids, and the rule that every error is JSON (access: service/auth.py)."""
 
 from __future__ import annotations
 
 import asyncio
-import hmac
 import logging
 import time
 import uuid
@@ -14,17 +13,16 @@ from aiohttp import hdrs, web
 from aiohttp.typedefs import Handler
 
 from asynctask.core.errors import (
+    ChangedMeanwhile,
     DatabaseUnavailable,
     InvalidTransition,
     TaskNotFound,
     UniqueKeyTaken,
 )
-from asynctask.core.exposure import ANY_HOST, host_name, same_origin
 from asynctask.service import keys
 from asynctask.service.bodies import BodyTimeout, UnsupportedMediaType
 from asynctask.service.inflight import KeyInFlight
 from asynctask.service.metrics import method_label, route_label
-from asynctask.service.openapi import is_public
 from asynctask.service.rules import MalformedRequest, ValidationFailed
 
 log = logging.getLogger("asynctask.api")
@@ -99,7 +97,7 @@ async def _answer(request: web.Request, handler: Handler, request_id: str) -> we
         return error_response(400, str(exc))
     except TaskNotFound as exc:
         return error_response(404, str(exc))
-    except (InvalidTransition, UniqueKeyTaken) as exc:
+    except (InvalidTransition, UniqueKeyTaken, ChangedMeanwhile) as exc:
         return error_response(409, str(exc))
     except UnsupportedMediaType as exc:
         return error_response(415, str(exc))
@@ -140,7 +138,7 @@ def _http_error(request: web.Request, exc: web.HTTPException) -> web.Response:
     headers = {
         k: v for k, v in exc.headers.items() if k not in (hdrs.CONTENT_TYPE, hdrs.CONTENT_LENGTH)
     }
-    path = _shown(request.path)
+    path = shown(request.path)
     if isinstance(exc, web.HTTPMethodNotAllowed):
         allowed = ", ".join(sorted(exc.allowed_methods))
         message = f"Method {request.method} is not allowed on {path} (allowed: {allowed})."
@@ -154,65 +152,6 @@ def _http_error(request: web.Request, exc: web.HTTPException) -> web.Response:
     return error_response(exc.status, message, headers=headers)
 
 
-def _shown(path: str) -> str:
-    # A path can be 8 KiB long (aiohttp's line limit): enough of it to recognise, not all of it.
-    return path if len(path) <= SHOWN_PATH else f"{path[:SHOWN_PATH]}... ({len(path)} characters)"
-
-
-@web.middleware
-async def access_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """All but the public paths need a bearer token when api.tokens is set, else a local Host.
-
-    Unknown paths are guarded too, so without a token they answer 401 like the real ones and do
-    not tell which exist.
-    """
-    api = request.app[keys.CONFIG].api
-    if is_public(request.path, api.public_metrics):
-        return await handler(request)
-    if api.tokens:
-        if not _bearer_matches(request, api.tokens):
-            return error_response(
-                401, "Missing or wrong bearer token.", headers={"WWW-Authenticate": "Bearer"}
-            )
-    elif (host := _foreign_host(request)) is not None:
-        # A page on evil.example whose name now resolves to 127.0.0.1 (DNS rebinding) sends
-        # `Host: evil.example`; the browser's same-origin rule thinks it talks to evil.example.
-        return error_response(
-            421, f"Host {_shown(host)!r} is not answered without a token (api.allowed_hosts)."
-        )
-    elif (origin := _foreign_origin(request)) is not None:
-        # A page of another origin posting straight to 127.0.0.1:4000 (a cancel has no body, so
-        # no Content-Type to refuse): its browser says where the page came from, in Origin.
-        return error_response(
-            403, f"Origin {_shown(origin)!r} may not use this API without a token."
-        )
-    return await handler(request)
-
-
-def _bearer_matches(request: web.Request, tokens: tuple[str, ...]) -> bool:
-    scheme, _, given = request.headers.get(hdrs.AUTHORIZATION, "").partition(" ")
-    # aiohttp decodes header bytes that are not UTF-8 as lone surrogates; surrogateescape
-    # turns them back into those bytes (a plain encode() raised: a 500 instead of a 401).
-    presented = given.encode("utf-8", "surrogateescape")
-    # compare_digest against every token: the time taken says nothing about which was close.
-    matches = [hmac.compare_digest(presented, token.encode()) for token in tokens]
-    return scheme.lower() == "bearer" and any(matches)
-
-
-def _foreign_origin(request: web.Request) -> str | None:
-    """The Origin header if a browser sent it from a page of another origin, else None."""
-    origin = request.headers.get(hdrs.ORIGIN)
-    if origin is None or same_origin(origin, request.headers.get(hdrs.HOST, "")):
-        return None
-    return origin
-
-
-def _foreign_host(request: web.Request) -> str | None:
-    """The Host's name if it is not one answered without a token, else None."""
-    allowed = request.app[keys.HOSTS]
-    header = request.headers.get(hdrs.HOST)
-    # No Host at all is an HTTP/1.0 client, never a browser; "*" turns the check off.
-    if header is None or ANY_HOST in allowed:
-        return None
-    name = host_name(header)
-    return None if name in allowed else name
+def shown(text: str) -> str:
+    """A request-given value bounded for messages: a path or header can be 8 KiB long."""
+    return text if len(text) <= SHOWN_PATH else f"{text[:SHOWN_PATH]}... ({len(text)} characters)"

@@ -26,6 +26,10 @@ METRICS_PATH = "/metrics"
 # Paths anyone may read even when tokens are configured: probes and documentation (exact paths,
 # plus Swagger UI's files), and /metrics when api.public_metrics says so.
 PUBLIC_PATHS = frozenset({"/health", "/ready", OPENAPI_PATH, DOCS_PATH})
+# Open whatever the tokens: where the dashboard logs in (service/auth.py).
+SESSION_PATH = "/api/session"
+SESSION_COOKIE = "asynctask_session"
+_CHANGES = frozenset({"post", "put", "patch", "delete"})
 STATIC_PREFIX = DOCS_PATH + "/static/"
 
 
@@ -39,7 +43,7 @@ def is_public(path: str, public_metrics: bool) -> bool:
 Handler = TypeVar("Handler", bound=Callable[[web.Request], Awaitable[web.StreamResponse]])
 _ERRORS = {
     400: "The body is not valid JSON.",
-    403: "Without tokens: a page of another origin sent it from a browser (Origin).",
+    403: "Refused: a cross-site request (Origin or Sec-Fetch-Site), or a read-only token.",
     404: "No task has this id.",
     408: "The body did not arrive within api.body_timeout_seconds; the connection is closed.",
     409: "The task's state does not allow this change.",
@@ -47,6 +51,7 @@ _ERRORS = {
     415: "The body is not declared as JSON (Content-Type: application/json).",
     421: "Without tokens: the Host header is not this machine nor one of api.allowed_hosts.",
     422: "A field breaks a rule; `fields` names each one.",
+    401: "Missing or wrong bearer token (or session cookie).",
     500: "Unexpected error, logged with the X-Request-Id; nothing internal is shown.",
     503: "The database is unavailable; retry later (Retry-After).",
 }
@@ -149,20 +154,22 @@ def operation(
 
 
 def text_operation(
-    summary: str, description: str, tags: tuple[str, ...]
+    summary: str,
+    description: str,
+    tags: tuple[str, ...],
+    media_type: str = "text/plain",
+    schema: dict[str, Any] | None = None,
 ) -> Callable[[Handler], Handler]:
-    """Declare a handler that answers plain text (200), or a JSON 500 like every route."""
-    return docs(
-        tags=list(tags),
-        summary=summary,
-        responses={
-            200: {
-                "description": description,
-                "content": {"text/plain": {"schema": {"type": "string"}}},
-            },
-            500: {"schema": ErrorSchema, "description": _ERRORS[500]},
-        },
-    )
+    """Declare a handler that answers text (200), or a JSON 500 like every route.
+
+    For text/event-stream, `schema` is one event's (OpenAPI 3.0 has no itemSchema).
+    """
+    body = schema or {"type": "string"}
+    responses: dict[int, dict[str, Any]] = {
+        200: {"description": description, "content": {media_type: {"schema": body}}}
+    }
+    responses[500] = {"schema": ErrorSchema, "description": _ERRORS[500]}
+    return docs(tags=list(tags), summary=summary, responses=responses)
 
 
 def body(schema: type[Schema]) -> Callable[[Handler], Handler]:
@@ -244,16 +251,22 @@ def _document_access(document: dict[str, Any], config: Config) -> None:
     # With tokens, the guarded routes answer 401 without one; without, 421 for a foreign Host
     # and 403 for a foreign Origin. Then every answer gets its example.
     if config.api.tokens:
-        document["components"]["securitySchemes"] = {"bearer": {"type": "http", "scheme": "bearer"}}
+        document["components"]["securitySchemes"] = {
+            "bearer": {"type": "http", "scheme": "bearer"},
+            # What POST /api/session sets for the dashboard: either one will do.
+            "session": {"type": "apiKey", "in": "cookie", "name": SESSION_COOKIE},
+        }
     for path, operations in document["paths"].items():
-        if not is_public(path, config.api.public_metrics):
-            for spec in operations.values():
-                if config.api.tokens:
-                    spec["security"] = [{"bearer": []}]
-                    spec["responses"]["401"] = _error("Missing or wrong bearer token.")
-                else:
-                    spec["responses"]["403"] = _error(_ERRORS[403])
-                    spec["responses"]["421"] = _error(_ERRORS[421])
+        if is_public(path, config.api.public_metrics) or path == SESSION_PATH:
+            continue
+        for method, spec in operations.items():
+            if method in _CHANGES:  # service/auth.py refuses cross-site changes everywhere
+                spec["responses"]["403"] = _error(_ERRORS[403])
+            if config.api.tokens:
+                spec["security"] = [{"bearer": []}, {"session": []}]
+                spec["responses"]["401"] = _error(_ERRORS[401])
+            else:
+                spec["responses"]["421"] = _error(_ERRORS[421])
     add_examples(document, config)
 
 

@@ -19,7 +19,7 @@ from asynctask.core.models import (
     TYPE_PATTERN,
     UNIQUE_KEY_MAX,
 )
-from asynctask.core.stats import LAST_MINUTE_STATES
+from asynctask.core.stats import CHART_MINUTES, LAST_MINUTE_STATES, SERIES_STATES
 from asynctask.service.rules import (
     BATCH_MAX,
     DELAY_RANGE,
@@ -29,6 +29,7 @@ from asynctask.service.rules import (
     parse_datetime,
 )
 
+WORKER_SUMMARY: Final = ("alive", "dead", "slots", "busy")
 LIST_LIMIT_MAX: Final = 1000
 LIST_LIMIT_DEFAULT: Final = 100
 # A page cursor is an id in base 36; 13 digits reach past the largest bigint.
@@ -234,8 +235,29 @@ def _named(name: str, field: Callable[[], fields.Field], keys: tuple[str, ...]) 
 _StateCounts = _named("StateCounts", lambda: fields.Integer(required=True), STATES)
 
 
+class QueueSchema(Schema):
+    """One priority's queue: paused or not, since its last change (null: never changed)."""
+
+    priority = fields.String(required=True, validate=validate.OneOf(PRIORITIES))
+    paused = fields.Boolean(required=True)
+    since = fields.DateTime(required=True, allow_none=True)
+
+
+class MinuteSchema(Schema):
+    """One minute of the overview's chart (the current one is partial: see `seconds`)."""
+
+    minute = fields.DateTime(required=True)
+    seconds = fields.Float(required=True, metadata={"description": "60, or so far this minute."})
+    created = fields.Integer(required=True)
+    completed = fields.Integer(required=True)
+    failed = fields.Integer(required=True)
+    retrying = fields.Integer(required=True)
+    created_per_second = fields.Float(required=True)
+    completed_per_second = fields.Float(required=True)
+
+
 class StatsSchema(Schema):
-    """GET /api/stats: counts by priority and state, queue lag, the last minute's outcomes."""
+    """GET /api/stats (and each /api/events event): counts, lag, rates, pauses, workers."""
 
     counts = fields.Nested(
         _named("PriorityCounts", lambda: fields.Nested(_StateCounts, required=True), PRIORITIES),
@@ -249,14 +271,47 @@ class StatsSchema(Schema):
     last_minute = fields.Nested(
         _named("LastMinute", lambda: fields.Integer(required=True), LAST_MINUTE_STATES),
         required=True,
-        metadata={"description": "Tasks that finished in the last minute, by final state."},
+        metadata={
+            "description": "Tasks that finished in this clock minute and the one before (60 to"
+            " 120 s), by final state."
+        },
+    )
+    per_minute = fields.List(
+        fields.Nested(MinuteSchema),
+        required=True,
+        metadata={"description": f"The last {CHART_MINUTES} minutes, the current one last."},
+    )
+    last_hour = fields.Nested(
+        _named("LastHour", lambda: fields.Integer(required=True), ("created", *SERIES_STATES)),
+        required=True,
+        metadata={
+            "description": "The last 60 clock minutes: tasks created, and moves into completed,"
+            " failed (attempts spent) and retrying (a failed attempt to be retried)."
+        },
+    )
+    paused = fields.Nested(
+        _named("Paused", lambda: fields.Nested(QueueSchema, required=True), PRIORITIES),
+        required=True,
+    )
+    supervisors = fields.Nested(
+        _named("WorkersSummary", lambda: fields.Integer(required=True), WORKER_SUMMARY),
+        required=True,
+        metadata={
+            "description": "Supervisors alive and dead, worker slots of the live ones, busy slots."
+        },
+    )
+    types = fields.List(
+        fields.String(), required=True, metadata={"description": "Task types in the table."}
+    )
+    generated_at = fields.DateTime(
+        required=True, metadata={"description": "When the database answered (its clock)."}
     )
     workers = fields.Nested(
         _named("LiveWorkers", lambda: fields.Integer(required=True), PRIORITIES),
         required=True,
         metadata={
-            "description": "Worker processes connected to the database now, per priority, from"
-            " every host (their connections are named `asynctask worker <priority>_<n>`)."
+            "description": "Live worker processes per priority, from every host: those whose"
+            " heartbeat in the worker registry (GET /api/workers) is at most 5 s old."
         },
     )
     due_without_workers = fields.List(
@@ -264,7 +319,7 @@ class StatsSchema(Schema):
         required=True,
         metadata={
             "description": "Priorities that have due tasks and no live worker: those tasks wait"
-            " until a worker of that priority connects."
+            " until a worker of that priority runs."
         },
     )
 

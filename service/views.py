@@ -15,7 +15,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from asynctask.core import creates, db
 from asynctask.core.connections import acquire
 from asynctask.core.errors import DatabaseUnavailable, TaskNotFound
-from asynctask.core.models import Priority
+from asynctask.core.models import Priority, State
 from asynctask.service import idempotency, keys
 from asynctask.service.openapi import (
     BATCH_DUPLICATES,
@@ -212,7 +212,7 @@ async def list_tasks(request: web.Request) -> web.Response:
         rows = await db.list_tasks(
             conn,
             limit=limit + 1,
-            state=query.get("state"),
+            state=State(query["state"]) if "state" in query else None,
             priority=Priority(priority) if priority else None,
             type_=query.get("type"),
             before_id=before_id,

@@ -23,7 +23,7 @@ from asynctask.core.errors import DatabaseUnavailable
 from asynctask.core.exposure import is_loopback
 from asynctask.service import views
 from asynctask.service.app import create_app, serve
-from asynctask.service.middlewares import access_middleware
+from asynctask.service.auth import auth_middleware
 from asynctask.service.rules import ATTEMPTS_RANGE, NOT_FINITE
 from tests.conftest import TEST_HANDLERS, make_config
 from tests.outage import database_down, database_name
@@ -581,7 +581,7 @@ async def test_token_headers(database_url: str, header: str) -> None:
     async def handler(request: web.Request) -> web.Response:
         return web.json_response({})
 
-    response = await access_middleware(request, handler)
+    response = await auth_middleware(request, handler)
     assert response.status == (200 if header == "bearer other" else 401)
 
 

@@ -202,3 +202,40 @@ def test_a_malformed_database_url_is_one_line_naming_the_setting(url: str, why: 
 )
 def test_a_postgresql_url_or_libpq_settings_are_accepted(url: str) -> None:
     assert parse_config({}, {"DATABASE_URL": url}).database.url == url
+
+
+def test_tokens_have_roles_and_plain_strings_stay_admin() -> None:
+    raw = {"api": {"tokens": ["adm1n", {"token": "v1ew", "role": "read"}, {"token": "b0ss"}]}}
+    config = parse_config(raw, environ={})
+    assert config.api.tokens == ("adm1n", "v1ew", "b0ss")
+    assert config.api.read_tokens == ("v1ew",)
+    environ = {"ASYNCTASK_API_TOKENS": "[one, {token: two, role: read}]"}
+    assert parse_config({}, environ).api.read_tokens == ("two",)
+    assert parse_config({}, {"ASYNCTASK_API_TOKENS": "one,two"}).api.read_tokens == ()
+
+
+@pytest.mark.parametrize(
+    ("entry", "message"),
+    [
+        (
+            {"token": "s3cret", "role": "god"},
+            "api.tokens.0.role: 'god' is not allowed (one of admin",
+        ),
+        ({"tokn": "s3cret"}, "api.tokens.0.token: missing or empty"),
+        ({"token": "s3cret", "scope": "x"}, "api.tokens.0.scope: unknown key"),
+    ],
+)
+def test_a_bad_token_entry_is_named_without_its_secret(entry: object, message: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_config({"api": {"tokens": [entry]}}, environ={})
+    assert message in str(info.value) and "s3cret" not in str(info.value)
+
+
+def test_a_broken_yaml_token_list_is_named_without_its_secrets() -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_config({}, {"ASYNCTASK_API_TOKENS": "[s3cret, {token: x"})
+    message = str(info.value)
+    assert (
+        message.startswith("ASYNCTASK_API_TOKENS (api.tokens): not a YAML list")
+        and "s3cret" not in message
+    )

@@ -13,7 +13,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
-from asynctask.core import db, stats
+from asynctask.core import counts, stats
 from asynctask.core.config import Config
 from asynctask.service import keys
 from asynctask.service.app import create_app
@@ -142,13 +142,13 @@ async def test_a_scrape_within_the_cache_window_does_not_query_the_database(
 ) -> None:
     clock = [1000.0]
     queries = []
-    real_task_counts = db.task_counts
+    real_count_tasks = counts.count_tasks
 
-    async def counting(conn: Any) -> list[dict[str, Any]]:
+    async def counting(conn: Any) -> list[counts.Count]:
         queries.append(1)
-        return await real_task_counts(conn)
+        return await real_count_tasks(conn)
 
-    monkeypatch.setattr(db, "task_counts", counting)
+    monkeypatch.setattr(counts, "count_tasks", counting)
     app = create_app(config)
     app[keys.STATS].clock = lambda: clock[0]
     client = await aiohttp_client(app)

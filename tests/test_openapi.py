@@ -31,6 +31,10 @@ ROUTES = {
     ("get", "/api/tasks/{id}"), ("post", "/api/tasks/{id}/cancel"),
     ("post", "/api/tasks/{id}/retry"), ("get", "/metrics"), ("get", "/api/stats"),
     ("get", "/api/schedules"),
+    ("get", "/api/queues"), ("post", "/api/queues/{priority}/pause"),
+    ("post", "/api/queues/{priority}/resume"), ("get", "/api/workers"),
+    ("post", "/api/tasks/bulk/cancel"), ("post", "/api/tasks/bulk/retry"), ("get", "/api/events"),
+    ("get", "/api/session"), ("post", "/api/session"), ("delete", "/api/session"),
 }  # fmt: skip
 
 
@@ -58,7 +62,10 @@ def test_it_lists_every_route_the_app_serves(document: dict[str, Any], config: C
     for route in create_app(config).router.routes():
         path = route.resource.canonical if route.resource else ""
         if route.method != "HEAD" and "/static" not in path:
-            served.add((route.method.lower(), path.replace("{id:[0-9]{1,19}}", "{id}")))
+            path = path.replace("{id:[0-9]{1,19}}", "{id}")
+            served.add(
+                (route.method.lower(), path.replace("{priority:high|normal|low}", "{priority}"))
+            )
     assert served == ROUTES
 
 
@@ -68,20 +75,39 @@ def test_every_answer_is_documented(document: dict[str, Any]) -> None:
     def codes(method: str, path: str) -> set[str]:
         return set(paths[path][method]["responses"])
 
-    # Without tokens, every route but the public ones may answer 403 (a foreign Origin) and 421
-    # (a foreign Host).
-    local = {"403", "421"}
-    creates = {"200", "201", "400", "408", "409", "413", "415", "422", "500", "503", *local}
+    # Without tokens (this config): every route but the public ones may answer 421 (a foreign
+    # Host), and every change 403 (cross-site). With tokens the 401s are checked below.
+    local = {"421"}
+    creates = {"200", "201", "400", "403", "408", "409", "413", "415", "422", "500", "503", *local}
     assert codes("post", "/api/tasks") == codes("post", "/api/tasks/batch") == creates
     assert codes("get", "/api/tasks") == {"200", "422", "500", "503", *local}
     assert codes("get", "/api/tasks/{id}") == {"200", "404", "422", "500", "503", *local}
     assert codes("post", "/api/tasks/{id}/cancel") == {
-        "200", "202", "404", "409", "500", "503", *local
+        "200", "202", "403", "404", "409", "500", "503", *local
     }  # fmt: skip
-    assert codes("get", "/api/schedules") == {"200", "500", "503", *local}
-    assert codes("post", "/api/tasks/{id}/retry") == {"200", "404", "409", "500", "503", *local}
+    assert codes("post", "/api/tasks/{id}/retry") == {
+        "200", "403", "404", "409", "500", "503", *local
+    }  # fmt: skip
+    bulk = {"200", "400", "403", "408", "413", "415", "422", "500", "503", *local}
+    assert codes("post", "/api/tasks/bulk/cancel") == bulk
+    assert codes("post", "/api/tasks/bulk/retry") == {*bulk, "409"}
+    for action in ("pause", "resume"):
+        assert codes("post", f"/api/queues/{{priority}}/{action}") == {
+            "200", "403", "404", "500", "503", *local
+        }  # fmt: skip
+    for path in ("/api/schedules", "/api/queues", "/api/workers", "/api/stats"):
+        assert codes("get", path) == {"200", "500", "503", *local}
+    assert codes("get", "/api/events") == {"200", "500", *local}
+    assert set(paths["/api/events"]["get"]["responses"]["200"]["content"]) == {"text/event-stream"}
+    # The session routes are public (a page must reach them to log in), but still cross-site
+    # checked.
+    assert codes("get", "/api/session") == {"200", "500"}
+    assert codes("post", "/api/session") == {
+        "200", "400", "401", "403", "408", "413", "415", "422", "500"
+    }  # fmt: skip
+    assert codes("delete", "/api/session") == {"200", "403", "500"}
+    assert codes("get", "/health") == {"200", "500"}
     assert codes("get", "/ready") == {"200", "500", "503"}
-    assert codes("get", "/api/stats") == {"200", "500", "503", *local}
     assert codes("get", "/metrics") == {"200", "500", *local}
     assert set(paths["/metrics"]["get"]["responses"]["200"]["content"]) == {"text/plain"}
     created = paths["/api/tasks"]["post"]["responses"]["201"]
@@ -144,16 +170,18 @@ def test_tokens_are_documented_when_configured(database_url: str) -> None:
     app = create_app(make_config(database_url, api__tokens=["t"]))
     document = app["swagger_dict"]
     assert document["components"]["securitySchemes"] == {
-        "bearer": {"type": "http", "scheme": "bearer"}
+        "bearer": {"type": "http", "scheme": "bearer"},
+        "session": {"type": "apiKey", "in": "cookie", "name": "asynctask_session"},
     }
     guarded = {
         (method, path)
         for path, operations in document["paths"].items()
         for method, spec in operations.items()
-        if spec.get("security") == [{"bearer": []}] and "401" in spec["responses"]
+        if spec.get("security") == [{"bearer": []}, {"session": []}] and "401" in spec["responses"]
     }
     open_routes = {("get", p) for p in ("/health", "/ready", "/api/openapi", "/api/docs")}
-    assert guarded == ROUTES - open_routes  # /metrics too, unless api.public_metrics
+    session = {(m, "/api/session") for m in ("get", "post", "delete")}
+    assert guarded == ROUTES - open_routes - session  # /metrics too, unless api.public_metrics
     assert not any(
         "421" in spec["responses"] for ops in document["paths"].values() for spec in ops.values()
     )
@@ -163,9 +191,10 @@ def test_tokens_are_documented_when_configured(database_url: str) -> None:
 
 def test_no_security_scheme_without_tokens(document: dict[str, Any]) -> None:
     assert "securitySchemes" not in document.get("components", {})
-    for operations in document["paths"].values():
+    for path, operations in document["paths"].items():
         for spec in operations.values():
-            assert "security" not in spec and "401" not in spec["responses"]
+            assert "security" not in spec
+            assert "401" not in spec["responses"] or path == "/api/session"
 
 
 def test_last_error_is_documented_as_the_last_failure(document: dict[str, Any]) -> None:
@@ -184,7 +213,8 @@ def test_last_error_is_documented_as_the_last_failure(document: dict[str, Any]) 
 def test_the_stats_schema_requires_every_priority_and_state(document: dict[str, Any]) -> None:
     schemas = document["components"]["schemas"]
     assert set(schemas["Stats"]["required"]) == {
-        "counts", "queue_lag_seconds", "last_minute", "workers", "due_without_workers"
+        "counts", "queue_lag_seconds", "last_minute", "workers", "due_without_workers",
+        "per_minute", "last_hour", "paused", "supervisors", "types", "generated_at",
     }  # fmt: skip
     assert set(schemas["PriorityCounts"]["required"]) == {"high", "normal", "low"}
     assert set(schemas["StateCounts"]["required"]) == set(STATES)
@@ -307,7 +337,7 @@ def test_every_schema_and_answer_has_an_example_that_fits_it(
                         _check(media["example"], schema, components, where)
                     else:  # the schema's own example is shown
                         assert "$ref" in schema, where
-    assert {"application/json", "text/plain", "text/html"} == set(media_types)
+    assert {"application/json", "text/plain", "text/html", "text/event-stream"} == set(media_types)
 
 
 async def test_the_examples_are_what_the_api_answers(

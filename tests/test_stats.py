@@ -3,19 +3,18 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 
 import psycopg2.extensions
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
-from asynctask.core import db, stats
+from asynctask.core import db, heartbeats, stats
 from asynctask.core.config import Config
 from asynctask.core.connections import connect
 from asynctask.core.errors import DatabaseUnavailable
-from asynctask.core.models import STATES
+from asynctask.core.models import PRIORITIES, STATES
 from asynctask.core.stats import CachedStats, Snapshot
 from asynctask.service.app import create_app
 from tests.conftest import make_config
@@ -48,7 +47,8 @@ async def test_stats_counts_lag_and_last_minute(client: Client, sql: Cursor) -> 
     assert response.status == 200 and response.content_type == "application/json"
     body = await response.json()
     assert set(body) == {
-        "counts", "queue_lag_seconds", "last_minute", "workers", "due_without_workers"
+        "counts", "queue_lag_seconds", "last_minute", "workers", "due_without_workers",
+        "per_minute", "last_hour", "paused", "supervisors", "types", "generated_at",
     }  # fmt: skip
     assert body["counts"]["high"] == {**dict.fromkeys(STATES, 0), "available": 2, "cancelled": 1}
     assert body["counts"]["normal"] == {**dict.fromkeys(STATES, 0), "running": 1, "completed": 4}
@@ -60,18 +60,16 @@ async def test_stats_counts_lag_and_last_minute(client: Client, sql: Cursor) -> 
     assert body["due_without_workers"] == ["high"]  # normal's only task is running, not due
 
 
-@contextlib.contextmanager
-def worker_sessions(database_url: str, *slots: str) -> Iterator[None]:
-    """Connections named as workers name theirs, from the point of view of pg_stat_activity."""
-    conns = [
-        psycopg2.connect(database_url, application_name=f"asynctask worker {slot}")
-        for slot in slots
-    ]
-    try:
-        yield
-    finally:
-        for conn in conns:
-            conn.close()
+def beating_workers(sql: Cursor, *slots: str, seconds_ago: float = 0.0) -> None:
+    """Registry rows of workers (workers/beat.py) whose last heartbeat was `seconds_ago`."""
+    for n, slot in enumerate(slots, 1):
+        priority = list(PRIORITIES).index(slot.split("_")[0]) + 1
+        sql.execute(
+            "INSERT INTO workers (host, supervisor_pid, slot, priority, pid, locked_by, status,"
+            " heartbeat_at) VALUES ('elsewhere', 1, %s, %s, %s, %s, 'idle',"
+            " now() - %s * interval '1 second')",
+            (slot, priority, n, f"elsewhere:{n}:{slot}", seconds_ago),
+        )
 
 
 async def test_stats_flag_due_tasks_of_a_priority_without_a_live_worker(
@@ -81,8 +79,8 @@ async def test_stats_flag_due_tasks_of_a_priority_without_a_live_worker(
     insert(sql, 1, "available", 1)  # due
     insert(sql, 2, "retrying", 1)  # due
     insert(sql, 3, "available", 1, scheduled_at="now() + interval '1 hour'")  # not due yet
-    with worker_sessions(database_url, "high_1", "high_2", "low_1"):
-        body = await (await client.get("/api/stats")).json()
+    beating_workers(sql, "high_1", "high_2", "low_1")
+    body = await (await client.get("/api/stats")).json()
     assert body["workers"] == {"high": 2, "normal": 0, "low": 1}
     assert body["due_without_workers"] == ["normal"]
     metrics = await (await client.get("/metrics")).text()
@@ -90,19 +88,32 @@ async def test_stats_flag_due_tasks_of_a_priority_without_a_live_worker(
     assert 'asynctask_workers{priority="normal"} 0.0' in metrics
 
 
-async def test_only_this_databases_workers_count(config: Config) -> None:
-    # Workers serving another database (another queue on the same server) do not serve this one.
-    other = psycopg2.extensions.make_dsn(config.database.url, dbname="postgres")
-    with worker_sessions(other, "normal_1"):
-        conn = await connect(str(config.database.url))
-        try:
-            assert await db.live_workers(conn) == {"high": 0, "normal": 0, "low": 0}
-        finally:
-            conn.close()
+async def test_workers_whose_heartbeat_stopped_do_not_count(config: Config, sql: Cursor) -> None:
+    # A killed host's rows stay until they are dropped; only a recent beat makes a worker live.
+    beating_workers(sql, "normal_1", seconds_ago=heartbeats.DEAD_AFTER_SECONDS + 1)
+    beating_workers(sql, "low_1")
+    conn = await connect(str(config.database.url))
+    try:
+        live = await db.live_workers(conn, heartbeats.DEAD_AFTER_SECONDS)
+        assert live == {"high": 0, "normal": 0, "low": 1}
+    finally:
+        conn.close()
 
 
 async def test_stats_of_an_empty_table(client: Client) -> None:
-    assert await (await client.get("/api/stats")).json() == EMPTY.as_json()
+    body = await (await client.get("/api/stats")).json()
+    empty = EMPTY.as_json()
+    for key in ("counts", "queue_lag_seconds", "last_minute"):
+        assert body[key] == empty[key]
+    assert body["types"] == [] and body["last_hour"] == dict.fromkeys(
+        ("created", "completed", "failed", "retrying"), 0
+    )
+    assert len(body["per_minute"]) == 15 and not any(m["created"] for m in body["per_minute"])
+    assert body["supervisors"] == {"alive": 0, "dead": 0, "slots": 0, "busy": 0}
+    assert body["workers"] == {"high": 0, "normal": 0, "low": 0}
+    assert {p: q["paused"] for p, q in body["paused"].items()} == dict.fromkeys(
+        ("high", "normal", "low"), False
+    )
 
 
 async def test_stats_is_503_when_the_database_is_gone(

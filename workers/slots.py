@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import multiprocessing
+import os
 import signal
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -62,3 +63,9 @@ def supervisor_alive() -> Callable[[], bool]:
     """
     parent = multiprocessing.parent_process()
     return (lambda: True) if parent is None else parent.is_alive
+
+
+def supervisor_pid() -> int:
+    """The pid of the supervisor that started this process (its forkserver is not it)."""
+    parent = multiprocessing.parent_process()
+    return parent.pid if parent is not None and parent.pid is not None else os.getppid()

@@ -11,9 +11,10 @@ once. A notification stays a hint: every worker also polls, which is how tasks a
 leader is being replaced.
 Tasks due later are the leader's too: its timer (workers/due.py) fires at their time.
 
-The same pipes carry a leader's cancel requests to its siblings (workers/cancels.py): a nudge is
-one byte, NUDGE; a cancel is CANCEL and the task id in 8 bytes, written at once (a pipe write up
-to PIPE_BUF bytes is never split) and never mistaken for nudges.
+The same pipes carry a leader's cancel requests to its siblings (workers/cancels.py) and pool
+pauses (workers/pause.py): a nudge is one byte, NUDGE; a pause or resume is QUEUE_CHANGED; a
+cancel is CANCEL and the task id in 8 bytes, written at once (a pipe write up to PIPE_BUF bytes is
+never split) and never mistaken for the others: the one-byte messages are never CANCEL.
 """
 
 from __future__ import annotations
@@ -29,8 +30,9 @@ from multiprocessing.context import BaseContext
 from asynctask.workers.due import DueTimer, parse_at
 from asynctask.workers.slots import Slot
 
-NUDGE = b"\x01"
+NUDGE = b"\x01"  # claim now
 CANCEL = 2  # the first byte of a cancel message: CANCEL, then the task id (8 bytes, big-endian)
+QUEUE_CHANGED = b"\x03"  # the pool was paused or resumed: read its state again, then claim
 
 
 @dataclass(frozen=True)
@@ -65,6 +67,8 @@ class Wakeup:
 
     `idle` is True while the worker waits for work (set by the worker around its wait).
     `on_busy_due` is called when the timer fires while the worker is busy.
+    A leader also passes on "the pool was paused or resumed" (`queue_changed`): a sibling
+    that reads that byte calls its own `queue_changed`.
     """
 
     def __init__(
@@ -72,9 +76,11 @@ class Wakeup:
         event: asyncio.Event,
         pipes: WakePipes | None = None,
         cancelled: Callable[[int], None] | None = None,
+        queue_changed: Callable[[], None] | None = None,
     ) -> None:
         self.event = event
         self.pipes = pipes or WakePipes()
+        self.queue_changed = queue_changed or (lambda: None)
         self.idle = False
         self.timer = DueTimer(self._due)
         self.on_busy_due: Callable[[], None] | None = None
@@ -93,12 +99,12 @@ class Wakeup:
             self.wake_siblings()
         self.now()
 
-    def wake_siblings(self) -> None:
+    def wake_siblings(self, message: bytes = NUDGE) -> None:
         """Nudge every sibling: each claims as soon as it is free."""
         for end in self.pipes.siblings:
             # Full: that sibling has nudges enough waiting. Broken: nobody is left to read.
             with contextlib.suppress(BlockingIOError, BrokenPipeError):
-                os.write(end.fileno(), NUDGE)
+                os.write(end.fileno(), message)
 
     def cancel_on_sibling(self, index: int, task_id: int) -> None:
         """Pass a cancel to the sibling of slot index `index` (1 for high_2)."""
@@ -108,6 +114,12 @@ class Wakeup:
         # Full or broken: lost, and the worker's own check finds it (workers/cancels.py).
         with contextlib.suppress(BlockingIOError, BrokenPipeError):
             os.write(end.fileno(), bytes([CANCEL]) + task_id.to_bytes(8, "big"))
+
+    def pool_changed(self) -> None:
+        """The pool was paused or resumed (a leader heard it): this worker and its siblings."""
+        self.queue_changed()
+        self.wake_siblings(QUEUE_CHANGED)
+        self.now()
 
     def start(self) -> None:
         """Wake on nudges from the leader (a no-op for a leader); call on the running loop."""
@@ -140,7 +152,9 @@ class Wakeup:
             return
         if CANCEL in data or self._partial:
             data = self._cancels(self._partial + data)
-        if NUDGE in data:
+        if QUEUE_CHANGED in data:
+            self.queue_changed()
+        if NUDGE in data or QUEUE_CHANGED in data:
             self.now()
 
     def _cancels(self, data: bytes) -> bytes:

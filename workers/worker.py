@@ -18,21 +18,24 @@ import time
 import uuid
 from typing import Any
 
-from asynctask.core import backoff, db
+from asynctask.core import backoff, db, queues
 from asynctask.core.config import Config
 from asynctask.core.errors import DatabaseUnavailable, HandlerImportError
 from asynctask.core.lifecycle import Event, Outcome, decide
 from asynctask.core.logs import setup_logging
 from asynctask.core.loops import new_event_loop
+from asynctask.core.models import CANCEL_CHANNEL
 from asynctask.workers import prefetch, registry
 from asynctask.workers.acks import AckBuffer
 from asynctask.workers.attempt import AttemptRunner
+from asynctask.workers.beat import Heartbeat, slot_status
 from asynctask.workers.cancels import CancelBoard, CancelRouter
 from asynctask.workers.cancels import watch as watch_cancels
 from asynctask.workers.connection import QueryConnection, raise_if_cancelled
 from asynctask.workers.execute import TaskExecutor
 from asynctask.workers.link import SlotLink
 from asynctask.workers.metrics import worker_metrics
+from asynctask.workers.pause import PauseState
 from asynctask.workers.pruner import Pruner
 from asynctask.workers.recovery import release_leftovers, rescue_expired
 from asynctask.workers.registry import Handler
@@ -42,9 +45,12 @@ from asynctask.workers.slots import (
     EXIT_CONFIG_ERROR,
     EXIT_REPLACE_NOW,
     locked_by,
+    slots_for,
     supervisor_alive,
+    supervisor_pid,
 )
 from asynctask.workers.wakeup import Wakeup
+from asynctask.workers.watch import Watch
 
 log = logging.getLogger("asynctask.worker")
 BEAT_SECONDS = 1.0
@@ -92,7 +98,8 @@ class Worker:
         self.attempts = AttemptRunner(config.shutdown_timeout_seconds, f"handler-{slot.name}")
         # h/run: cancels of running tasks reach a leader by NOTIFY, its siblings by its pipes.
         self.cancels = CancelBoard(self.attempts)
-        self.wakeup = Wakeup(self.wake, link.pipes, self.cancels.request)
+        self.pause = PauseState(slot.priority)
+        self.wakeup = Wakeup(self.wake, link.pipes, self.cancels.request, self.pause.changed)
         self.wakeup.on_busy_due = self._rearm_soon
         self._rearming: asyncio.Task[None] | None = None
         router = CancelRouter(self.cancels, self.locked_by, slot, self.wakeup.cancel_on_sibling)
@@ -104,7 +111,7 @@ class Worker:
             self.wakeup.notified,
             application_name=f"asynctask worker {slot.name}",
             prepared_statements=config.database.prepared_statements,
-            cancels=router.notified,
+            also={CANCEL_CHANNEL: router.notified, queues.CHANNEL: self._queue_notified},
         )
         self.stopping = False
         self.limit = 1
@@ -117,6 +124,12 @@ class Worker:
         self.executor = TaskExecutor(config, link, handlers, self.attempts, report, self.cancels)
         self.pruner = Pruner(self.conn, config.retention, slot.name)
         self.scheduler = Scheduler.for_slot(config, slot, self.conn)  # h/run: periodic tasks
+        identity = (self.host, self.locked_by)
+        self.heartbeat = Heartbeat(self.conn, slot, identity, self._status, self.pause)
+        # One worker per supervisor, its first slot, keeps the watch (workers/watch.py).
+        sentinel = slot == slots_for(config.priority_queues)[0]
+        supervisor = supervisor_pid()
+        self.watch = Watch(self.conn, config, self.locked_by, supervisor) if sentinel else None
 
     async def run(self) -> int:
         """Serve until stopped; returns the process exit code."""
@@ -131,6 +144,8 @@ class Worker:
                 self.acks.run_timer(),
                 self.pruner.run(),
                 watch_cancels(self.conn, self.cancels),
+                self.heartbeat.run(),
+                *([self.watch.run()] if self.watch is not None else []),
             )
         ]
         if self.scheduler is not None:
@@ -151,6 +166,8 @@ class Worker:
             if self._rearming is not None:
                 self._rearming.cancel()
             await self.acks.final_flush()
+            if not self.stuck:  # a stuck worker is replaced: its slot's row lives on
+                await self.heartbeat.forget()
             self.conn.close()
             self.attempts.close()
         log.info("worker %s stopped", self.slot.name, extra=fields)
@@ -193,6 +210,9 @@ class Worker:
         # Flush first: "the batch is done" and "before waiting for new work" both land here.
         await self.acks.flush()
         self.wake.clear()
+        if self.pause.maybe and await self._paused():
+            await self._sleep(self.config.timeout_milliseconds / 1000)
+            return
         began = time.monotonic()
         rows, token = await self._claim()
         if rows:
@@ -252,7 +272,7 @@ class Worker:
         started, ran = time.monotonic(), 0
         try:
             for index, row in enumerate(rows):
-                if self.stopping or self.stuck:
+                if self.stopping or self.stuck or (self.pause.maybe and await self._paused(True)):
                     await self._release(rows[index:], token)
                     break
                 await self._run_one(row, token)
@@ -288,6 +308,23 @@ class Worker:
                 await self.acks.record(outcome)
         finally:
             self.link.idle()
+
+    async def _paused(self, quiet: bool = False) -> bool:
+        """True while this priority is paused (read again only after an announced change)."""
+        try:
+            return await self.pause.current(self.conn)
+        except DatabaseUnavailable:
+            if not quiet:
+                raise
+            return self.pause.paused  # mid-batch: the next cycle meets the outage
+
+    def _queue_notified(self, payload: str) -> None:
+        # A leader's LISTEN heard a pause or resume (or reconnected): tell the whole pool.
+        if self.pause.heard(payload):
+            self.wakeup.pool_changed()
+
+    def _status(self) -> tuple[str, int | None]:
+        return slot_status(self.link.doing, self.stopping, self.pause.paused)
 
     async def _beat(self) -> None:
         """Heartbeat for the supervisor's watchdog, and exit if the supervisor vanished."""

@@ -22,15 +22,18 @@ from asynctask.cli.start import (
     run_workers,
     warn_without_autovacuum,
 )
-from asynctask.core import stats
+from asynctask.core import queues, stats
 from asynctask.core.config import Config, default_config_path, load_config
 from asynctask.core.connections import redact, with_connection
 from asynctask.core.errors import AsyncTaskError, ConfigError
 from asynctask.core.exposure import check_exposure
 from asynctask.core.logs import setup_logging
+from asynctask.core.models import PRIORITIES, Priority
 from asynctask.embedded import with_database
 
 log = logging.getLogger("asynctask")
+# Commands that only look or flip a flag: no embedded-server notice for them.
+_QUICK = ("stats", "pause", "resume")
 
 
 CONFIG_HELP = """\
@@ -77,6 +80,9 @@ def build_parser() -> argparse.ArgumentParser:
         listener.add_argument("--port", type=int, help="listen port (default: api.port)")
     show = command("stats", "print task counts, queue lag, live workers and the last minute")
     show.add_argument("--json", action="store_true", help="print the JSON of GET /api/stats")
+    for name, does in (("pause", "stop"), ("resume", "restart")):
+        paused = command(name, f"{does} the workers claiming a priority's tasks (all hosts)")
+        paused.add_argument("priority", choices=[p.value for p in PRIORITIES])
     tasks.add_commands(commands)
     return parser
 
@@ -87,6 +93,16 @@ def version() -> str:
         return importlib.metadata.version("asynctask")
     except importlib.metadata.PackageNotFoundError:
         return "0.0.0"
+
+
+async def set_paused(config: Config, priority: Priority, paused: bool) -> str:
+    """Pause or resume a priority in the database directly; one line saying its state."""
+    url, timeout = str(config.database.url), config.database.connect_timeout_seconds
+    state = await with_connection(
+        url, timeout, lambda conn: queues.set_paused(conn, priority, paused)
+    )
+    since = "" if state.since is None else f" since {state.since.isoformat(timespec='seconds')}"
+    return f"{priority}: {'paused' if state.paused else 'running'}{since}"
 
 
 async def read_stats(config: Config) -> stats.Snapshot:
@@ -124,8 +140,8 @@ def stats_table(snapshot: stats.Snapshot) -> str:
     ]
     finished = ", ".join(f"{state} {n}" for state, n in snapshot.last_minute.items())
     warnings = [
-        f"warning: {priority} tasks are due and no {priority} worker is connected to this"
-        f" database; they wait until one is (priority_queues.{priority} is 0 where workers run?)"
+        f"warning: {priority} tasks are due and no live {priority} worker serves this database;"
+        f" they wait until one does (priority_queues.{priority} is 0 where workers run?)"
         for priority in snapshot.due_without_workers
     ]
     return "\n".join([*lines, "", f"last minute: {finished}", *warnings])
@@ -176,8 +192,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     setup_logging(config.log_level, config.log_format)
     try:
-        # `stats` only reads: the embedded server's long notice is for the commands that run it.
-        config = with_database(config, announce=args.command != "stats")
+        # The embedded server's long notice is for the commands that run it, not for a look.
+        config = with_database(config, announce=args.command not in _QUICK)
     except ConfigError as exc:
         print(f"asynctask: {exc}", file=sys.stderr)
         return 2
@@ -211,6 +227,9 @@ def _dispatch(args: argparse.Namespace, config: Config) -> int:
     if args.command == "workers":
         warn_without_autovacuum(config)
         return run_workers(config)
+    if args.command in ("pause", "resume"):
+        print(asyncio.run(set_paused(config, Priority(args.priority), args.command == "pause")))
+        return 0
     if args.command == "stats":
         snapshot = asyncio.run(read_stats(config))
         print(json.dumps(snapshot.as_json()) if args.json else stats_table(snapshot))

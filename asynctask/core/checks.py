@@ -6,15 +6,19 @@ Every message names the key (or the variable it came from), the value and what i
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Final
 
 import psycopg2
 import psycopg2.extensions
+import yaml
 
 from asynctask.core.connections import redact
 from asynctask.core.errors import ConfigError
 
 MAX_INT32 = 2_147_483_647
+# admin: everything; read: every GET, no change (403).
+TOKEN_ROLES: Final = ("admin", "read")
+_TOKENS = "a list of non-empty strings (admin tokens) or {token: ..., role: admin|read}"
 Check = Callable[[str, Any], Any]
 
 
@@ -73,13 +77,39 @@ def text(key: str, value: Any) -> str:
     return value
 
 
-def tokens(key: str, value: Any) -> tuple[str, ...]:
-    """Bearer tokens: a list, or comma-separated text; a bad one is shown masked, never echoed."""
+def tokens(key: str, value: Any) -> tuple[tuple[str, str], ...]:
+    """API tokens as (token, role) pairs: a plain string is an admin token, `{token, role}` names
+    its role (see TOKEN_ROLES); from the environment, comma-separated strings or a YAML list."""
     if isinstance(value, str):
-        value = [part.strip() for part in value.split(",") if part.strip()]
-    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
-        raise ConfigError(f"{key}: {masked(value)} is not allowed (a list of non-empty strings)")
-    return tuple(value)
+        text = value.strip()
+        if text.startswith("["):
+            try:
+                value = yaml.safe_load(text)
+            except yaml.YAMLError:
+                # Never echo the value: it holds secrets.
+                raise ConfigError(
+                    f"{key}: not a YAML list of tokens (it starts with '[')"
+                ) from None
+        else:
+            value = [part.strip() for part in text.split(",") if part.strip()]
+    if not isinstance(value, list) or not all(isinstance(v, str | dict) and v for v in value):
+        raise ConfigError(f"{key}: {masked(value)} is not allowed ({_TOKENS})")
+    return tuple(_token(f"{key}.{n}", entry) for n, entry in enumerate(value))
+
+
+def _token(key: str, entry: str | dict[str, Any]) -> tuple[str, str]:
+    if isinstance(entry, str):
+        return entry, "admin"
+    # Never echo the entry: it holds a secret.
+    if not isinstance(entry.get("token"), str) or not entry["token"]:
+        raise ConfigError(f"{key}.token: missing or empty (a non-empty string)")
+    unknown = set(entry) - {"token", "role"}
+    if unknown:
+        raise ConfigError(f"{key}.{sorted(unknown)[0]}: unknown key (allowed: token, role)")
+    role = entry.get("role", "admin")
+    if role not in TOKEN_ROLES:
+        raise fail(f"{key}.role", role, "one of " + ", ".join(TOKEN_ROLES))
+    return entry["token"], role
 
 
 def masked(value: Any) -> str:

@@ -53,7 +53,8 @@ class ApiConfig:
     max_page_bytes: int = 1024 * 1024
     idle_timeout_seconds: float = 75.0
     body_timeout_seconds: float = 30.0
-    tokens: tuple[str, ...] = ()
+    tokens: tuple[str, ...] = ()  # every token, whatever its role
+    read_tokens: tuple[str, ...] = ()  # those of them that may only read (role: read)
     allow_anonymous: bool = False
     allowed_hosts: tuple[str, ...] = ()
     public_metrics: bool = False
@@ -319,9 +320,14 @@ def _build(
     top = {k: v for k, v in values.items() if "." not in k}
     queues = {**Config().priority_queues}
     queues.update({Priority(name): n for name, n in section("priority_queues").items()})
+    api = section("api")
+    if "tokens" in api:
+        pairs = api.pop("tokens")
+        api["tokens"] = tuple(token for token, _ in pairs)
+        api["read_tokens"] = tuple(token for token, role in pairs if role == "read")
     return Config(
         database=DatabaseConfig(**section("database")),
-        api=ApiConfig(**section("api")),
+        api=ApiConfig(**api),
         priority_queues=queues,
         handlers=handlers,
         retention=RetentionConfig(**section("retention")),

@@ -33,7 +33,9 @@ from asynctask.core.models import (
     FINISHED_CHANNEL,
     PRIORITIES,
     RETRYABLE_STATES,
+    STORED_STATES,
     Priority,
+    State,
 )
 from asynctask.core.schedules import Schedule
 from asynctask.core.sql import QUERIES
@@ -152,7 +154,7 @@ async def list_tasks(
     conn: aiopg.Connection,
     *,
     limit: int,
-    state: str | None = None,
+    state: State | None = None,
     priority: Priority | None = None,
     type_: str | None = None,
     before_id: int | None = None,
@@ -163,9 +165,33 @@ async def list_tasks(
     Rows come while their data totals at most `max_bytes` (the first always); a last row with
     `data` None means the page was cut there and more rows follow.
     """
-    number = None if priority is None else priority.number
-    params = (state, number, type_, before_id, limit, max_bytes)
+    params = list_params(limit, max_bytes, state, priority, type_, before_id)
     return [task_row(row) for row in await rows(conn, QUERIES["list_tasks"], *params)]
+
+
+def list_params(
+    limit: int,
+    max_bytes: int,
+    state: State | None = None,
+    priority: Priority | None = None,
+    type_: str | None = None,
+    before_id: int | None = None,
+) -> tuple[Any, ...]:
+    """The list statement's filter parameters: stored states (running apart), priorities, type,
+    cursor, limit, whether running tasks are wanted, the state as shown (scheduled, available:
+    both stored `available`), and the page's byte budget."""
+    if state is None:
+        stored = [s for s in STORED_STATES if s != State.RUNNING]
+    elif state in (State.SCHEDULED, State.AVAILABLE):
+        stored = [State.AVAILABLE]
+    else:
+        stored = [s for s in (state,) if s != State.RUNNING]
+    shown = state if state in (State.SCHEDULED, State.AVAILABLE) else None
+    states = "{" + ",".join(stored) + "}"
+    chosen = PRIORITIES if priority is None else (priority,)
+    numbers = number_array([p.number for p in chosen])
+    running = state in (None, State.RUNNING)
+    return states, numbers, type_, before_id, limit, running, shown, max_bytes
 
 
 async def cancel_task(conn: aiopg.Connection, task_id: int) -> dict[str, Any]:
@@ -346,12 +372,14 @@ async def listen_finished(conn: aiopg.Connection) -> None:
     await execute_text(conn, f"LISTEN {FINISHED_CHANNEL}")
 
 
+async def listen_channel(conn: aiopg.Connection, channel: str) -> None:
+    """LISTEN on one of asynctask's own channels (a constant, never from a request)."""
+    if not channel.isidentifier():
+        raise ValueError(f"not a channel name: {channel!r}")
+    await execute_text(conn, f"LISTEN {channel}")
+
+
 # --- operations: stats and retention --------------------------------------------------------------
-
-
-async def task_counts(conn: aiopg.Connection) -> list[dict[str, Any]]:
-    """Per (priority, state): how many tasks, and how many finished in the last minute."""
-    return [task_row(row) for row in await rows(conn, QUERIES["task_counts"])]
 
 
 async def queue_lag(conn: aiopg.Connection) -> dict[Priority, float]:
@@ -406,14 +434,14 @@ async def vacuum_settings(conn: aiopg.Connection) -> dict[str, str]:
 # --- first hour (issue 11): priorities with no live worker ---------------------------------------
 
 
-async def live_workers(conn: aiopg.Connection) -> dict[Priority, int]:
+async def live_workers(conn: aiopg.Connection, dead_after: float) -> dict[Priority, int]:
     """Live worker processes per priority, across hosts (0 for a priority nobody serves).
 
-    Live means connected now: a worker's one connection is named `asynctask worker <slot>`. This
-    is the only place that decides it, so a worker registry with heartbeats can replace it.
+    Live means a heartbeat in the worker registry at most `dead_after` seconds old.
     """
-    found = {row["priority"]: row["workers"] for row in await rows(conn, QUERIES["live_workers"])}
-    return {priority: int(found.get(priority.value, 0)) for priority in PRIORITIES}
+    found = await rows(conn, QUERIES["live_workers"], dead_after)
+    counted = {Priority.of(row["priority"]): int(row["workers"]) for row in found}
+    return {priority: counted.get(priority, 0) for priority in PRIORITIES}
 
 
 async def due_priorities(conn: aiopg.Connection) -> set[Priority]:

@@ -33,6 +33,10 @@ class InvalidTransition(AsyncTaskError):
         super().__init__(f"task {task_id} is {state}; this needs one of: {', '.join(allowed)}")
 
 
+class ChangedMeanwhile(AsyncTaskError):
+    """Another writer changed rows an operation depended on while it ran: asking again works."""
+
+
 class HandlerImportError(AsyncTaskError):
     """A `handlers:` entry names a module or function that cannot be imported."""
 

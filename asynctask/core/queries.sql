@@ -99,35 +99,63 @@ FROM tasks WHERE id = $1;
 
 
 -- name: list_tasks
--- A page of tasks, newest first, keyset-paginated by id; a NULL filter matches everything. At most
--- $5 rows, and only while their data's running total stays within $6 bytes (the first row always
--- comes): sizes are measured first, so data past the budget is never read out nor sent. After a
--- page that was cut short (by $5 or by $6), one more row comes with NULL data: it only says that a
--- next page exists. The state filter is on the state as shown (scheduled is derived:
--- asynctask_state). Run with its values inlined (never prepared), so the planner folds the NULL
--- tests away and picks the index that fits the filters given.
--- params: $1 text (state), $2 smallint (priority), $3 text (type), $4 bigint (before id), $5 int (limit), $6 bigint (byte budget)
-WITH sized AS (
-    SELECT id, octet_length(data::text) AS size
-    FROM tasks
-    WHERE ($1::text IS NULL OR asynctask_state(state, scheduled_at) = $1::text)
-        AND ($2::smallint IS NULL OR priority = $2::smallint)
-        AND ($3::text IS NULL OR type = $3::text)
-        AND ($4::bigint IS NULL OR id < $4::bigint)
-    ORDER BY id DESC
-    LIMIT $5
-), fitted AS (
-    SELECT id, row_number() OVER w = 1 OR sum(size) OVER w <= $6::bigint AS fits
-    FROM sized
-    WINDOW w AS (ORDER BY id DESC)
+-- A page of tasks, newest first, keyset-paginated by id. Run with its values inlined (never
+-- prepared), so the planner folds the NULL tests away. tasks_list_idx is (state, priority, type,
+-- id) without running tasks: for each (state, priority) of $1 x $2, `combos` finds the types present
+-- (a loose index scan: one descent per type, or one probe for the type asked for), and `page` reads
+-- at most $5 ids of each (state, priority, type), newest first, below the cursor $4. Running tasks
+-- ($6: wanted) come from tasks_running_idx. A page therefore reads about $5 index entries per
+-- combination present, never the table, even when the filter matches nothing or only old rows.
+-- $7 filters on the state as shown (scheduled is derived: asynctask_state; NULL: no filter).
+-- Then the byte budget: rows come while their data's running total stays within $8 bytes (the
+-- first always); sizes are measured first, so data past the budget is never read out nor sent.
+-- After a page that was cut short (by $5 or by $8), one more row comes with NULL data: it only
+-- says that a next page exists.
+-- params: $1 text[] (stored states, running excluded), $2 smallint[] (priorities), $3 text (type), $4 bigint (before id), $5 int (limit), $6 bool (running too), $7 text (state as shown), $8 bigint (byte budget)
+WITH RECURSIVE pairs AS (
+    SELECT s.state, p.priority
+    FROM unnest($1::text[]) AS s(state), unnest($2::smallint[]) AS p(priority)
+), combos AS (
+    SELECT pr.state, pr.priority, f.type FROM pairs AS pr, LATERAL (
+        SELECT t.type FROM tasks AS t
+        WHERE t.state <> 'running' AND t.state = pr.state AND t.priority = pr.priority
+            AND ($3::text IS NULL OR t.type = $3::text)
+        ORDER BY t.type LIMIT 1
+    ) AS f
+    UNION ALL
+    SELECT c.state, c.priority, n.type FROM combos AS c, LATERAL (
+        SELECT t.type FROM tasks AS t
+        WHERE $3::text IS NULL AND t.state <> 'running' AND t.state = c.state
+            AND t.priority = c.priority AND t.type > c.type
+        ORDER BY t.type LIMIT 1
+    ) AS n
 ), page AS (
+    SELECT p.id FROM combos AS c, LATERAL (
+        SELECT t.id FROM tasks AS t
+        WHERE t.state <> 'running' AND t.state = c.state AND t.priority = c.priority
+            AND t.type = c.type AND ($4::bigint IS NULL OR t.id < $4::bigint)
+            AND ($7::text IS NULL OR asynctask_state(t.state, t.scheduled_at) = $7::text)
+        ORDER BY t.id DESC LIMIT $5
+    ) AS p
+    UNION ALL
+    SELECT id FROM tasks
+    WHERE state = 'running' AND $6::bool AND priority = ANY($2::smallint[])
+        AND ($3::text IS NULL OR type = $3::text) AND ($4::bigint IS NULL OR id < $4::bigint)
+), chosen AS (
+    SELECT id FROM page ORDER BY id DESC LIMIT $5
+), fitted AS (
+    SELECT t.id, row_number() OVER w = 1 OR sum(octet_length(t.data::text)) OVER w <= $8::bigint
+        AS fits
+    FROM chosen JOIN tasks AS t ON t.id = chosen.id
+    WINDOW w AS (ORDER BY t.id DESC)
+), shown AS (
     SELECT id, fits, lag(fits, 1, true) OVER (ORDER BY id DESC) AS shown FROM fitted
 )
 SELECT t.id, t.type, t.priority, asynctask_state(t.state, t.scheduled_at) AS state, t.attempts,
-    t.max_attempts, CASE WHEN page.fits THEN t.data::text END AS data, t.scheduled_at,
+    t.max_attempts, CASE WHEN shown.fits THEN t.data::text END AS data, t.scheduled_at,
     t.inserted_at, t.updated_at, t.started_at, t.finished_at, t.last_error, t.unique_key
-FROM page JOIN tasks AS t ON t.id = page.id
-WHERE page.shown
+FROM shown JOIN tasks AS t ON t.id = shown.id
+WHERE shown.shown
 ORDER BY t.id DESC;
 
 
@@ -277,14 +305,6 @@ FROM held WHERE t.id = held.id
 RETURNING t.id, held.locked_by AS previous, t.attempts, t.max_attempts;
 
 
--- name: task_counts
--- Per priority and state: how many tasks, and how many finished in the last minute. One scan of
--- the table; callers cache the answer (metrics scrapes, /api/stats).
-SELECT priority, state, count(*) AS tasks,
-    count(*) FILTER (WHERE finished_at > now() - interval '1 minute') AS last_minute
-FROM tasks GROUP BY priority, state;
-
-
 -- name: queue_lag
 -- Per priority in $1: seconds since its oldest due task became due (0 when none is waiting).
 -- params: $1 smallint[] (priorities)
@@ -339,14 +359,13 @@ SELECT name, setting FROM pg_settings WHERE name IN ('autovacuum', 'track_counts
 -- === first hour (issue 11): which priorities have a live worker ====================
 
 -- name: live_workers
--- Worker processes connected to this database, per priority, from any host: each names its one
--- connection `asynctask worker <priority>_<n>` (application_name), so a live worker is a live
--- session. db.live_workers is the only caller; a registry with heartbeats can replace this.
-SELECT substring(application_name FROM '^asynctask worker ([a-z]+)_[0-9]+$') AS priority,
-    count(*)::int AS workers
-FROM pg_stat_activity
-WHERE datname = current_database() AND application_name LIKE 'asynctask worker %'
-GROUP BY 1;
+-- Worker processes alive now, per priority, from every host: those of the registry (`workers`,
+-- the dashboard's) whose heartbeat is at most $1 seconds old. db.live_workers is the only caller.
+-- params: $1 float8 (dead after, seconds)
+SELECT priority, count(*)::int AS workers
+FROM workers
+WHERE heartbeat_at >= now() - $1 * interval '1 second'
+GROUP BY priority;
 
 
 -- name: due_priorities
@@ -557,3 +576,242 @@ WITH cur AS (
 )
 SELECT (SELECT last_tick_at FROM cur) AS was, (SELECT last_tick_at FROM moved) AS moved_to,
     (SELECT count(*) FROM notified) AS notified, now() AS now;
+
+
+-- ================================================================================================
+-- Dashboard (issue 14): paused queues, the worker registry, counts, rates, bulk actions.
+-- ================================================================================================
+
+
+-- name: queue_states
+-- Every priority: paused or not, since when (the last change), and the change's version.
+SELECT priority, paused, changed_at, version FROM queues ORDER BY priority;
+
+
+-- name: set_paused
+-- Pause ($2 true) or resume ($2 false) a priority; the row as it is now. A change bumps the version
+-- and NOTIFYs asynctask_queues with the priority's name (a pool's leader hears it, workers/pause.py).
+-- params: $1 smallint (priority), $2 bool (paused)
+UPDATE queues SET paused = $2,
+    changed_at = CASE WHEN paused = $2 THEN changed_at ELSE now() END,
+    version = version + (paused <> $2)::int
+WHERE priority = $1
+RETURNING priority, paused, changed_at, version,
+    pg_notify('asynctask_queues', (ARRAY['high', 'normal', 'low'])[priority]) AS notified;
+
+
+-- name: queue_state
+-- One priority's pause flag and version (a worker's re-read after a notification).
+-- params: $1 smallint (priority)
+SELECT paused, version FROM queues WHERE priority = $1;
+
+
+-- name: heartbeat
+-- A worker's beat: its row in the registry, created or refreshed (a new pid in the same slot of the
+-- same supervisor is a restart); answers its priority's pause flag, so the beat doubles as the
+-- fallback for a missed pause notification.
+-- params: $1 text (host), $2 int (supervisor pid), $3 text (slot), $4 smallint (priority), $5 int (pid), $6 text (locked_by), $7 text (status), $8 bigint (task id)
+WITH beat AS (
+    INSERT INTO workers AS w (host, supervisor_pid, slot, priority, pid, locked_by, status, task_id)
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+    ON CONFLICT (host, supervisor_pid, slot) DO UPDATE SET
+        restarts = w.restarts + (w.pid <> excluded.pid)::int,
+        started_at = CASE WHEN w.pid = excluded.pid THEN w.started_at ELSE now() END,
+        pid = excluded.pid, priority = excluded.priority, locked_by = excluded.locked_by,
+        status = excluded.status, task_id = excluded.task_id, heartbeat_at = now(),
+        rescued_at = NULL
+    RETURNING 1
+)
+SELECT paused, version FROM queues, (SELECT count(*) FROM beat) AS b WHERE priority = $4;
+
+
+-- name: forget_worker
+-- A worker that stops for good takes its row out of the registry (a crashed one leaves it behind,
+-- to be shown as dead and cleaned up later).
+-- params: $1 text (host), $2 int (supervisor pid), $3 text (slot), $4 int (pid)
+DELETE FROM workers WHERE host = $1 AND supervisor_pid = $2 AND slot = $3 AND pid = $4;
+
+
+-- name: list_workers
+-- The registry for GET /api/workers: every slot of every supervisor, and whether it beat within
+-- $1 seconds (the database's clock decides, so hosts' clocks may disagree).
+-- params: $1 float8 (dead after, seconds)
+SELECT host, supervisor_pid, slot, priority, pid, status, task_id, first_started_at, started_at,
+    restarts, heartbeat_at, rescued_at,
+    heartbeat_at >= now() - $1 * interval '1 second' AS alive, now() AS now
+FROM workers ORDER BY host, supervisor_pid, priority, slot;
+
+
+-- name: dead_supervisors
+-- Supervisors none of whose workers beat within $1 seconds and whose tasks were not rescued yet:
+-- each with the `locked_by` of its workers' last processes.
+-- params: $1 float8 (dead after, seconds)
+SELECT host, supervisor_pid, array_agg(locked_by) AS lockers,
+    extract(epoch FROM now() - max(heartbeat_at))::float8 AS silent_seconds
+FROM workers
+GROUP BY host, supervisor_pid
+HAVING max(heartbeat_at) < now() - $1 * interval '1 second' AND bool_or(rescued_at IS NULL);
+
+
+-- name: mark_rescued
+-- Record that a dead supervisor's tasks were rescued (unless it beat again meanwhile).
+-- params: $1 text (host), $2 int (supervisor pid), $3 float8 (dead after, seconds)
+UPDATE workers SET rescued_at = now()
+WHERE host = $1 AND supervisor_pid = $2 AND heartbeat_at < now() - $3 * interval '1 second';
+
+
+-- name: forget_old_workers
+-- Drop registry rows silent for more than $1 seconds (dead supervisors shown long enough).
+-- params: $1 float8 (seconds)
+DELETE FROM workers WHERE heartbeat_at < now() - $1 * interval '1 second';
+
+
+-- name: compact_counts
+-- Move the appended count deltas into the totals (task_counts) and the per-minute moves
+-- (task_minutes), in one transaction, if no one else is doing it (advisory lock $1, held until the
+-- statement commits); drop minutes older than a day. Rows appended meanwhile stay for the next one.
+-- params: $1 bigint (lock key)
+WITH lock AS (
+    SELECT pg_try_advisory_xact_lock($1) AS got
+), moved AS (
+    DELETE FROM task_count_deltas WHERE (SELECT got FROM lock) RETURNING *
+), totals AS (
+    INSERT INTO task_counts AS c (priority, state, type, tasks)
+    SELECT priority, state, type, sum(delta) FROM moved GROUP BY priority, state, type
+    ON CONFLICT (priority, state, type) DO UPDATE SET tasks = c.tasks + excluded.tasks
+), minutes AS (
+    INSERT INTO task_minutes AS m (minute, priority, state, entered, created)
+    SELECT minute, priority, state, sum(entered), sum(created) FROM moved
+    GROUP BY minute, priority, state HAVING sum(entered) <> 0 OR sum(created) <> 0
+    ON CONFLICT (minute, priority, state) DO UPDATE
+        SET entered = m.entered + excluded.entered, created = m.created + excluded.created
+), expired AS (
+    DELETE FROM task_minutes
+    WHERE minute < now() - interval '1 day' AND (SELECT got FROM lock)
+)
+SELECT (SELECT got FROM lock) AS locked, count(*) AS moved FROM moved;
+
+
+-- name: forget_zero_counts
+-- Drop totals that reached zero (a type no longer in the table).
+DELETE FROM task_counts WHERE tasks = 0;
+
+
+-- name: vacuum_count_deltas
+-- The deltas table only gains and loses rows; vacuum it even where autovacuum is off. Without
+-- truncation: that takes an exclusive lock, and every statement changing tasks inserts here.
+VACUUM (SKIP_LOCKED, TRUNCATE false) task_count_deltas;
+
+
+-- name: count_tasks
+-- Exact task counts per (priority, state, type): the compacted totals plus the deltas since. Never
+-- touches the tasks table. Only non-zero counts.
+SELECT priority, state, type, sum(tasks)::bigint AS tasks FROM (
+    SELECT priority, state, type, tasks FROM task_counts
+    UNION ALL
+    SELECT priority, state, type, delta FROM task_count_deltas
+) AS counted
+GROUP BY priority, state, type HAVING sum(tasks) <> 0;
+
+
+-- name: task_moves
+-- One row per minute of the last $1 minutes, oldest first, the current (partial) one last: tasks
+-- created, and per state the tasks that moved into it (a JSON object, states without moves left
+-- out). From the compacted minutes plus the deltas since; the database's now() for the partial one.
+-- params: $1 int (minutes)
+WITH since AS (
+    SELECT date_trunc('minute', now()) - ($1 - 1) * interval '1 minute' AS minute
+), moves AS (
+    SELECT minute, state, entered, created FROM task_minutes
+    WHERE minute >= (SELECT minute FROM since)
+    UNION ALL
+    SELECT minute, state, entered, created FROM task_count_deltas
+    WHERE minute >= (SELECT minute FROM since)
+), per_state AS (
+    SELECT minute, state, sum(entered) AS entered, sum(created) AS created
+    FROM moves GROUP BY minute, state
+)
+SELECT m.minute, coalesce(sum(s.created), 0)::bigint AS created,
+    coalesce(jsonb_object_agg(s.state, s.entered) FILTER (WHERE s.entered <> 0), '{}') AS entered,
+    now() AS now
+FROM generate_series((SELECT minute FROM since), date_trunc('minute', now()), interval '1 minute')
+    AS m(minute)
+LEFT JOIN per_state AS s ON s.minute = m.minute
+GROUP BY m.minute ORDER BY m.minute;
+
+
+-- name: workers_summary
+-- For the overview: supervisors and worker slots, alive (beat within $1 seconds) or not, and busy.
+-- params: $1 float8 (dead after, seconds)
+WITH s AS (
+    SELECT max(heartbeat_at) >= now() - $1 * interval '1 second' AS alive, count(*) AS slots,
+        count(*) FILTER (WHERE status = 'busy'
+            AND heartbeat_at >= now() - $1 * interval '1 second') AS busy
+    FROM workers GROUP BY host, supervisor_pid
+)
+SELECT count(*) FILTER (WHERE alive) AS alive, count(*) FILTER (WHERE NOT alive) AS dead,
+    coalesce(sum(slots) FILTER (WHERE alive), 0)::bigint AS slots,
+    coalesce(sum(busy), 0)::bigint AS busy
+FROM s;
+
+
+-- name: bulk_cancel
+-- Cancel, in one statement, every task in one of the stored states $1 (core/bulk.py: never
+-- running) matching the optional priority, type and state as shown ($4: scheduled or available,
+-- both stored available); how many. Waiters of the cancelled tasks hear of it on tasks_finished
+-- (an empty payload: each reads its task again). Run inline: the planner folds the NULL tests
+-- and takes the ranges of tasks_list_idx.
+-- params: $1 text[] (states), $2 smallint (priority), $3 text (type), $4 text (state as shown)
+WITH cancelled AS (
+    UPDATE tasks SET state = 'cancelled', finished_at = now(), updated_at = now()
+    WHERE state = ANY($1::text[]) AND state <> 'running'
+        AND ($2::smallint IS NULL OR priority = $2::smallint)
+        AND ($3::text IS NULL OR type = $3::text)
+        AND ($4::text IS NULL OR asynctask_state(state, scheduled_at) = $4::text)
+    RETURNING 1
+)
+SELECT count(*) AS tasks,
+    CASE WHEN count(*) > 0 THEN pg_notify('tasks_finished', '') END AS notified
+FROM cancelled;
+
+
+-- name: bulk_retry
+-- As retry_task for every task in one of the states $1 (models.RETRYABLE_STATES, or the one asked
+-- for) matching the optional priority and type, in one statement; one NOTIFY per priority touched
+-- (an empty payload: wake the pool). How many, per priority. A task whose unique_key an
+-- unfinished task holds is left as it is (as retry_task refuses it), and of several with one key
+-- only the newest is retried: the unique index would refuse the others.
+-- params: $1 text[] (states), $2 smallint (priority), $3 text (type)
+WITH candidates AS (
+    SELECT t.id, t.type, t.unique_key FROM tasks AS t
+    WHERE t.state = ANY($1::text[])
+        AND ($2::smallint IS NULL OR t.priority = $2::smallint)
+        AND ($3::text IS NULL OR t.type = $3::text)
+        AND (t.unique_key IS NULL OR NOT EXISTS (
+            SELECT 1 FROM tasks AS u
+            WHERE u.type = t.type AND u.unique_key = t.unique_key
+                AND u.state IN ('available', 'running', 'retrying')
+        ))
+), picked AS (
+    SELECT id FROM candidates WHERE unique_key IS NULL
+    UNION ALL
+    (SELECT DISTINCT ON (type, unique_key) id FROM candidates
+     WHERE unique_key IS NOT NULL ORDER BY type, unique_key, id DESC)
+), retried AS (
+    UPDATE tasks AS t SET state = 'available', attempts = 0, scheduled_at = now(),
+        finished_at = NULL, started_at = NULL, updated_at = now()
+    FROM picked WHERE t.id = picked.id
+    RETURNING t.priority
+)
+SELECT priority, count(*) AS tasks, pg_notify(asynctask_channel(priority), '') AS notified
+FROM retried GROUP BY priority;
+
+
+-- name: count_scheduled
+-- How many tasks are scheduled (stored available, due later), of the optional priority and type:
+-- the future end of tasks_due_idx (and those rows when a type is asked for).
+-- params: $1 smallint (priority), $2 text (type)
+SELECT count(*) AS tasks FROM tasks
+WHERE state IN ('available', 'retrying') AND state = 'available' AND scheduled_at > now()
+    AND ($1::smallint IS NULL OR priority = $1::smallint)
+    AND ($2::text IS NULL OR type = $2::text);

@@ -1,6 +1,9 @@
-"""Queue statistics: one snapshot shape, read from db.py, cached for metrics scrapes and /api/stats.
+"""Queue statistics: one snapshot shape, read from the database, cached and shared.
 
-No aiohttp here: `asynctask stats` reads the same snapshot without the web stack.
+Metrics scrapes, /api/stats and the dashboard's event stream all read the same cached snapshot. It
+never counts rows of `tasks`: counts and rates come from the trigger-kept tables (core/counts.py),
+the queue lag from one probe of the due index per priority. No aiohttp here: `asynctask stats`
+reads the same snapshot without the web stack.
 """
 
 from __future__ import annotations
@@ -9,25 +12,31 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, Final
 
 import aiopg
 
-from asynctask.core import db
+from asynctask.core import counts, db, heartbeats, queues
 from asynctask.core.errors import DatabaseUnavailable
 from asynctask.core.models import PRIORITIES, STATES, Priority, State
 
-# One table scan per this many seconds at most, however many scrapes or /api/stats calls come in:
-# a dashboard refreshing every second on several API replicas must not load the database.
-STATS_CACHE_SECONDS = 2.0
+# One refresh per this many seconds at most, however many scrapes, /api/stats calls or open
+# dashboards come in: what the dashboard shows is at most about two of these behind.
+STATS_CACHE_SECONDS = 1.0
 # A scrape waits this long for the database at most; Prometheus times scrapes out at 10 s.
 STATS_TIMEOUT_SECONDS = 2.0
 LAST_MINUTE_STATES: Final = (State.COMPLETED, State.FAILED)
+# The overview's chart, and its failure count.
+CHART_MINUTES: Final = 15
+FAILURE_MINUTES: Final = 60
+# Moves into these states are the per-minute series (retrying: a failed attempt to be retried).
+SERIES_STATES: Final = (State.COMPLETED, State.FAILED, State.RETRYING)
 
 
 @dataclass(frozen=True)
 class Snapshot:
-    """Tasks per priority and state, queue lag per priority, and last minute's finished tasks."""
+    """Everything the overview shows: counts, lag, rates, failures, pauses, workers."""
 
     counts: dict[Priority, dict[State, int]]
     queue_lag_seconds: dict[Priority, float]
@@ -36,44 +45,78 @@ class Snapshot:
     # wait with none of them: a pool of 0 everywhere, or every worker of it gone.
     workers: dict[Priority, int] = field(default_factory=lambda: dict.fromkeys(PRIORITIES, 0))
     due_without_workers: tuple[Priority, ...] = ()
+    per_minute: list[dict[str, Any]] = field(default_factory=list)
+    last_hour: dict[str, int] = field(default_factory=dict)
+    queues: dict[Priority, queues.QueueState] = field(default_factory=dict)
+    supervisors: dict[str, int] = field(default_factory=dict)
+    types: list[str] = field(default_factory=list)
+    generated_at: datetime | None = None
 
     def as_json(self) -> dict[str, Any]:
-        """The body of GET /api/stats (and of `asynctask stats --json`)."""
+        """The body of GET /api/stats (and of `asynctask stats --json`, and of each event)."""
         return {
             "counts": self.counts,
             "queue_lag_seconds": self.queue_lag_seconds,
             "last_minute": self.last_minute,
             "workers": self.workers,
             "due_without_workers": list(self.due_without_workers),
+            "per_minute": self.per_minute,
+            "last_hour": self.last_hour,
+            "paused": {p: q.as_json() for p, q in self.queues.items()},
+            "supervisors": self.supervisors,
+            "types": self.types,
+            "generated_at": None if self.generated_at is None else self.generated_at.isoformat(),
         }
 
 
 async def read_snapshot(conn: aiopg.Connection) -> Snapshot:
-    """Query the database once for a snapshot; every priority and state is present (0 if none)."""
-    rows = await db.task_counts(conn)
+    """Query the database for a snapshot; every priority and state is present (0 if none)."""
+    found = await counts.count_tasks(conn)
     scheduled = await db.scheduled_counts(conn)
     lag = await db.queue_lag(conn)
-    workers = await db.live_workers(conn)
+    moves, now = await counts.task_moves(conn, FAILURE_MINUTES)
+    workers = await db.live_workers(conn, heartbeats.DEAD_AFTER_SECONDS)
     due = await db.due_priorities(conn)
-    counts = {priority: dict.fromkeys(STATES, 0) for priority in PRIORITIES}
-    last_minute = dict.fromkeys(LAST_MINUTE_STATES, 0)
-    for row in rows:
-        counts[row["priority"]][row["state"]] = int(row["tasks"])
-        if row["state"] in last_minute:
-            last_minute[row["state"]] += int(row["last_minute"])
+    by_state = {priority: dict.fromkeys(STATES, 0) for priority in PRIORITIES}
+    for count in found:
+        if count.state in by_state[count.priority]:
+            by_state[count.priority][State(count.state)] += count.tasks
     for priority, n in scheduled.items():
         # Stored as available (State.SCHEDULED is derived). Two statements, two snapshots: a
         # task that came due or was claimed in between must not make a count negative.
-        n = min(n, counts[priority][State.AVAILABLE])
-        counts[priority][State.SCHEDULED] = n
-        counts[priority][State.AVAILABLE] -= n
+        n = min(n, by_state[priority][State.AVAILABLE])
+        by_state[priority][State.SCHEDULED] = n
+        by_state[priority][State.AVAILABLE] -= n
     return Snapshot(
-        counts=counts,
+        counts=by_state,
         queue_lag_seconds={priority: float(lag.get(priority, 0.0)) for priority in PRIORITIES},
-        last_minute=last_minute,
+        # The current minute and the one before: 60 to 120 seconds, by the clock's minutes.
+        last_minute={state: counts.entered(moves[-2:], state) for state in LAST_MINUTE_STATES},
+        per_minute=[_minute(m, now) for m in moves[-CHART_MINUTES:]],
+        last_hour={
+            "created": sum(m.created for m in moves),
+            **{state: counts.entered(moves, state) for state in SERIES_STATES},
+        },
+        queues=await queues.queue_states(conn),
         workers=workers,
         due_without_workers=tuple(p for p in PRIORITIES if p in due and not workers[p]),
+        supervisors=await heartbeats.workers_summary(conn),
+        types=sorted({count.type for count in found}),
+        generated_at=now,
     )
+
+
+def _minute(moves: counts.Moves, now: datetime) -> dict[str, Any]:
+    seconds = min(60.0, max(1.0, (now - moves.minute).total_seconds()))
+    series: dict[str, int] = {state: moves.entered.get(state, 0) for state in SERIES_STATES}
+    return {
+        "minute": moves.minute.isoformat(),
+        "seconds": round(seconds, 3),
+        "created": moves.created,
+        **series,
+        "created_per_second": round(moves.created / seconds, 3),
+        "completed_per_second": round(series[State.COMPLETED] / seconds, 3),
+    }
 
 
 class CachedStats:
