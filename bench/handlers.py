@@ -21,6 +21,10 @@ async def noop(task: Task) -> None:
     """Do nothing: measures the queue, not the work."""
 
 
+def plain_noop(task: Task) -> None:
+    """Do nothing, as a plain function: what most users write (`def handle(task)`)."""
+
+
 async def work(task: Task) -> None:
     """Take 1 to 3 ms, waiting as a handler that calls another service does (the soak's work)."""
     await asyncio.sleep(random.uniform(0.001, 0.003))

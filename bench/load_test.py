@@ -2,16 +2,22 @@
 
 Runs `asynctask workers` with the repository's config.yaml (high: 4; `report` is a no-op demo
 handler) against a scratch database, then inserts the rows with the original's statement and
-times the drain from the INSERT's commit to the last task completed.
+times the drain from the INSERT's commit to the last task completed. `--handler plain` or
+`--handler async` runs `report` as a no-op plain function (`def`) or coroutine (`async def`) of
+bench/handlers.py instead, to compare the two kinds of handler.
 """
 
 from __future__ import annotations
 
+import tempfile
 import time
+from pathlib import Path
 
 import psycopg2
+import yaml
 
 from bench.common import (
+    ROOT,
     base_parser,
     cpu_seconds,
     postgres_processes,
@@ -24,6 +30,18 @@ LOAD_SQL = (
     "INSERT INTO tasks (priority, type, data, inserted_at, updated_at)"
     " SELECT 1, 'report', '{}', now(), now() FROM generate_series(1, %s)"
 )
+HANDLERS = {"plain": "bench.handlers:plain_noop", "async": "bench.handlers:noop"}
+
+
+def config_with(handler: str | None, folder: Path) -> dict[str, str]:
+    """Environment overrides that make `report` the chosen no-op (none: config.yaml's demo)."""
+    if handler is None:
+        return {}
+    config = yaml.safe_load((ROOT / "config.yaml").read_text())
+    config["handlers"]["report"] = HANDLERS[handler]
+    path = folder / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return {"ASYNCTASK_CONFIG": str(path)}
 
 
 def main() -> None:
@@ -31,9 +49,10 @@ def main() -> None:
     parser = base_parser(__doc__ or "")
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--timeout", type=float, default=600, help="give up after this many s")
+    parser.add_argument("--handler", choices=sorted(HANDLERS), help="a no-op of this kind")
     args = parser.parse_args()
-    with scratch_database() as url:
-        workers = start(["workers"], url)
+    with scratch_database() as url, tempfile.TemporaryDirectory() as folder:
+        workers = start(["workers"], url, **config_with(args.handler, Path(folder)))
         conn = psycopg2.connect(url)
         conn.autocommit = True
         try:
@@ -43,6 +62,7 @@ def main() -> None:
             conn.close()
             result_code = workers.stop()
         result["workers_exit_code"] = result_code
+        result["handler"] = args.handler or "config.yaml"
     report("load_test", result, args.json)
 
 

@@ -1,8 +1,8 @@
-"""One attempt of one task: run the handler, enforce its timeout and the shutdown grace period.
+"""One attempt of a coroutine handler: run it, enforce its timeout and the shutdown grace period.
 
-Coroutine handlers run on the worker's loop and can be cancelled. Plain functions run in a single
-worker thread so the loop keeps beating and extending leases; such a thread cannot be interrupted,
-so a timed-out one marks the whole process as stuck and the supervisor replaces it.
+Coroutine handlers run on the worker's loop and can be cancelled. Plain functions run in the
+worker's one handler thread, a run of tasks at a time (workers/plain.py); such a thread cannot be
+interrupted, so a timed-out one marks the whole process as stuck and the supervisor replaces it.
 """
 
 from __future__ import annotations
@@ -21,7 +21,8 @@ SLICE_SECONDS = 1.0
 
 
 class AttemptRunner:
-    """Runs attempts one at a time; `stuck` once a handler could not be stopped."""
+    """Runs coroutine attempts one at a time and owns the handler thread; `stuck` once a
+    handler could not be stopped."""
 
     def __init__(self, shutdown_timeout: float, thread_name: str) -> None:
         self.shutdown_timeout = shutdown_timeout
@@ -36,20 +37,24 @@ class AttemptRunner:
 
         Enforces the handler's timeout and the shutdown grace period.
         """
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[Any]
-        if handler.is_async:
-            try:
-                future = asyncio.ensure_future(handler.function(task))
-            except Exception as exc:  # a bad signature fails before any await
-                return None, exc
-            self._coroutine = (task.id, future)
-        else:
-            future = loop.run_in_executor(self.executor, handler.function, task)
+        try:
+            future = asyncio.ensure_future(handler.function(task))
+        except Exception as exc:  # a bad signature fails before any await
+            return None, exc
+        self._coroutine = (task.id, future)
         try:
             return await self._wait(future, handler, task)
         finally:
             self._coroutine = None
+
+    def timeout_error(self, handler: Handler, *, timed_out: bool) -> TimeoutError:
+        """The error an attempt ends with when its timeout (or else the shutdown grace) passed."""
+        if timed_out:
+            return TimeoutError(f"attempt exceeded its timeout of {handler.timeout_seconds:g} s")
+        return TimeoutError(
+            "worker stopping: attempt cut off after shutdown_timeout_seconds"
+            f" = {self.shutdown_timeout:g}"
+        )
 
     def cancel(self, task_id: int) -> bool:
         """Cancel the coroutine handler running this task, if any (a thread cannot be)."""
@@ -75,19 +80,12 @@ class AttemptRunner:
     async def _abandon(
         self, future: asyncio.Future[Any], handler: Handler, task: Task, *, timed_out: bool
     ) -> BaseException:
-        if timed_out:
-            error = TimeoutError(f"attempt exceeded its timeout of {handler.timeout_seconds:g} s")
-        else:
-            error = TimeoutError(
-                "worker stopping: attempt cut off after shutdown_timeout_seconds"
-                f" = {self.shutdown_timeout:g}"
-            )
+        error = self.timeout_error(handler, timed_out=timed_out)
         future.cancel()
-        if handler.is_async:
-            await asyncio.wait({future}, timeout=SLICE_SECONDS)
-        if not future.done() or not handler.is_async:
-            # A thread cannot be interrupted (nor can a coroutine that ignores cancellation):
-            # record the failure, then let the supervisor replace this process.
+        await asyncio.wait({future}, timeout=SLICE_SECONDS)
+        if not future.done():
+            # A coroutine that ignores cancellation cannot be stopped: record the failure, then
+            # let the supervisor replace this process.
             self.stuck = True
             log.error("task %s: %s; this process will be replaced", task.id, error)
         return error

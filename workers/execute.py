@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import dataclass
 from typing import Any
 
 from asynctask.core.config import Config
@@ -45,6 +46,15 @@ def decode(row: dict[str, Any], priority: Priority) -> Task:
     return Task(row["id"], row["type"], priority, row["attempts"], row["max_attempts"], data)
 
 
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    """A decoded task whose handler is to run now."""
+
+    task: Task
+    handler: Handler
+    token: str
+
+
 class TaskExecutor:
     """Runs claimed rows one at a time for one slot and decides each one's outcome."""
 
@@ -70,6 +80,22 @@ class TaskExecutor:
 
         None when the task was cancelled while this worker held it: nothing is to be written.
         """
+        step = self.prepare(row, token)
+        if not isinstance(step, Prepared):
+            return step
+        started = time.perf_counter()
+        self.cancels.running(step.task.id, token)
+        try:
+            value, error = await self.attempts.run(step.handler, step.task)
+        finally:
+            self.cancels.idle()
+        return self.conclude(step, value, error, time.perf_counter() - started)
+
+    def prepare(self, row: dict[str, Any], token: str) -> Prepared | Outcome | None:
+        """Everything before the handler: decode, find the handler, skip a cancelled task.
+
+        An Outcome (or None) when the handler must not run. Safe in the handler thread.
+        """
         self.link.running(row["id"])
         try:
             task = decode(row, self.priority)
@@ -88,13 +114,13 @@ class TaskExecutor:
         if self.cancels.requested(task.id):
             self._discarded(task, None, "cancelled before it started")
             return None
-        started = time.perf_counter()
-        self.cancels.running(task.id, token)
-        try:
-            value, error = await self.attempts.run(handler, task)
-        finally:
-            self.cancels.idle()
-        seconds = time.perf_counter() - started
+        return Prepared(task, handler, token)
+
+    def conclude(
+        self, step: Prepared, value: Any, error: BaseException | None, seconds: float
+    ) -> Outcome | None:
+        """The outcome of a handler that ran for `seconds`. Safe in the handler thread."""
+        task, token = step.task, step.token
         if self.cancels.requested(task.id):
             self._discarded(task, seconds, "cancelled while it ran; its outcome is discarded")
             return None

@@ -36,6 +36,7 @@ from asynctask.workers.execute import TaskExecutor
 from asynctask.workers.link import SlotLink
 from asynctask.workers.metrics import worker_metrics
 from asynctask.workers.pause import PauseState
+from asynctask.workers.plain import PlainRun
 from asynctask.workers.pruner import Pruner
 from asynctask.workers.recovery import release_leftovers, rescue_expired
 from asynctask.workers.registry import Handler
@@ -269,19 +270,41 @@ class Worker:
 
     async def _run_batch(self, rows: list[dict[str, Any]], token: str) -> None:
         self._batch_token = token
-        started, ran = time.monotonic(), 0
+        started, index = time.monotonic(), 0
         try:
-            for index, row in enumerate(rows):
+            while index < len(rows):
                 if self.stopping or self.stuck or (self.pause.maybe and await self._paused(True)):
                     await self._release(rows[index:], token)
                     break
-                await self._run_one(row, token)
-                ran += 1
+                plain = self._plain_rows(rows, index)
+                if plain:
+                    run = PlainRun(self.executor, self.attempts, self._may_go_on)
+                    try:
+                        index += await run.run(rows[index : index + plain], token, self.acks.record)
+                    finally:
+                        self.link.idle()
+                else:
+                    await self._run_one(rows[index], token)
+                    index += 1
         finally:
             self._batch_token = None
             self.avg_task_seconds = prefetch.update_average(
-                self.avg_task_seconds, time.monotonic() - started, ran
+                self.avg_task_seconds, time.monotonic() - started, index
             )
+
+    def _plain_rows(self, rows: list[dict[str, Any]], start: int) -> int:
+        """How many rows from `start` on are for the handler thread (not a coroutine handler)."""
+        count = 0
+        for row in rows[start:]:
+            handler = self.executor.handlers.get(row["type"])
+            if handler is not None and handler.is_async:
+                break
+            count += 1
+        return count
+
+    def _may_go_on(self) -> bool:
+        # Asked by the handler thread before each row: plain attribute reads, no await.
+        return not (self.stopping or self.stuck or self.pause.maybe)
 
     async def _release(self, rows: list[dict[str, Any]], token: str) -> None:
         """Hand back claimed tasks that never started: their attempts are not counted."""
