@@ -62,7 +62,14 @@ async def test_every_slot_beats_and_the_api_groups_them_by_supervisor(
     client = await aiohttp_client(create_app(config))
     busy = insert_task(sql, "sleepy", '{"seconds": 30}', priority=2)
     with supervisor(config, sql) as process:
-        wait_until(lambda: any(r["task_id"] == busy for r in rows(sql)), timeout=10)
+        settled = [("busy", busy), ("idle", None), ("idle", None)]
+        wait_until(
+            lambda: (
+                sorted(((r["status"], r["task_id"]) for r in rows(sql)), key=str)
+                == sorted(settled, key=str)
+            ),
+            timeout=10,
+        )
         procs = children(pid_of(process))
         body = await (await client.get("/api/workers")).json()
         os.kill(procs["asynctask worker high_2"], signal.SIGKILL)

@@ -44,15 +44,23 @@ class Heartbeat:
             host, supervisor_pid(), slot.name, slot.priority, os.getpid(), locked_by, "starting"
         )
         self.beats = 0
+        self._early = asyncio.Event()
 
     async def run(self) -> None:
-        """Beat every HEARTBEAT_SECONDS, forever (a background task of the worker)."""
+        """Beat every HEARTBEAT_SECONDS, or sooner when asked, forever (a background task)."""
         while True:
+            self._early.clear()
             try:
                 await self.once()
             except DatabaseUnavailable:
                 raise_if_cancelled()  # else: the main loop reports the outage and reconnects
-            await asyncio.sleep(heartbeats.HEARTBEAT_SECONDS)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(heartbeats.HEARTBEAT_SECONDS):
+                    await self._early.wait()
+
+    def soon(self) -> None:
+        """Beat now rather than at the next period: the status changed in a way worth showing."""
+        self._early.set()
 
     async def once(self) -> None:
         """One beat: write the row, take the pause flag from the answer."""

@@ -199,6 +199,7 @@ class Worker:
                     )
                     self._recovered = True
                     self.link.idle()  # recovering until now (see SlotLink.death)
+                    self.heartbeat.soon()  # else the registry says "recovering" for a period
                 await self._cycle()
                 failures = 0
             except DatabaseUnavailable as exc:
