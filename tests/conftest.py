@@ -21,6 +21,7 @@ TEST_HANDLERS = {
     "ok": "tests.handlers:ok",
     "flaky": "tests.handlers:flaky",
     "boom": "tests.handlers:boom",
+    "unstorable": "tests.handlers:unstorable",
     "sleepy": "tests.handlers:sleepy",
     "hang": "tests.handlers:hang",
     "record": "tests.handlers:record",

@@ -26,6 +26,11 @@ def boom(task: Task) -> None:
     raise ValueError("boom")
 
 
+def unstorable(task: Task) -> None:
+    """Fails with a message PostgreSQL cannot store as is: a NUL, or a lone surrogate."""
+    raise ValueError({"nul": "bad\x00byte", "surrogate": "bad \udcff char"}[task.data["kind"]])
+
+
 async def sleepy(task: Task) -> None:
     """Sleeps data['seconds'] (default 1) without blocking the loop."""
     await asyncio.sleep(float(task.data.get("seconds", 1)))

@@ -102,6 +102,27 @@ async def test_polls_retries_and_fails(database_url: str, sql: Cursor) -> None:
     assert rows["ok"]["locked_by"] is None
 
 
+async def test_an_error_message_postgresql_cannot_store_fails_its_task_not_the_queue(
+    database_url: str, sql: Cursor
+) -> None:
+    # Before: the finishing statement refused the message, the worker died writing it, and its
+    # replacement ran the task again: a crash loop that stopped the queue.
+    config = make_config(database_url, timeout_milliseconds=100)
+    nul = insert(sql, "unstorable", {"kind": "nul"}, max_attempts=1)
+    surrogate = insert(sql, "unstorable", {"kind": "surrogate"}, max_attempts=1)
+    after = insert(sql, "ok")
+    async with running(config) as (_, task):
+        await wait_until_async(states_are(sql, [nul, surrogate, after], "completed", "failed"))
+        assert not task.done()
+    assert task_row(sql, nul)["last_error"].startswith("ValueError: bad\\x00byte\n")
+    assert task_row(sql, surrogate)["last_error"].startswith("ValueError: bad \\udcff char\n")
+    assert [task_row(sql, i)["state"] for i in (nul, surrogate, after)] == [
+        "failed",
+        "failed",
+        "completed",
+    ]
+
+
 async def test_adaptive_prefetch_grows_and_resets(
     database_url: str, sql: Cursor, monkeypatch: pytest.MonkeyPatch
 ) -> None:

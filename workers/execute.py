@@ -27,7 +27,7 @@ from asynctask.workers.link import SlotLink
 from asynctask.workers.registry import Handler
 from asynctask.workers.report import TaskReport
 from asynctask.workers.results import ResultError, encode_result
-from asynctask.workers.tracebacks import describe_error
+from asynctask.workers.tracebacks import describe_error, storable_text
 
 
 class UndecodableRow(Exception):
@@ -160,6 +160,8 @@ class TaskExecutor:
             self.config.retry,
             asked_delay_ms=asked_delay_ms,
         )
+        if error is not None:
+            error = storable_text(error)
         self.report.finished(task, decision.state, seconds, error, decision.delay_ms)
         return Outcome(task.id, token, decision, error, result)
 
