@@ -21,6 +21,7 @@ import psutil
 import psycopg2
 import psycopg2.extensions
 
+from asynctask.core import arrays
 from asynctask.core.sql import QUERIES, inline_params
 from bench.common import base_parser, report, scratch_database
 
@@ -100,9 +101,22 @@ def drain(cur: psycopg2.extensions.cursor, rows: int) -> float:
         ids = [row[0] for row in cur.fetchall()]
         if not ids:
             return time.perf_counter() - started
-        n = len(ids)
-        params = (ids, [token] * n, ["completed"] * n, [None] * n, [False] * n, [None] * n)
-        cur.execute(finish, {str(i): v for i, v in enumerate(params, start=1)})
+        cur.execute(finish, inline_params((*finish_params(ids, token), None, None)))
+
+
+def finish_params(ids: list[int], token: str) -> tuple[object, ...]:
+    """`finish`'s first five parameters completing these tasks, encoded as db.finish sends them."""
+    n = len(ids)
+    states = arrays.words(["completed"] * n)
+    return (
+        arrays.ints(ids),
+        arrays.words([token] * n),
+        states,
+        arrays.ints([None] * n),
+        (arrays.bools([False] * n)),
+        None,
+        None,
+    )
 
 
 def trigger_times(cur: psycopg2.extensions.cursor, rows: int) -> dict[str, float]:
@@ -114,14 +128,12 @@ def trigger_times(cur: psycopg2.extensions.cursor, rows: int) -> dict[str, float
     )
     samples: dict[str, list[tuple[float, float]]] = {"insert_one": [], "claim": [], "finish": []}
     for _ in range(100):
-        samples["insert_one"].append(explain(cur, "insert_one", ("report", 1, 5, "{}")))
+        samples["insert_one"].append(explain(cur, "insert_one", ("report", 1, 5, "{}", None, None)))
         token = str(uuid.uuid4())
         samples["claim"].append(explain(cur, "claim", (1, 100, "b:1:high_1", token, 30.0, 1 << 22)))
         cur.execute("SELECT id FROM tasks WHERE lock_token = %s", (token,))
         ids = [row[0] for row in cur.fetchall()]
-        n = len(ids)
-        params = (ids, [token] * n, ["completed"] * n, [None] * n, [False] * n, [None] * n)
-        samples["finish"].append(explain(cur, "finish", params))
+        samples["finish"].append(explain(cur, "finish", (*finish_params(ids, token), None, None)))
     result = {}
     for name, found in samples.items():
         result[f"{name}_trigger_ms"] = round(statistics.median(t for t, _ in found), 4)

@@ -16,6 +16,7 @@ from typing import Any, NamedTuple
 import aiopg
 import psycopg2.errors
 
+from asynctask.core import arrays
 from asynctask.core.connections import (
     execute,
     execute_text,
@@ -255,17 +256,19 @@ async def finish(conn: aiopg.Connection, outcomes: Sequence[Outcome]) -> int:
     if not outcomes:
         return 0
     # rows(), not execute(): the statement ends in a SELECT (its NOTIFY of finished tasks).
+    # Arrays go as literals (core/arrays.py); errors and results as NULL when the batch has none.
+    errors = [o.error for o in outcomes]
+    results = [o.result for o in outcomes]
     found = await rows(
         conn,
         QUERIES["finish"],
-        [o.task_id for o in outcomes],
-        [o.token for o in outcomes],
-        [o.decision.state.value for o in outcomes],
-        [o.decision.delay_ms for o in outcomes],
-        [o.decision.uncharge for o in outcomes],
-        [o.error for o in outcomes],
-        # h/run: NULL when no outcome carries a result, so a result-less batch costs the same.
-        [o.result for o in outcomes] if any(o.result is not None for o in outcomes) else None,
+        arrays.ints(o.task_id for o in outcomes),
+        arrays.words(str(o.token) for o in outcomes),
+        arrays.words(o.decision.state.value for o in outcomes),
+        arrays.ints(o.decision.delay_ms for o in outcomes),
+        arrays.bools(o.decision.uncharge for o in outcomes),
+        arrays.texts(errors) if any(e is not None for e in errors) else None,
+        arrays.texts(results) if any(r is not None for r in results) else None,
     )
     return int(found[0]["written"])
 

@@ -230,8 +230,9 @@ RETURNING t.id, t.type, t.attempts, t.max_attempts, t.data::text AS data;
 -- still running under the claim token it names, so a worker whose claim was rescued and taken
 -- over can never overwrite the newer claim's outcome. A NULL delay keeps the task's place in the
 -- queue (a hand-back); `uncharge` gives back the attempt the claim counted. $7 holds completions'
--- return values as JSON text (results), and is NULL for a batch with none (unnest pads it with
--- NULLs), so a result-less batch sends no extra array. Then ONE pg_notify per statement, not per
+-- return values as JSON text (results). $6 and $7 are NULL for a batch with no error or no result
+-- (unnest pads them with NULLs), so the common batch sends neither. The arrays arrive as literals
+-- ('{1,2}', core/arrays.py), not as ARRAY[...] of one constant per element. Then ONE pg_notify per statement, not per
 -- row, on tasks_finished with the ids that reached a final state, comma-separated ('' if the list
 -- would not fit a payload's 8000 bytes: every waiter re-reads), for the API's
 -- GET /api/tasks/{id}?wait_seconds=N (service/waiters.py); nothing when no task finished.
