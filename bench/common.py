@@ -168,6 +168,42 @@ def postgres_processes() -> list[psutil.Process]:
     return found
 
 
+def postgres_cpu_seconds() -> float:
+    """CPU seconds of the whole PostgreSQL server so far, backends that already exited included.
+
+    A difference of two readings is the server's CPU in between, whoever connected: a live
+    process counts its own, and an exited backend's was added to the postmaster's children's.
+    """
+    total = 0.0
+    processes = postgres_processes()
+    pids = {proc.pid for proc in processes}
+    for proc in processes:
+        with contextlib.suppress(psutil.Error):
+            times = proc.cpu_times()
+            total += times.user + times.system
+            if proc.ppid() not in pids:  # a postmaster: it reaps the backends
+                total += times.children_user + times.children_system
+    return total
+
+
+def commits(url: str) -> int:
+    """Transactions committed in this database so far (a backend reports its own when it exits).
+
+    Read it before a drain and again after every client has disconnected: the difference per
+    task shows how many statements' commits (each a WAL flush when synchronous) a task cost.
+    """
+    conn = psycopg2.connect(url)
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT pg_stat_force_next_flush()")
+            cur.execute(
+                "SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()"
+            )
+            return int(cur.fetchone()[0])
+    finally:
+        conn.close()
+
+
 def percentile(values: list[float], fraction: float) -> float:
     """The value below which `fraction` of the sorted values fall (nearest rank)."""
     ordered = sorted(values)

@@ -19,8 +19,9 @@ import yaml
 from bench.common import (
     ROOT,
     base_parser,
+    commits,
     cpu_seconds,
-    postgres_processes,
+    postgres_cpu_seconds,
     report,
     scratch_database,
     start,
@@ -57,10 +58,15 @@ def main() -> None:
         conn.autocommit = True
         try:
             time.sleep(3)  # let every worker process start and go idle
+            committed = commits(url)
             result = drain(conn, workers, args.rows, args.timeout)
         finally:
             conn.close()
             result_code = workers.stop()
+        # After the stop: each worker's backend has reported its commits on the way out. The
+        # drain's own polls count too (5 a second), a few hundred at most.
+        per_task = (commits(url) - committed) / max(result["completed"], 1)
+        result["commits_per_100_tasks"] = round(100 * per_task, 1)
         result["workers_exit_code"] = result_code
         result["handler"] = args.handler or "config.yaml"
     report("load_test", result, args.json)
@@ -69,8 +75,7 @@ def main() -> None:
 def drain(conn: psycopg2.extensions.connection, workers, rows: int, timeout: float) -> dict:
     """Insert `rows` tasks, wait until none is due or running, and measure."""
     worker_procs = workers.tree()
-    pg_procs = postgres_processes()
-    cpu_workers, cpu_pg = cpu_seconds(worker_procs), cpu_seconds(pg_procs)
+    cpu_workers, cpu_pg = cpu_seconds(worker_procs), postgres_cpu_seconds()
     with conn.cursor() as cur:
         cur.execute(LOAD_SQL, (rows,))
         started = time.monotonic()
@@ -84,7 +89,7 @@ def drain(conn: psycopg2.extensions.connection, workers, rows: int, timeout: flo
             time.sleep(0.2)
         elapsed = time.monotonic() - started
         cpu_workers = cpu_seconds(worker_procs) - cpu_workers
-        cpu_pg = cpu_seconds(pg_procs) - cpu_pg
+        cpu_pg = postgres_cpu_seconds() - cpu_pg
         cur.execute("SELECT state, count(*) FROM tasks GROUP BY state")
         states = dict(cur.fetchall())
     completed = int(states.get("completed", 0))
