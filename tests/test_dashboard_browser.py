@@ -106,6 +106,7 @@ async def test_every_page_loads_without_console_errors_or_csp_violations(
     await expect(page.locator("#counts td[data-state=completed]").nth(1)).to_have_text("1")
     await expect(page.locator("#chart svg polyline")).to_have_count(2)
     await expect(page.locator("#updated")).to_contain_text("Live")
+    await expect(page.locator("#supervisors")).to_have_text("1 / 0")  # alive / dead
     await page.click("nav >> text=Tasks")
     await expect(page.locator("#tasks tbody tr")).to_have_count(2)
     await page.click(f"#tasks a:text-is('{failed}')")

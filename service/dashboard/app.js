@@ -108,7 +108,7 @@ function keepQueue(q) {
 function viewOverview() {
   const cells = {};
   const rows = PRIORITIES.map((p) => {
-    cells[p] = { lag: el("td", { class: "num" }), paused: el("td"), states: {} };
+    cells[p] = { lag: el("td", { class: "num" }), workers: el("td", { class: "num" }), paused: el("td"), states: {} };
     const button = canAct() ? el("button", { type: "button", "data-priority": p }) : null;
     if (button) {
       button.addEventListener("click", () => act(button, async () => {
@@ -119,14 +119,16 @@ function viewOverview() {
     cells[p].button = button;
     return el("tr", {}, el("th", { scope: "row" }, p),
       STATES.map((s) => (cells[p].states[s] = el("td", { class: "num", "data-state": s }, "…"))),
-      cells[p].lag, cells[p].paused, canAct() ? el("td", {}, button) : null);
+      cells[p].lag, cells[p].workers, cells[p].paused, canAct() ? el("td", {}, button) : null);
   });
   const cards = {
     failed: el("div", { class: "big", id: "failed-hour" }, "…"),
     created: el("div", { class: "big" }, "…"),
     completed: el("div", { class: "big" }, "…"),
-    workers: el("div", { class: "big" }, "…"),
+    workers: el("div", { class: "big", id: "supervisors" }, "…"),
+    slots: el("div", { class: "muted" }),
   };
+  const warning = el("p", { class: "error", id: "no-workers-for", hidden: true });
   const chart = el("div", { id: "chart" });
   const updated = el("p", { class: "muted", id: "updated" }, "Connecting…");
   show(
@@ -135,11 +137,13 @@ function viewOverview() {
       el("div", { class: "card" }, "Failures, last hour", cards.failed),
       el("div", { class: "card" }, "Created, last hour", cards.created),
       el("div", { class: "card" }, "Completed, last hour", cards.completed),
-      el("div", { class: "card" }, el("a", { href: "#/workers" }, "Workers alive / dead"), cards.workers)),
+      el("div", { class: "card" }, el("a", { href: "#/workers" }, "Supervisors alive / dead"), cards.workers,
+        cards.slots)),
+    warning,
     el("h2", {}, "Tasks per priority"),
     el("div", { class: "scroll" }, el("table", { id: "counts" },
       el("thead", {}, el("tr", {}, el("th", {}, "priority"), STATES.map((s) => el("th", { class: "num" }, s)),
-        el("th", { class: "num" }, "queue lag"), el("th", {}, "queue"), canAct() ? el("th", {}, "action") : null)),
+        el("th", { class: "num" }, "queue lag"), el("th", { class: "num" }, "workers"), el("th", {}, "queue"), canAct() ? el("th", {}, "action") : null)),
       el("tbody", {}, rows))),
     el("h2", {}, "Created and completed per second, last 15 minutes"),
     el("div", { class: "legend" }, el("span", {}, el("span", { class: "swatch created" }), "created/s"),
@@ -161,14 +165,20 @@ function viewOverview() {
     for (const p of PRIORITIES) {
       for (const s of STATES) cells[p].states[s].textContent = fmt(stats.counts[p]?.[s] ?? 0);
       cells[p].lag.textContent = `${(stats.queue_lag_seconds[p] ?? 0).toFixed(1)} s`;
+      cells[p].workers.textContent = fmt(stats.workers[p] ?? 0);
       if (stats.paused?.[p]) keepQueue(stats.paused[p]);
     }
     paintQueues();
     cards.failed.textContent = fmt(stats.last_hour.failed);
     cards.created.textContent = fmt(stats.last_hour.created);
     cards.completed.textContent = fmt(stats.last_hour.completed);
-    cards.workers.textContent = `${fmt(stats.workers.alive)} / ${fmt(stats.workers.dead)}`;
-    chart.replaceChildren(drawChart(stats.per_minute));
+    const sup = stats.supervisors;
+    cards.workers.textContent = `${fmt(sup.alive)} / ${fmt(sup.dead)}`;
+    cards.slots.textContent = `${fmt(sup.busy)} of ${fmt(sup.slots)} worker slots busy`;
+    const starving = stats.due_without_workers || [];
+    warning.hidden = !starving.length;
+    warning.textContent = `Due tasks wait with no live worker for: ${starving.join(", ")}.`;
+    chart.replaceChildren(drawChart(stats.per_minute, chart.clientWidth));
     updated.textContent = `Live · updated ${localTime(stats.generated_at)}`;
   }
 
@@ -184,8 +194,9 @@ function viewOverview() {
 }
 
 /** created/s and completed/s per minute as an inline SVG line chart (no library needed). */
-function drawChart(minutes) {
-  const W = 640, H = 200, L = 44, R = 10, T = 10, B = 24;
+function drawChart(minutes, width) {
+  // Drawn at the box's own pixel width, so the labels keep their size on a phone and a desktop.
+  const W = Math.max(280, width || 640), H = 220, L = 44, R = 10, T = 10, B = 24;
   const series = ["created", "completed"];
   const top = Math.max(1, ...minutes.flatMap((m) => series.map((s) => m[`${s}_per_second`])));
   const x = (i) => L + (i * (W - L - R)) / Math.max(1, minutes.length - 1);
@@ -243,8 +254,9 @@ function viewTasks() {
       return button;
     })) : null;
   show(el("h1", {}, "Tasks"),
-    el("div", { class: "filters" }, select("state", LIST_STATES), select("priority", PRIORITIES), typeFilter),
-    go, bulk,
+    el("div", { class: "toolbar" },
+      el("div", { class: "filters" }, select("state", LIST_STATES), select("priority", PRIORITIES), typeFilter), go),
+    bulk,
     el("div", { class: "scroll" }, el("table", { id: "tasks" },
       el("thead", {}, el("tr", {}, ["id", "type", "priority", "state", "attempts", "created", "updated"]
         .map((h) => el("th", {}, h)))), body)),
