@@ -101,20 +101,28 @@ async def test_every_page_loads_without_console_errors_or_csp_violations(
         " ('web-1', 100, 'normal_1', 2, 102, 'web-1:102', 'idle', NULL)",
         (done,),
     )
+    sql.execute(  # a host that stopped beating a minute ago
+        "INSERT INTO workers (host, supervisor_pid, slot, priority, pid, locked_by, status,"
+        " heartbeat_at) VALUES ('web-2', 200, 'high_1', 1, 201, 'web-2:201', 'idle',"
+        " now() - interval '1 minute')"
+    )
     page, problems = await open_page(browser, base + "/")  # redirects to /dashboard
     assert page.url == base + "/dashboard"
     await expect(page.locator("#counts td[data-state=completed]").nth(1)).to_have_text("1")
     await expect(page.locator("#chart svg polyline")).to_have_count(2)
     await expect(page.locator("#updated")).to_contain_text("Live")
-    await expect(page.locator("#supervisors")).to_have_text("1 / 0")  # alive / dead
+    await expect(page.locator("#supervisors")).to_have_text("1 / 1")  # alive / dead
     await page.click("nav >> text=Tasks")
     await expect(page.locator("#tasks tbody tr")).to_have_count(2)
     await page.click(f"#tasks a:text-is('{failed}')")
     await expect(page.locator("#task-error")).to_contain_text("Traceback (most recent call last)")
     await expect(page.locator("#task-data")).to_contain_text('"n": 1')
     await page.click("nav >> text=Workers")
-    await expect(page.locator("section.host h2")).to_have_text("host web-1")
-    await expect(page.locator("section.host tbody tr")).to_have_count(2)
+    await expect(page.locator("section.host h2")).to_have_text(["host web-1", "host web-2"])
+    web1, web2 = page.locator("section.host").nth(0), page.locator("section.host").nth(1)
+    await expect(web1.locator("tbody tr")).to_have_count(2)
+    await expect(web1.locator(".supervisor > p .badge")).to_have_text("alive")
+    await expect(web2.locator(".supervisor > p .badge")).to_have_text("dead")
     await expect(page.locator(f"section.host a:text-is('{done}')")).to_be_visible()
     assert await page.evaluate("window.__csp") == []
     assert problems == []
@@ -277,3 +285,28 @@ async def test_readable_at_phone_width(browser: Browser, base: str, sql: Cursor)
     # Wide tables scroll inside their own box; the page itself never scrolls sideways.
     width = await page.evaluate("document.documentElement.scrollWidth")
     assert width <= 390
+
+
+async def test_tasks_filters_search_and_older_pages(
+    browser: Browser, base: str, sql: Cursor
+) -> None:
+    ids = insert(sql, *[("ok", 2, "completed", {"i": i}) for i in range(55)])
+    (boom,) = insert(sql, ("boom", 1, "failed", {}))
+    page, problems = await open_page(browser, base + "/dashboard#/tasks")
+    rows = page.locator("#tasks tbody tr")
+    await expect(rows).to_have_count(50)  # one page
+    await expect(rows.first).to_have_attribute("data-id", str(boom))  # newest first
+    await page.click("#older")
+    await expect(rows).to_have_count(56)
+    await expect(rows.last).to_have_attribute("data-id", str(ids[0]))
+    await expect(page.locator("#older")).to_be_hidden()
+    await page.select_option("#filter-type", "boom")
+    await expect(rows).to_have_count(1)
+    await page.select_option("#filter-type", "")
+    await page.select_option("#filter-priority", "high")
+    await expect(rows).to_have_count(1)
+    await page.fill("#search", str(ids[7]))
+    await page.keyboard.press("Enter")
+    await expect(page.locator("main h1")).to_have_text(f"Task {ids[7]}")
+    await expect(page.locator("#task-data")).to_contain_text('"i": 7')
+    assert problems == []

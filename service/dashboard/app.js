@@ -41,7 +41,7 @@ async function api(method, path, body) {
   }
   const response = await fetch(path, options);
   const answer = await response.json().catch(() => ({}));
-  if (response.status === 401 && path !== "/api/session") checkSession();
+  if (response.status === 401 && path !== "/api/session") checkSession().catch(() => {});
   if (!response.ok) throw new Error(answer.error || `${method} ${path}: HTTP ${response.status}`);
   const now = answer.now || answer.generated_at;
   if (now) skew = Date.parse(now) - Date.now();
@@ -69,7 +69,12 @@ function age(iso) {
     : s < 86400 ? `${Math.floor(s / 3600)} h` : `${Math.floor(s / 86400)} d`;
   return future ? `in ${text}` : `${text} ago`;
 }
-const when = (iso) => (iso ? el("span", { title: iso }, localTime(iso), " ", el("span", { class: "muted" }, `(${age(iso)})`)) : "—");
+// Ages carry their timestamp (data-at) so that one timer keeps every shown age current.
+const when = (iso) => (iso ? el("span", { title: iso }, localTime(iso), " ",
+  el("span", { class: "muted", "data-at": iso }, `(${age(iso)})`)) : "—");
+setInterval(() => {
+  for (const node of document.querySelectorAll("[data-at]")) node.textContent = `(${age(node.dataset.at)})`;
+}, 5000);
 const badge = (text, kind = text) => el("span", { class: `badge ${kind}` }, text);
 
 /** Ask with the page's dialog; resolves true when confirmed. */
@@ -190,6 +195,11 @@ function viewOverview() {
     paint(stats);
   });
   events.addEventListener("unavailable", (event) => banner(JSON.parse(event.data).error));
+  events.addEventListener("error", () => {
+    updated.textContent = "Reconnecting…"; // the browser retries by itself every 2 s
+    // A refused stream (a 401 once the session ended) is not retried: see who we are now.
+    if (events.readyState === EventSource.CLOSED) checkSession().catch((error) => banner(error.message));
+  });
   leaving.push(() => events.close());
 }
 
@@ -224,11 +234,11 @@ function drawChart(minutes, width) {
 
 const filters = { state: "", priority: "", type: "" };
 
-function select(name, choices) {
+function select(name, choices, changed) {
   const node = el("select", { name, id: `filter-${name}` }, el("option", { value: "" }, "any"),
     choices.map((c) => el("option", { value: c }, c)));
   node.value = filters[name];
-  node.addEventListener("change", () => { filters[name] = node.value; viewTasks(); });
+  node.addEventListener("change", () => { filters[name] = node.value; changed(); });
   return el("label", { for: `filter-${name}` }, name, node);
 }
 
@@ -254,15 +264,15 @@ function viewTasks() {
       return button;
     })) : null;
   show(el("h1", {}, "Tasks"),
-    el("div", { class: "toolbar" },
-      el("div", { class: "filters" }, select("state", LIST_STATES), select("priority", PRIORITIES), typeFilter), go),
+    el("div", { class: "toolbar" }, el("div", { class: "filters" },
+      select("state", LIST_STATES, restart), select("priority", PRIORITIES, restart), typeFilter), go),
     bulk,
     el("div", { class: "scroll" }, el("table", { id: "tasks" },
       el("thead", {}, el("tr", {}, ["id", "type", "priority", "state", "attempts", "created", "updated"]
         .map((h) => el("th", {}, h)))), body)),
     el("div", { class: "actions" }, older), note);
 
-  api("GET", "/api/stats").then((stats) => typeFilter.replaceChildren(select("type", stats.types)))
+  api("GET", "/api/stats").then((stats) => typeFilter.replaceChildren(select("type", stats.types, restart)))
     .catch((error) => banner(error.message));
 
   let cursor = null; // the next older page; paging older stops the live refresh of the first page
@@ -280,8 +290,11 @@ function viewTasks() {
       el("td", {}, when(t.inserted_at)), el("td", {}, when(t.updated_at)));
   };
   let shown = "";
+  let asked = 0; // only the newest request's answer is shown (a filter may change meanwhile)
   async function first() {
+    const mine = ++asked;
     const page = await api("GET", query());
+    if (mine !== asked) return;
     const key = JSON.stringify(page.tasks.map((t) => [t.id, t.state, t.updated_at]));
     if (key !== shown) { // rebuild only on change, so keyboard focus survives quiet refreshes
       shown = key;
@@ -290,6 +303,12 @@ function viewTasks() {
       older.hidden = !cursor;
       note.textContent = page.tasks.length ? "" : "No task matches.";
     }
+  }
+  // A filter changed: back to the newest page of the new filter (the selects keep their focus).
+  function restart() {
+    paged = false;
+    shown = "";
+    first().catch((error) => banner(error.message));
   }
   older.addEventListener("click", () => act(older, async () => {
     paged = true;
