@@ -45,7 +45,7 @@ def _file_response(name: str) -> web.Response:
 
 
 async def root(request: web.Request) -> web.StreamResponse:
-    """GET /: the dashboard is the API's home page."""
+    """GET / and /dashboard/: the dashboard is the API's home page."""
     raise web.HTTPFound(DASHBOARD_PATH)
 
 
@@ -60,9 +60,10 @@ async def asset(request: web.Request) -> web.Response:
 
 
 def add_routes(app: web.Application) -> None:
-    """Serve the pages: /, /dashboard and its two assets."""
+    """Serve the pages: / and /dashboard/ (redirects), /dashboard and its two assets."""
     app.router.add_get("/", root, allow_head=False)
     app.router.add_get(DASHBOARD_PATH, page, allow_head=False)
+    app.router.add_get(DASHBOARD_PATH + "/", root, allow_head=False)  # a typed trailing slash
     app.router.add_get(ASSET_ROUTE, asset, allow_head=False)
 
 

@@ -279,12 +279,19 @@ async def test_task_data_renders_as_text(browser: Browser, base: str, sql: Curso
 
 
 async def test_readable_at_phone_width(browser: Browser, base: str, sql: Cursor) -> None:
-    insert(sql, ("ok", 1, "completed", {}))
+    (task_id,) = insert(sql, ("ok", 1, "failed", {"long": "x" * 300}))
     page, _ = await open_page(browser, base + "/dashboard", viewport={"width": 390, "height": 844})
     await expect(page.locator("#chart svg")).to_be_visible()
-    # Wide tables scroll inside their own box; the page itself never scrolls sideways.
-    width = await page.evaluate("document.documentElement.scrollWidth")
-    assert width <= 390
+    for route, ready in [
+        ("#/overview", "#chart svg"),
+        ("#/tasks", "#tasks tbody tr"),
+        (f"#/tasks/{task_id}", "#task-error"),
+        ("#/workers", "#no-workers"),
+    ]:
+        await page.goto(f"{base}/dashboard{route}")
+        await expect(page.locator(ready)).to_be_visible()
+        # Wide tables scroll inside their own box; the page itself never scrolls sideways.
+        assert await page.evaluate("document.documentElement.scrollWidth") <= 390, route
 
 
 async def test_tasks_filters_search_and_older_pages(

@@ -19,8 +19,9 @@ async def test_pages_are_public_and_strict_even_with_tokens(
     aiohttp_client: MakeClient, database_url: str
 ) -> None:
     client = await aiohttp_client(create_app(make_config(database_url, api__tokens=["s3cret"])))
-    root = await client.get("/", allow_redirects=False)
-    assert root.status == 302 and root.headers["Location"] == "/dashboard"
+    for path in ("/", "/dashboard/"):
+        moved = await client.get(path, allow_redirects=False)
+        assert moved.status == 302 and moved.headers["Location"] == "/dashboard"
     for path, kind in [
         ("/dashboard", "text/html"),
         ("/dashboard/app.js", "text/javascript"),

@@ -188,13 +188,18 @@ function viewOverview() {
   }
 
   const events = new EventSource("/api/events");
+  let down = false; // the banner says the database is away: the next good event clears it
   events.addEventListener("stats", (event) => {
     const stats = JSON.parse(event.data);
     skew = Date.parse(stats.generated_at) - Date.now();
-    banner("");
+    if (down) banner("");
+    down = false;
     paint(stats);
   });
-  events.addEventListener("unavailable", (event) => banner(JSON.parse(event.data).error));
+  events.addEventListener("unavailable", (event) => {
+    down = true;
+    banner(JSON.parse(event.data).error);
+  });
   events.addEventListener("error", () => {
     updated.textContent = "Reconnecting…"; // the browser retries by itself every 2 s
     // A refused stream (a 401 once the session ended) is not retried: see who we are now.
