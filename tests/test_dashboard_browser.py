@@ -170,8 +170,8 @@ async def test_cancel_and_retry_from_the_task_page(
     await expect(page.locator("dl.fields .badge")).to_have_text("cancelled")
     assert state_of(sql, task_id) == "cancelled"
     await expect(page.locator("#task-cancel")).to_have_count(0)
-    await page.locator("#task-retry").focus()  # keyboard: a real button, Enter presses it
-    await page.keyboard.press("Enter")
+    await expect(page.locator("#task-retry")).to_be_focused()  # the keyboard stays on the actions
+    await page.keyboard.press("Enter")  # a real button: Enter presses it
     await expect(page.locator("dl.fields .badge")).to_have_text("available")
     assert state_of(sql, task_id) == "available"
 
@@ -186,8 +186,9 @@ async def test_bulk_retry_confirms_the_count_then_retries(
     await page.select_option("#filter-state", "failed")
     await expect(page.locator("#tasks tbody tr")).to_have_count(3)
     await page.click("#bulk-retry")
-    await expect(page.locator("#confirm-text")).to_contain_text("Retry 3 tasks?")
-    await page.click("#confirm-no")  # declining changes nothing
+    await expect(page.locator("#confirm-text")).to_have_text("Retry 3 tasks? (state failed)")
+    await page.keyboard.press("Escape")  # declining changes nothing
+    await expect(page.locator("#bulk-retry")).to_be_focused()  # and gives the focus back
     assert {state_of(sql, i) for i in failed} == {"failed"}
     await page.click("#bulk-retry")
     await expect(page.locator("#confirm-text")).to_contain_text("Retry 3 tasks?")

@@ -89,15 +89,17 @@ function confirmDialog(text) {
   });
 }
 
-/** Run an action from a button: disabled while it runs, errors in the banner. */
+/** Run an action from a button, once at a time, errors in the banner. The button is marked busy
+ * rather than disabled: a disabled button drops the keyboard focus (and the dialog's return). */
 async function act(button, work) {
-  button.disabled = true;
+  if (button.getAttribute("aria-busy") === "true") return;
+  button.setAttribute("aria-busy", "true");
   try {
     await work();
   } catch (error) {
     banner(error.message);
   } finally {
-    button.disabled = false;
+    button.removeAttribute("aria-busy");
   }
 }
 
@@ -334,10 +336,10 @@ function viewTasks() {
     const chosen = Object.fromEntries(Object.entries(filters).filter(([, v]) => v));
     const preview = await api("POST", `/api/tasks/bulk/${action}`, { ...chosen, dry_run: true });
     const verb = action === "retry" ? "Retry" : "Cancel";
-    const which = Object.entries(chosen).map(([k, v]) => `${k} ${v}`).join(", ");
-    if (preview.count === 0) return banner(`No ${preview.states.join(" or ")} task matches.`);
-    const text = `${verb} ${fmt(preview.count)} task${preview.count === 1 ? "" : "s"}?` +
-      ` (${preview.states.join(" or ")}${which ? `; ${which}` : ""})`;
+    const which = Object.entries({ state: preview.states.join(" or "), ...chosen })
+      .map(([k, v]) => `${k} ${v}`).join(", ");
+    if (preview.count === 0) return banner(`No task matches (${which}).`);
+    const text = `${verb} ${fmt(preview.count)} task${preview.count === 1 ? "" : "s"}? (${which})`;
     if (!(await confirmDialog(text))) return;
     const done = await api("POST", `/api/tasks/bulk/${action}`, { ...chosen, dry_run: false });
     banner(`${action === "retry" ? "Retried" : "Cancelled"} ${fmt(done.count)} tasks.`, true);
@@ -373,6 +375,8 @@ function viewTask(id) {
           await api("POST", `/api/tasks/${t.id}/${action}`);
           banner(`Task ${t.id}: ${action === "retry" ? "retried" : "cancelled"}.`, true);
           await load();
+          // The page was drawn anew: keep the keyboard on its next action (or its heading).
+          (document.querySelector("main .actions button") || main()).focus();
         }));
         return button;
       })) : null,
