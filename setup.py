@@ -25,6 +25,8 @@ setup(
     package_data={
         "asynctask": ["py.typed"],
         "asynctask.core": ["schema.sql", "queries.sql", "default_config.yaml"],
+        # The dashboard's page, script and stylesheet (service/dashboard_pages.py serves them).
+        "asynctask.service": ["dashboard/*.html", "dashboard/*.js", "dashboard/*.css"],
     },
     install_requires=[
         "aiohttp>=3.10,<4",
@@ -69,6 +71,8 @@ setup(
             # tests/test_wheel.py builds the wheel without build isolation (offline, once).
             "setuptools>=68",
             "wheel>=0.40",
+            # tests/test_dashboard_browser.py drives Debian's chromium (never its own download).
+            "playwright>=1.40",
         ],
     },
     entry_points={"console_scripts": ["asynctask=asynctask.cli:main"]},

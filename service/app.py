@@ -14,7 +14,7 @@ from asynctask.core import counts, loops, stats
 from asynctask.core.config import Config
 from asynctask.core.connections import acquire, create_pool
 from asynctask.core.exposure import allowed_hosts, check_exposure, is_loopback
-from asynctask.service import auth, dashboard_views, keys, schedule_views, views
+from asynctask.service import auth, dashboard_pages, dashboard_views, keys, schedule_views, views
 from asynctask.service.bodies import BodyReader
 from asynctask.service.events import Broadcaster
 from asynctask.service.group_commit import GroupCommit
@@ -74,6 +74,7 @@ def create_app(config: Config) -> web.Application:
     app.router.add_post(_TASK_ID + "/retry", views.retry_task)
     app.router.add_get("/api/schedules", schedule_views.list_schedules, allow_head=False)
     _add_dashboard_routes(app)
+    dashboard_pages.add_routes(app)  # no @docs: pages, not API routes, so not in the document
     setup_openapi(app, config, version=_version())
     return app
 

@@ -16,6 +16,7 @@ from aiohttp_apigami.constants import SWAGGER_DICT
 from marshmallow import Schema
 
 from asynctask.core.config import Config
+from asynctask.service.dashboard_pages import is_page
 from asynctask.service.examples import add_examples
 from asynctask.service.rules import MAX_BIGINT, one_of
 from asynctask.service.schemas import DATA_DESCRIPTION, ErrorSchema
@@ -24,7 +25,8 @@ OPENAPI_PATH = "/api/openapi"
 DOCS_PATH = "/api/docs"
 METRICS_PATH = "/metrics"
 # Paths anyone may read even when tokens are configured: probes and documentation (exact paths,
-# plus Swagger UI's files), and /metrics when api.public_metrics says so.
+# plus Swagger UI's files), the dashboard's pages (they hold no data and show the login form), and
+# /metrics when api.public_metrics says so.
 PUBLIC_PATHS = frozenset({"/health", "/ready", OPENAPI_PATH, DOCS_PATH})
 # Open whatever the tokens: where the dashboard logs in (service/auth.py).
 SESSION_PATH = "/api/session"
@@ -35,7 +37,7 @@ STATIC_PREFIX = DOCS_PATH + "/static/"
 
 def is_public(path: str, public_metrics: bool) -> bool:
     """True for the paths that need no token (and no Host check) even when tokens are set."""
-    if path in PUBLIC_PATHS or path.startswith(STATIC_PREFIX):
+    if path in PUBLIC_PATHS or path.startswith(STATIC_PREFIX) or is_page(path):
         return True
     return public_metrics and path == METRICS_PATH
 

@@ -19,6 +19,7 @@ from asynctask.core.config import ApiConfig, Config
 from asynctask.core.models import STATES
 from asynctask.service import examples
 from asynctask.service.app import create_app
+from asynctask.service.dashboard_pages import is_page
 from asynctask.service.rules import TaskRules
 from asynctask.service.schemas import TaskCreateSchema
 from tests.conftest import make_config
@@ -61,12 +62,14 @@ def test_it_lists_every_route_the_app_serves(document: dict[str, Any], config: C
     served = set()
     for route in create_app(config).router.routes():
         path = route.resource.canonical if route.resource else ""
-        if route.method != "HEAD" and "/static" not in path:
+        # Swagger UI's files and the dashboard's pages are not API routes: not in the document.
+        if route.method != "HEAD" and "/static" not in path and not is_page(path):
             path = path.replace("{id:[0-9]{1,19}}", "{id}")
             served.add(
                 (route.method.lower(), path.replace("{priority:high|normal|low}", "{priority}"))
             )
     assert served == ROUTES
+    assert not any(is_page(path) for path in document["paths"])
 
 
 def test_every_answer_is_documented(document: dict[str, Any]) -> None:
