@@ -204,6 +204,16 @@ def commits(url: str) -> int:
         conn.close()
 
 
+# Is any task still due or running? Each side walks its partial index in order, as a claim does,
+# so a poll reads a few index pages. (A plain `state IN (...) OR state = 'running'` scanned the
+# heap: ~0.2 s per poll on a million rows, five times a second, which the drain paid for.)
+UNFINISHED_SQL = (
+    "SELECT EXISTS (SELECT 1 FROM tasks WHERE state IN ('available', 'retrying')"
+    " ORDER BY priority, scheduled_at, id LIMIT 1)"
+    " OR EXISTS (SELECT 1 FROM tasks WHERE state = 'running' ORDER BY lease_expires_at LIMIT 1)"
+)
+
+
 def percentile(values: list[float], fraction: float) -> float:
     """The value below which `fraction` of the sorted values fall (nearest rank)."""
     ordered = sorted(values)

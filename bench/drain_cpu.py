@@ -24,7 +24,7 @@ import psutil
 import psycopg2
 import psycopg2.extensions
 
-from bench.common import ADMIN_DSN, ROOT, admin, base_parser, report
+from bench.common import ADMIN_DSN, ROOT, UNFINISHED_SQL, admin, base_parser, report
 
 
 def cpu(processes: list[psutil.Process]) -> float:
@@ -81,8 +81,7 @@ def drain(url: str, args: argparse.Namespace) -> dict[str, object]:
         )
         started = time.monotonic()
         while True:
-            cur.execute("SELECT EXISTS (SELECT 1 FROM tasks WHERE state IN"
-                        " ('available', 'retrying', 'running'))")  # fmt: skip
+            cur.execute(UNFINISHED_SQL)
             if not cur.fetchone()[0]:
                 break
             time.sleep(0.1)

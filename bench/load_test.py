@@ -18,6 +18,7 @@ import yaml
 
 from bench.common import (
     ROOT,
+    UNFINISHED_SQL,
     base_parser,
     commits,
     cpu_seconds,
@@ -80,10 +81,7 @@ def drain(conn: psycopg2.extensions.connection, workers, rows: int, timeout: flo
         cur.execute(LOAD_SQL, (rows,))
         started = time.monotonic()
         while time.monotonic() - started < timeout:
-            cur.execute(
-                "SELECT EXISTS (SELECT 1 FROM tasks WHERE state IN ('available', 'retrying')"
-                " OR state = 'running')"
-            )
+            cur.execute(UNFINISHED_SQL)
             if not cur.fetchone()[0]:
                 break
             time.sleep(0.2)
