@@ -214,6 +214,23 @@ UNFINISHED_SQL = (
 )
 
 
+def drain_result(
+    cur: psycopg2.extensions.cursor, rows: int, elapsed: float, **cpu_seconds: float
+) -> dict[str, Any]:
+    """A drain's summary: its tasks by state, the completed ones per second, the CPU given."""
+    cur.execute("SELECT state, count(*) FROM tasks GROUP BY state")
+    states = dict(cur.fetchall())
+    completed = int(states.get("completed", 0))
+    return {
+        "rows": rows,
+        "completed": completed,
+        "elapsed_s": round(elapsed, 2),
+        "tasks_per_s": round(completed / elapsed),
+        **{name: round(value, 1) for name, value in cpu_seconds.items()},
+        "states": states,
+    }
+
+
 def percentile(values: list[float], fraction: float) -> float:
     """The value below which `fraction` of the sorted values fall (nearest rank)."""
     ordered = sorted(values)

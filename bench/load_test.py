@@ -22,6 +22,7 @@ from bench.common import (
     base_parser,
     commits,
     cpu_seconds,
+    drain_result,
     postgres_cpu_seconds,
     report,
     scratch_database,
@@ -88,18 +89,7 @@ def drain(conn: psycopg2.extensions.connection, workers, rows: int, timeout: flo
         elapsed = time.monotonic() - started
         cpu_workers = cpu_seconds(worker_procs) - cpu_workers
         cpu_pg = postgres_cpu_seconds() - cpu_pg
-        cur.execute("SELECT state, count(*) FROM tasks GROUP BY state")
-        states = dict(cur.fetchall())
-    completed = int(states.get("completed", 0))
-    return {
-        "rows": rows,
-        "completed": completed,
-        "elapsed_s": round(elapsed, 2),
-        "tasks_per_s": round(completed / elapsed),
-        "cpu_workers_s": round(cpu_workers, 1),
-        "cpu_postgres_s": round(cpu_pg, 1),
-        "states": states,
-    }
+        return drain_result(cur, rows, elapsed, cpu_workers_s=cpu_workers, cpu_postgres_s=cpu_pg)
 
 
 if __name__ == "__main__":

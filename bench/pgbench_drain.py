@@ -27,7 +27,14 @@ from pathlib import Path
 
 import psycopg2
 
-from bench.common import base_parser, commits, postgres_cpu_seconds, report, scratch_database
+from bench.common import (
+    base_parser,
+    commits,
+    drain_result,
+    postgres_cpu_seconds,
+    report,
+    scratch_database,
+)
 from bench.load_test import LOAD_SQL
 
 CLIENTS = 2
@@ -103,18 +110,10 @@ def drain(
     elapsed = time.monotonic() - started
     cpu_pg = postgres_cpu_seconds() - cpu_before
     with conn.cursor() as cur:
-        cur.execute("SELECT state, count(*) FROM tasks GROUP BY state")
-        states = dict(cur.fetchall())
-    completed = int(states.get("completed", 0))
-    return {
-        "rows": rows,
-        "completed": completed,
-        "elapsed_s": round(elapsed, 2),
-        "tasks_per_s": round(completed / elapsed),
-        "cpu_postgres_s": round(cpu_pg, 1),
-        "commits_per_100_tasks": round(100 * (commits(url) - committed) / max(completed, 1), 1),
-        "states": states,
-    }
+        result = drain_result(cur, rows, elapsed, cpu_postgres_s=cpu_pg)
+    per_task = (commits(url) - committed) / max(int(result["completed"]), 1)
+    result["commits_per_100_tasks"] = round(100 * per_task, 1)
+    return result
 
 
 if __name__ == "__main__":
