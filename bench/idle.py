@@ -27,13 +27,18 @@ def main() -> None:
             wait_http(f"http://127.0.0.1:{port}/health")
             time.sleep(5)
             processes = service.tree()
-            before = cpu_seconds(processes)
+            before = {p.pid: cpu_seconds([p]) for p in processes}
             time.sleep(args.seconds)
-            used = cpu_seconds(processes) - before
+            each = {p.pid: cpu_seconds([p]) - before[p.pid] for p in processes}
+            used = sum(each.values())
+            names = {p.pid: " ".join(p.cmdline()).strip() or str(p.pid) for p in processes}
             rss = {
-                " ".join(p.cmdline()).strip() or str(p.pid): round(p.memory_info().rss / 2**20, 1)
+                names[p.pid]: round(p.memory_info().rss / 2**20, 1)
                 for p in processes
                 if p.is_running()
+            }
+            cpu = {
+                names[pid]: round(100 * seconds / args.seconds, 3) for pid, seconds in each.items()
             }
         finally:
             service.stop()
@@ -44,6 +49,7 @@ def main() -> None:
             "seconds": args.seconds,
             "cpu_percent_of_one_core": round(100 * used / args.seconds, 3),
             "rss_mib_total": round(sum(rss.values()), 1),
+            "cpu_percent_each": cpu,
             "rss_mib": rss,
         },
         args.json,
