@@ -546,7 +546,7 @@ async def test_unexpected_errors_are_logged_with_the_request_id_and_leak_nothing
     assert any(request_id in record.getMessage() and record.exc_info for record in caplog.records)
 
 
-async def test_tokens_guard_the_task_routes_only(
+async def test_tokens_guard_the_api_and_leave_the_probes_and_docs_open(
     aiohttp_client: MakeClient, database_url: str
 ) -> None:
     config = make_config(database_url, api__tokens=["s3cret", "other"])
