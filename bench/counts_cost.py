@@ -101,22 +101,15 @@ def drain(cur: psycopg2.extensions.cursor, rows: int) -> float:
         ids = [row[0] for row in cur.fetchall()]
         if not ids:
             return time.perf_counter() - started
-        cur.execute(finish, inline_params((*finish_params(ids, token), None, None)))
+        cur.execute(finish, inline_params(finish_params(ids, token)))
 
 
 def finish_params(ids: list[int], token: str) -> tuple[object, ...]:
-    """`finish`'s first five parameters completing these tasks, encoded as db.finish sends them."""
+    """`finish`'s parameters completing these tasks, encoded as db.finish sends them."""
     n = len(ids)
-    states = arrays.words(["completed"] * n)
-    return (
-        arrays.ints(ids),
-        arrays.words([token] * n),
-        states,
-        arrays.ints([None] * n),
-        (arrays.bools([False] * n)),
-        None,
-        None,
-    )
+    tokens, states = arrays.texts([token] * n), arrays.texts(["completed"] * n)
+    # No delays, errors or results: NULL arrays, as db.finish sends them.
+    return arrays.numbers(ids), tokens, states, None, arrays.bools([False] * n), None, None
 
 
 def trigger_times(cur: psycopg2.extensions.cursor, rows: int) -> dict[str, float]:
@@ -133,7 +126,7 @@ def trigger_times(cur: psycopg2.extensions.cursor, rows: int) -> dict[str, float
         samples["claim"].append(explain(cur, "claim", (1, 100, "b:1:high_1", token, 30.0, 1 << 22)))
         cur.execute("SELECT id FROM tasks WHERE lock_token = %s", (token,))
         ids = [row[0] for row in cur.fetchall()]
-        samples["finish"].append(explain(cur, "finish", (*finish_params(ids, token), None, None)))
+        samples["finish"].append(explain(cur, "finish", finish_params(ids, token)))
     result = {}
     for name, found in samples.items():
         result[f"{name}_trigger_ms"] = round(statistics.median(t for t, _ in found), 4)

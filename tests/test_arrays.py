@@ -1,4 +1,4 @@
-"""Array literals for finish's parameters: PostgreSQL reads back exactly what was written."""
+"""Array literals for the statements' array parameters: PostgreSQL reads back what was written."""
 
 from __future__ import annotations
 
@@ -25,21 +25,21 @@ def test_texts_come_back_as_written_with_nulls_as_nulls(sql: Cursor) -> None:
     assert sql.fetchone()[0] == values
 
 
-def test_ints_words_and_bools(sql: Cursor) -> None:
+def test_numbers_uuids_and_bools(sql: Cursor) -> None:
+    token = "9f0c7a4e-5b8a-4c1e-8f5e-1d2c3b4a5f60"
     sql.execute(
-        "SELECT %s::bigint[], %s::uuid[]::text[], %s::text[], %s::bool[]",
+        "SELECT %s::bigint[], %s::float8[], %s::uuid[]::text[], %s::bool[]",
         (
-            arrays.ints([1, None, 2**62]),
-            arrays.words(["9f0c7a4e-5b8a-4c1e-8f5e-1d2c3b4a5f60"]),
-            arrays.words(["completed", "retrying"]),
+            arrays.numbers([1, None, 2**62]),
+            arrays.numbers([0.1, 1e-7, 12.5]),
+            arrays.texts([token]),
             arrays.bools([True, False]),
         ),
     )
-    longs, uuids, states, flags = sql.fetchone()
-    assert longs == [1, None, 2**62]
-    assert uuids == ["9f0c7a4e-5b8a-4c1e-8f5e-1d2c3b4a5f60"]
-    assert (states, flags) == (["completed", "retrying"], [True, False])
+    assert sql.fetchone() == ([1, None, 2**62], [0.1, 1e-7, 12.5], [token], [True, False])
 
 
-def test_empty_arrays() -> None:
-    assert arrays.ints([]) == arrays.texts([]) == arrays.bools([]) == "{}"
+def test_an_array_of_nothing_but_nulls_is_sent_as_null() -> None:
+    # unnest() pads a NULL array with NULLs: a batch without errors sends no errors array.
+    assert arrays.texts([None, None]) is None and arrays.numbers([None]) is None
+    assert arrays.texts([]) is None and arrays.bools([]) == "{}"

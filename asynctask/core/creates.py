@@ -16,7 +16,7 @@ from typing import Any, NamedTuple
 import aiopg
 import psycopg2.errors
 
-from asynctask.core import db
+from asynctask.core import arrays, db
 from asynctask.core.connections import execute, execute_text, rows
 from asynctask.core.errors import DatabaseUnavailable, IdempotencyKeyTaken
 from asynctask.core.sql import QUERIES
@@ -167,10 +167,10 @@ def _columns(
     plain = db.columns(tasks)
     return (
         *plain,
-        db.text_array([task.unique_key for task in tasks]),
-        db.text_array([None if key is None else key.scope for key in keys]),
-        db.text_array([None if key is None else key.key for key in keys]),
-        db.text_array([None if key is None else key.fingerprint for key in keys]),
+        arrays.texts([task.unique_key for task in tasks]),
+        arrays.texts([None if key is None else key.scope for key in keys]),
+        arrays.texts([None if key is None else key.key for key in keys]),
+        arrays.texts([None if key is None else key.fingerprint for key in keys]),
     )
 
 

@@ -108,39 +108,18 @@ async def insert_tasks(conn: aiopg.Connection, tasks: Sequence[NewRow]) -> list[
 
 def columns(tasks: Sequence[NewRow]) -> tuple[str | None, ...]:
     """The plain insert statements' array parameters, as array literals."""
-    # Array literals built here and sent as text (the statement casts them): psycopg2's ARRAY[...]
-    # adaptation quotes each element in Python and makes the server parse one expression per row;
-    # a literal is one string, parsed in one pass, which halves the batch insert.
+    # Array literals (core/arrays.py), sent as text: the statement casts them.
     # Rows of the first four fields alone (callers from before tasks for later) are due now.
     types, priorities, attempts, data, *rest = zip(*tasks, strict=True)
     at, delay = (rest[0], rest[1]) if rest else ((), ())
     return (
-        text_array(types),
-        number_array(priorities),
-        number_array(attempts),
-        text_array(data),
-        text_array(at),
-        number_array(delay),
+        arrays.texts(types),
+        arrays.numbers(priorities),
+        arrays.numbers(attempts),
+        arrays.texts(data),
+        arrays.texts(at),
+        arrays.numbers(delay),
     )
-
-
-def text_array(values: Sequence[str | None]) -> str | None:
-    """A text[] literal; None (SQL NULL) when every value is None: unnest pads it with NULLs."""
-    if all(v is None for v in values):
-        return None
-    quoted = (
-        "NULL" if v is None else '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
-        for v in values
-    )
-    return "{" + ",".join(quoted) + "}"
-
-
-def number_array(values: Sequence[float | None]) -> str | None:
-    """A numeric array literal; None when every value is None (as text_array)."""
-    if all(v is None for v in values):
-        return None
-    # str() of an int or a float is a literal PostgreSQL reads back exactly.
-    return "{" + ",".join("NULL" if v is None else str(v) for v in values) + "}"
 
 
 async def get_task(conn: aiopg.Connection, task_id: int) -> dict[str, Any]:
@@ -190,7 +169,7 @@ def list_params(
     shown = state if state in (State.SCHEDULED, State.AVAILABLE) else None
     states = "{" + ",".join(stored) + "}"
     chosen = PRIORITIES if priority is None else (priority,)
-    numbers = number_array([p.number for p in chosen])
+    numbers = arrays.numbers([p.number for p in chosen])
     running = state in (None, State.RUNNING)
     return states, numbers, type_, before_id, limit, running, shown, max_bytes
 
@@ -256,19 +235,16 @@ async def finish(conn: aiopg.Connection, outcomes: Sequence[Outcome]) -> int:
     if not outcomes:
         return 0
     # rows(), not execute(): the statement ends in a SELECT (its NOTIFY of finished tasks).
-    # Arrays go as literals (core/arrays.py); errors and results as NULL when the batch has none.
-    errors = [o.error for o in outcomes]
-    results = [o.result for o in outcomes]
     found = await rows(
         conn,
         QUERIES["finish"],
-        arrays.ints(o.task_id for o in outcomes),
-        arrays.words(str(o.token) for o in outcomes),
-        arrays.words(o.decision.state.value for o in outcomes),
-        arrays.ints(o.decision.delay_ms for o in outcomes),
+        arrays.numbers([o.task_id for o in outcomes]),
+        arrays.texts([str(o.token) for o in outcomes]),
+        arrays.texts([o.decision.state.value for o in outcomes]),
+        arrays.numbers([o.decision.delay_ms for o in outcomes]),
         arrays.bools(o.decision.uncharge for o in outcomes),
-        arrays.texts(errors) if any(e is not None for e in errors) else None,
-        arrays.texts(results) if any(r is not None for r in results) else None,
+        arrays.texts([o.error for o in outcomes]),
+        arrays.texts([o.result for o in outcomes]),
     )
     return int(found[0]["written"])
 
