@@ -146,32 +146,18 @@ def _count(sql: Cursor, state: str) -> int:
     return int(fetch(sql)[0])
 
 
+@pytest.mark.parametrize("slow", ["sleepy", "hang"], ids=["coroutine", "plain_function"])
 async def test_stop_finishes_the_running_task_and_releases_the_rest(
-    database_url: str, sql: Cursor
+    database_url: str, sql: Cursor, slow: str
 ) -> None:
     config = make_config(database_url, prefetch=4)
     # A quick task first, so the smoothed duration stays small and the second claim takes two
     # (prefetch is capped by expected work: slow tasks alone would be claimed one at a time).
-    ids = [insert(sql, "ok")] + [insert(sql, "sleepy", {"seconds": 0.3}) for _ in range(3)]
+    # With plain functions the second claim's two rows go to the handler thread together, and
+    # the thread stops before the second one (workers/plain.py).
+    ids = [insert(sql, "ok")] + [insert(sql, slow, {"seconds": 0.3}) for _ in range(3)]
     async with running(config) as (worker, task):
         await wait_until_async(lambda: worker.limit == 4)  # the second claim took 2 tasks
-        await wait_until_async(lambda: worker.link.doing == ids[1])
-        worker.stop("test")
-        assert await task == 0
-    rows = [task_row(sql, i) for i in ids]
-    assert [r["state"] for r in rows] == ["completed", "completed", "available", "available"]
-    assert [r["attempts"] for r in rows] == [1, 1, 0, 0]
-
-
-async def test_stop_lets_a_plain_handler_finish_and_releases_the_rest_of_its_run(
-    database_url: str, sql: Cursor
-) -> None:
-    # As above, with plain functions: the second claim's two rows go to the handler thread
-    # together, and the thread stops before the second one (workers/plain.py).
-    config = make_config(database_url, prefetch=4)
-    ids = [insert(sql, "ok")] + [insert(sql, "hang", {"seconds": 0.3}) for _ in range(3)]
-    async with running(config) as (worker, task):
-        await wait_until_async(lambda: worker.limit == 4)
         await wait_until_async(lambda: worker.link.doing == ids[1])
         worker.stop("test")
         assert await task == 0
