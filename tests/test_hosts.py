@@ -15,7 +15,7 @@ import subprocess
 from tests.processes import run_bench
 
 # Seconds: 2 of load, 4 of latency on app2, 2, 12 cut off (past the 5 s lease), 2, app3 killed, 5.
-REDUCED = "--tasks 1200 --warm 2 --latency 4 --gap 2 --cut 12 --tail 5"
+REDUCED = "--tasks 1200 --warm 2 --latency 4 --gap 2 --cut 12 --tail 10"
 
 
 def test_a_partition_latency_and_a_killed_host_lose_nothing() -> None:
