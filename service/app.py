@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import importlib.metadata
 import logging
+import signal
 from collections.abc import AsyncIterator
 from dataclasses import replace
 
 from aiohttp import web, web_response
+from aiohttp.web_runner import GracefulExit
 
 from asynctask.core import counts, loops, stats
 from asynctask.core.config import Config
@@ -164,6 +167,8 @@ def serve(config: Config, host: str, port: int, reuse_port: bool = False) -> Non
     # lives as long as the process: keep it out of the collector's full passes, which otherwise
     # stop the loop for ~16 ms every few hundred requests.
     gc.freeze()
+    loop = loops.new_event_loop()
+    _stop_on_first_signal(loop)
     # Access lines stay on aiohttp.access, which setup_logging keeps at WARNING: at thousands of
     # requests per second they would drown everything else.
     # keepalive_timeout also bounds the request head: aiohttp closes a connection that has not
@@ -173,9 +178,38 @@ def serve(config: Config, host: str, port: int, reuse_port: bool = False) -> Non
         host=host,
         port=port,
         print=started,
-        loop=loops.new_event_loop(),
+        loop=loop,
+        handle_signals=False,
         # Only when several API processes share the port: otherwise a second server started by
         # mistake must fail with "address in use", not silently take half of the connections.
         reuse_port=reuse_port,
         keepalive_timeout=config.api.idle_timeout_seconds,
     )
+    # The loop is closed and its handlers gone: a signal still on its way must not kill the
+    # process on its way out (exit -15 instead of 0).
+    for signum in _STOP_SIGNALS:
+        signal.signal(signum, signal.SIG_IGN)
+
+
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+def _stop_on_first_signal(loop: asyncio.AbstractEventLoop) -> None:
+    """SIGINT or SIGTERM begins the graceful shutdown once; later ones are ignored.
+
+    Ctrl-C under `asynctask run` reaches the API twice (the terminal's SIGINT to the process group,
+    then the supervisor's SIGTERM). aiohttp's own handlers would raise again in the middle of the
+    shutdown the first began, or, once its cleanup removed them, let the default action kill it.
+    """
+
+    def stop() -> None:
+        for signum in _STOP_SIGNALS:
+            loop.add_signal_handler(signum, _already_stopping)
+        raise GracefulExit()
+
+    for signum in _STOP_SIGNALS:
+        loop.add_signal_handler(signum, stop)
+
+
+def _already_stopping() -> None:
+    log.debug("a stop signal arrived while stopping: ignored")

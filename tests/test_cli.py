@@ -136,7 +136,16 @@ def test_an_invalid_port_is_refused(
     assert "invalid int value: 'http'" in capsys.readouterr().err
 
 
-def test_api_serves_logs_its_url_and_stops_on_sigterm(tmp_path: Path, database_url: str) -> None:
+# Ctrl-C under `asynctask run` reaches the API twice: the terminal's SIGINT to the process group and
+# the supervisor's SIGTERM. The second lands during the graceful shutdown the first began.
+@pytest.mark.parametrize(
+    "signals",
+    [(signal.SIGTERM,), (signal.SIGINT, signal.SIGTERM)],
+    ids=["sigterm", "sigint+sigterm"],
+)
+def test_api_serves_logs_its_url_and_stops_on_sigterm(
+    tmp_path: Path, database_url: str, signals: tuple[signal.Signals, ...]
+) -> None:
     config = _write_config(tmp_path / "config.yaml", database_url)
     port = free_port()
     log_path = tmp_path / "api.log"
@@ -156,13 +165,16 @@ def test_api_serves_logs_its_url_and_stops_on_sigterm(tmp_path: Path, database_u
             except OSError:
                 assert time.monotonic() < deadline and process.poll() is None, log_path.read_text()
                 time.sleep(0.1)
-        process.send_signal(signal.SIGTERM)
-        assert process.wait(timeout=15) == 0
+        for n, signum in enumerate(signals):
+            time.sleep(0.002 if n else 0)  # the second lands after the first began the shutdown
+            process.send_signal(signum)
+        assert process.wait(timeout=15) == 0, log_path.read_text()
     finally:
         if process.poll() is None:
             process.kill()
             process.wait()
     logged = log_path.read_text()
+    assert "Traceback" not in logged, logged
     assert f"asynctask api on http://127.0.0.1:{port} (docs at /api/docs)" in logged
     # The test server runs with autovacuum = off, as these machines' server does.
     warned = [line for line in logged.splitlines() if "autovacuum = off" in line]
