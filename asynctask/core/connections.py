@@ -70,13 +70,18 @@ def first_line(exc: BaseException) -> str:
 @contextlib.contextmanager
 def translate_errors(url: str | None = None) -> Iterator[None]:
     """Turn driver-level "cannot talk to the server" errors into DatabaseUnavailable."""
-    where = f" at {redact(url)}" if url else ""
+    # Every query passes through here: the URL is redacted (regular expressions) only on failure.
     try:
         yield
     except (psycopg2.OperationalError, psycopg2.InterfaceError) as exc:
+        where = _where(url)
         raise DatabaseUnavailable(f"database{where} is unavailable: {first_line(exc)}") from exc
     except TimeoutError as exc:
-        raise DatabaseUnavailable(f"database{where} did not answer in time") from exc
+        raise DatabaseUnavailable(f"database{_where(url)} did not answer in time") from exc
+
+
+def _where(url: str | None) -> str:
+    return f" at {redact(url)}" if url else ""
 
 
 class _Connection(psycopg2.extensions.connection):
