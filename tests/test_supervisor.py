@@ -32,7 +32,7 @@ from asynctask.core.logs import setup_logging
 from asynctask.core.models import Priority
 from asynctask.workers.link import SlotLink
 from asynctask.workers.slots import EXIT_CONFIG_ERROR, Slot, describe_exit
-from asynctask.workers.supervisor import rss_mb
+from asynctask.workers.watchdog import rss_mb
 from tests.conftest import TEST_HANDLERS, make_config
 from tests.procs import (
     CTX,
@@ -81,7 +81,7 @@ async def block_loop(task: Any) -> None:
 
 def middle(config: Config, pids: Any) -> None:
     """Start a worker, report its pid, and vanish without stopping it."""
-    from asynctask.workers.worker import run_worker
+    from asynctask.workers.process import run_worker
 
     ctx = multiprocessing.get_context("spawn")
     link = SlotLink(ctx, Slot("high_1", Priority.HIGH))
@@ -719,7 +719,7 @@ def test_ctrl_c_is_logged_as_a_requested_stop_that_waits_for_the_running_task(
 def test_the_stop_notice_names_every_running_task_or_says_none_runs() -> None:
     from types import SimpleNamespace
 
-    from asynctask.workers.supervisor import stop_notice
+    from asynctask.workers.children import stop_notice
 
     def child(name: str, task: int | None, alive: bool = True) -> Any:
         return SimpleNamespace(name=name, running_task=task, process=object() if alive else None)

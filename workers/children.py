@@ -9,7 +9,8 @@ A service (the API of `asynctask run`) is a plain target with its arguments.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable
+import os
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from multiprocessing.context import ForkServerProcess, SpawnProcess
 from typing import Any
@@ -115,3 +116,33 @@ def close_process(child: Child) -> None:
         with contextlib.suppress(ValueError):
             child.process.close()
         child.process = None
+
+
+def reap_strangers(ours: set[int | None]) -> None:
+    """As PID 1 we inherit orphans: reap those that are not `ours` (gunicorn's note)."""
+    while True:
+        try:
+            # WNOWAIT peeks, so our own children stay for multiprocessing to reap.
+            info = os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+        except ChildProcessError:
+            return
+        if info is None or info.si_pid in ours:
+            return
+        os.waitpid(info.si_pid, 0)
+
+
+def stop_notice(children: Sequence[Child], timeout: float) -> str:
+    """The line that starts a stop: how many processes, and which tasks it waits for, how long."""
+    live = [c for c in children if c.process is not None]
+    running = [f"{c.name}: task {c.running_task}" for c in live if c.running_task is not None]
+    if not running:
+        return f"stopping {len(live)} processes; no task is running"
+    one = len(running) == 1
+    tasks, them, are = (
+        ("1 task is", "it", "it is") if one else (f"{len(running)} tasks are", "them", "they are")
+    )
+    return (
+        f"stopping {len(live)} processes; {tasks} running ({', '.join(running)}): waiting up to"
+        f" {timeout:g} s for {them} to finish (shutdown_timeout_seconds), then {are} cut off"
+        " and retried later"
+    )

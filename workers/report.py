@@ -59,19 +59,30 @@ class TaskReport:
             task.attempts,
             task.max_attempts,
             describe(outcome, seconds, first_line, retry_in),
-            extra={
-                "event": "task finished",
-                "slot": self.slot,
-                "task_id": task.id,
-                "type": task.type,
-                "attempt": task.attempts,
-                "max_attempts": task.max_attempts,
-                "outcome": outcome,
-                "duration": None if seconds is None else round(seconds, 6),
-                "retry_in": retry_in,
-                "error": first_line,
-            },
+            extra=self._fields(task, outcome, seconds, first_line, retry_in),
         )
+
+    def _fields(
+        self,
+        task: Task,
+        outcome: str,
+        seconds: float | None,
+        error: str | None,
+        retry_in: float | None,
+    ) -> dict[str, object]:
+        """The line's fields: keys of its JSON form (`log_format: json`)."""
+        return {
+            "event": "task finished",
+            "slot": self.slot,
+            "task_id": task.id,
+            "type": task.type,
+            "attempt": task.attempts,
+            "max_attempts": task.max_attempts,
+            "outcome": outcome,
+            "duration": None if seconds is None else round(seconds, 6),
+            "retry_in": retry_in,
+            "error": error,
+        }
 
 
 def describe(outcome: str, seconds: float | None, error: str | None, retry_in: float | None) -> str:

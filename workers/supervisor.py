@@ -22,24 +22,31 @@ from typing import Any
 
 from asynctask.core import backoff
 from asynctask.core.config import Config
-from asynctask.workers import registry
+from asynctask.workers import registry, watchdog
 from asynctask.workers.alive import heartbeat_file
-from asynctask.workers.children import Child, ServiceChild, ServiceSpec, WorkerChild, close_process
+from asynctask.workers.children import (
+    Child,
+    ServiceChild,
+    ServiceSpec,
+    WorkerChild,
+    close_process,
+    reap_strangers,
+    stop_notice,
+)
 from asynctask.workers.link import SlotLink
 from asynctask.workers.metrics import (
     SupervisorMetrics,
     serve_supervisor_metrics,
     without_multiproc_env,
 )
+from asynctask.workers.process import run_worker
 from asynctask.workers.slots import EXIT_CONFIG_ERROR, EXIT_REPLACE_NOW, Slot, describe_exit
 from asynctask.workers.wakeup import pool_pipes
-from asynctask.workers.worker import run_worker
 
 log = logging.getLogger("asynctask.supervisor")
 TICK_SECONDS = 1.0
 STABLE_SECONDS = 30.0  # a child that lived this long resets its slot's restart backoff
 STOP_GRACE_SECONDS = 5.0  # beyond shutdown_timeout_seconds, before SIGKILL
-WATCHDOG_GRACE_SECONDS = 10.0  # beyond the longest task timeout, before a silent child is killed
 # Exit codes of a child that stopped as a stop asks: by itself, or by the SIGTERM we sent it or the
 # SIGINT a terminal's Ctrl-C sends the whole process group.
 ASKED_TO_STOP = (0, -signal.SIGTERM, -signal.SIGINT)
@@ -73,7 +80,7 @@ class Supervisor:
         *,
         services: Sequence[ServiceSpec] = (),
         target: Callable[..., None] = run_worker,
-        watchdog_grace: float = WATCHDOG_GRACE_SECONDS,
+        watchdog_grace: float = watchdog.WATCHDOG_GRACE_SECONDS,
     ) -> None:
         self.config = config
         self.contexts = start_contexts()
@@ -194,7 +201,7 @@ class Supervisor:
             child.died(self.host, pid, cause)
             self._after_death(child, pid, code, cause)
         if os.getpid() == 1:
-            self._reap_strangers()
+            reap_strangers({c.process.pid for c in self.children if c.process is not None})
 
     def _after_death(self, child: Child, pid: int | None, code: int | None, cause: str) -> None:
         name = child.name
@@ -223,33 +230,11 @@ class Supervisor:
         )
         child.restart_at = now + delay
 
-    def _reap_strangers(self) -> None:
-        """As PID 1 we inherit orphans: reap those that are not ours (gunicorn's note)."""
-        ours = {c.process.pid for c in self.children if c.process is not None}
-        while True:
-            try:
-                # WNOWAIT peeks, so our own children stay for multiprocessing to reap.
-                info = os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG | os.WNOWAIT)
-            except ChildProcessError:
-                return
-            if info is None or info.si_pid in ours:
-                return
-            os.waitpid(info.si_pid, 0)
-
     def _watch(self) -> None:
         """Kill children whose loop stopped beating or whose memory is over the limit."""
         limit_mb = self.config.worker_max_memory_mb
-        for child in self.children:
-            process = child.process
-            if process is None or not child.watched or process.pid is None:
-                continue
-            silent = child.silent_for()
-            if silent > self.stale_after:
-                reason = f"killed by the watchdog: no heartbeat for {silent:.0f} s"
-                self._kill(child, process.pid, f"{reason} (a handler blocking the event loop?)")
-            elif limit_mb is not None and (rss := rss_mb(process.pid)) > limit_mb:
-                reason = f"killed: {rss:.0f} MB resident is over worker_max_memory_mb {limit_mb}"
-                self._kill(child, process.pid, reason)
+        for child, pid, reason in watchdog.overdue(self.children, self.stale_after, limit_mb):
+            self._kill(child, pid, reason)
 
     def _kill(self, child: Child, pid: int, reason: str) -> None:
         log.error("%s (pid %s) %s", child.name, pid, reason)
@@ -282,30 +267,3 @@ class Supervisor:
                 child.process.join()
                 log.info("%s (pid %s) killed", child.name, child.process.pid)
                 close_process(child)
-
-
-def stop_notice(children: Sequence[Child], timeout: float) -> str:
-    """The line that starts a stop: how many processes, and which tasks it waits for, how long."""
-    live = [c for c in children if c.process is not None]
-    running = [f"{c.name}: task {c.running_task}" for c in live if c.running_task is not None]
-    if not running:
-        return f"stopping {len(live)} processes; no task is running"
-    one = len(running) == 1
-    tasks, them, are = (
-        ("1 task is", "it", "it is") if one else (f"{len(running)} tasks are", "them", "they are")
-    )
-    return (
-        f"stopping {len(live)} processes; {tasks} running ({', '.join(running)}): waiting up to"
-        f" {timeout:g} s for {them} to finish (shutdown_timeout_seconds), then {are} cut off"
-        " and retried later"
-    )
-
-
-def rss_mb(pid: int) -> float:
-    """Resident memory of a process in MB (0 if it is gone)."""
-    try:
-        with open(f"/proc/{pid}/statm", encoding="ascii") as statm:
-            pages = int(statm.read().split()[1])
-    except (OSError, IndexError, ValueError):
-        return 0.0
-    return pages * os.sysconf("SC_PAGE_SIZE") / 2**20

@@ -1,49 +1,44 @@
-"""One worker process: an asyncio loop that claims, runs and acknowledges tasks of one priority.
+"""One worker: an asyncio loop that claims, runs and acknowledges tasks of one priority.
 
-The child side of the supervisor. Everything per-process (loop, connections, signal handlers, the
-handler thread) is created here, after spawn; the supervisor passes only plain data.
+The claim loop lives here; a claimed batch runs in workers/batch.py, the watchdog beat and the
+leases in workers/upkeep.py, and the process around it all starts in workers/process.py.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import logging
 import os
 import signal
 import socket
-import sys
 import time
 import uuid
+from collections.abc import Coroutine
 from typing import Any
 
 from asynctask.core import backoff, db, queues
 from asynctask.core.config import Config
-from asynctask.core.errors import DatabaseUnavailable, HandlerImportError
-from asynctask.core.lifecycle import Event, Outcome, decide
-from asynctask.core.logs import setup_logging
-from asynctask.core.loops import new_event_loop
+from asynctask.core.errors import DatabaseUnavailable
 from asynctask.core.models import CANCEL_CHANNEL
-from asynctask.workers import prefetch, registry
+from asynctask.workers import prefetch, upkeep
 from asynctask.workers.acks import AckBuffer
 from asynctask.workers.attempt import AttemptRunner
+from asynctask.workers.batch import BatchRunner
 from asynctask.workers.beat import Heartbeat, slot_status
 from asynctask.workers.cancels import CancelBoard, CancelRouter
 from asynctask.workers.cancels import watch as watch_cancels
-from asynctask.workers.connection import QueryConnection, raise_if_cancelled
+from asynctask.workers.connection import QueryConnection
 from asynctask.workers.execute import TaskExecutor
 from asynctask.workers.link import SlotLink
 from asynctask.workers.metrics import worker_metrics
 from asynctask.workers.pause import PauseState
-from asynctask.workers.plain import PlainRun
 from asynctask.workers.pruner import Pruner
-from asynctask.workers.recovery import release_leftovers, rescue_expired
+from asynctask.workers.recovery import release_leftovers
 from asynctask.workers.registry import Handler
 from asynctask.workers.report import TaskReport
 from asynctask.workers.scheduler import Scheduler
 from asynctask.workers.slots import (
-    EXIT_CONFIG_ERROR,
     EXIT_REPLACE_NOW,
     locked_by,
     slots_for,
@@ -54,36 +49,6 @@ from asynctask.workers.wakeup import Wakeup
 from asynctask.workers.watch import Watch
 
 log = logging.getLogger("asynctask.worker")
-BEAT_SECONDS = 1.0
-
-
-def run_worker(link: SlotLink, config: Config) -> None:
-    """Entry point of a spawned worker process (picklable: a top-level function)."""
-    from setproctitle import setproctitle
-
-    slot = link.slot
-    setproctitle(f"asynctask worker {slot.name}")
-    # A spawned child starts with Python's defaults (SIGINT raises KeyboardInterrupt); the loop
-    # installs the real handlers. Until then the default action is the right one: nothing is held.
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, signal.SIG_DFL)
-    setup_logging(config.log_level, config.log_format)
-    try:
-        handlers = registry.load_handlers(config)
-    except HandlerImportError as exc:
-        log.error("worker %s cannot start: %s", slot.name, exc)
-        sys.exit(EXIT_CONFIG_ERROR)
-    worker = Worker(config, link, handlers)
-    gc.freeze()  # as the API does (service/app.py): full collections skip what lives forever
-    with asyncio.Runner(loop_factory=new_event_loop) as runner:
-        code = runner.run(worker.run())
-    if code == EXIT_REPLACE_NOW:
-        # A handler thread is stuck and would block interpreter exit (executor threads are
-        # joined at exit); everything is flushed already, so leave without waiting for it.
-        logging.shutdown()
-        os._exit(code)
-    if code:
-        sys.exit(code)
 
 
 class Worker:
@@ -103,56 +68,53 @@ class Worker:
         self.wakeup = Wakeup(self.wake, link.pipes, self.cancels.request, self.pause.changed)
         self.wakeup.on_busy_due = self._rearm_soon
         self._rearming: asyncio.Task[None] | None = None
-        router = CancelRouter(self.cancels, self.locked_by, slot, self.wakeup.cancel_on_sibling)
-        self.conn = QueryConnection(
-            str(config.database.url),
-            max(config.database.connect_timeout_seconds, 30.0),
-            # Only the pool's leader LISTENs; it wakes the others when it must (workers/wakeup.py).
-            slot.priority if slot.index == 0 else None,
-            self.wakeup.notified,
-            application_name=f"asynctask worker {slot.name}",
-            prepared_statements=config.database.prepared_statements,
-            also={CANCEL_CHANNEL: router.notified, queues.CHANNEL: self._queue_notified},
-        )
+        self.conn = self._connection()
         self.stopping = False
         self.limit = 1
-        self.avg_task_seconds = 0.0
         self._recovered = False
-        self._batch_token: str | None = None
         self.acks = AckBuffer(self.conn, config.ack_flush_milliseconds, link.unwritten)
         self.supervisor_alive = supervisor_alive()
         report = TaskReport(slot.name, worker_metrics(config, slot.priority))
         self.executor = TaskExecutor(config, link, handlers, self.attempts, report, self.cancels)
+        self.batches = BatchRunner(
+            config,
+            self.conn,
+            link,
+            self.executor,
+            self.acks,
+            may_go_on=self._may_go_on,
+            must_stop=self._must_stop,
+        )
         self.pruner = Pruner(self.conn, config.retention, slot.name)
         self.scheduler = Scheduler.for_slot(config, slot, self.conn)  # h/run: periodic tasks
         identity = (self.host, self.locked_by)
         self.heartbeat = Heartbeat(self.conn, slot, identity, self._status, self.pause)
         # One worker per supervisor, its first slot, keeps the watch (workers/watch.py).
         sentinel = slot == slots_for(config.priority_queues)[0]
-        supervisor = supervisor_pid()
-        self.watch = Watch(self.conn, config, self.locked_by, supervisor) if sentinel else None
+        self.watch = (
+            Watch(self.conn, config, self.locked_by, supervisor_pid()) if sentinel else None
+        )
+
+    def _connection(self) -> QueryConnection:
+        slot = self.slot
+        router = CancelRouter(self.cancels, self.locked_by, slot, self.wakeup.cancel_on_sibling)
+        return QueryConnection(
+            str(self.config.database.url),
+            max(self.config.database.connect_timeout_seconds, 30.0),
+            # Only the pool's leader LISTENs; it wakes the others when it must (workers/wakeup.py).
+            slot.priority if slot.index == 0 else None,
+            self.wakeup.notified,
+            application_name=f"asynctask worker {slot.name}",
+            prepared_statements=self.config.database.prepared_statements,
+            also={CANCEL_CHANNEL: router.notified, queues.CHANNEL: self._queue_notified},
+        )
 
     async def run(self) -> int:
         """Serve until stopped; returns the process exit code."""
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, self.stop, signal.Signals(signum).name)
-        background = [
-            asyncio.create_task(coro)
-            for coro in (
-                self._beat(),
-                self._housekeep(),
-                self.acks.run_timer(),
-                self.pruner.run(),
-                watch_cancels(self.conn, self.cancels),
-                self.heartbeat.run(),
-                *([self.watch.run()] if self.watch is not None else []),
-            )
-        ]
-        if self.scheduler is not None:
-            background.append(asyncio.create_task(self.scheduler.run()))
-        if self.conn.channel is not None:
-            background.append(asyncio.create_task(self.conn.forward()))
+        background = [asyncio.create_task(coro) for coro in self._background()]
         self.wakeup.start()
         fields = {"slot": self.slot.name, "pid": os.getpid()}
         log.info("worker %s started (%s)", self.slot.name, self.locked_by, extra=fields)
@@ -173,6 +135,25 @@ class Worker:
             self.attempts.close()
         log.info("worker %s stopped", self.slot.name, extra=fields)
         return EXIT_REPLACE_NOW if self.stuck else 0
+
+    def _background(self) -> list[Coroutine[Any, Any, None]]:
+        """What runs beside the claim loop, for as long as it runs."""
+        held = self.held_tokens
+        coros = [
+            upkeep.beat(self.link, lambda: self.supervisor_alive(), self.stop),
+            upkeep.keep_leases(self.conn, self.config, self.locked_by, self.slot.name, held),
+            self.acks.run_timer(),
+            self.pruner.run(),
+            watch_cancels(self.conn, self.cancels),
+            self.heartbeat.run(),
+        ]
+        if self.watch is not None:
+            coros.append(self.watch.run())
+        if self.scheduler is not None:
+            coros.append(self.scheduler.run())
+        if self.conn.channel is not None:
+            coros.append(self.conn.forward())
+        return coros
 
     @property
     def stuck(self) -> bool:
@@ -218,7 +199,7 @@ class Worker:
         began = time.monotonic()
         rows, token = await self._claim()
         if rows:
-            await self._run_batch(rows, token)
+            await self.batches.run(rows, token)
             return
         if self.conn.channel is not None:  # a pool's leader: time the next task due later
             await self._arm_timer(time.monotonic() - began)
@@ -265,73 +246,17 @@ class Worker:
         finally:
             self.link.idle()
         self.limit = prefetch.next_limit(
-            self.limit, len(rows), self.avg_task_seconds, self.config.prefetch
+            self.limit, len(rows), self.batches.avg_task_seconds, self.config.prefetch
         )
         return rows, token
-
-    async def _run_batch(self, rows: list[dict[str, Any]], token: str) -> None:
-        self._batch_token = token
-        started, index = time.monotonic(), 0
-        try:
-            while index < len(rows):
-                if self.stopping or self.stuck or (self.pause.maybe and await self._paused(True)):
-                    await self._release(rows[index:], token)
-                    break
-                plain = self._plain_rows(rows, index)
-                if plain:
-                    run = PlainRun(self.executor, self.attempts, self._may_go_on)
-                    try:
-                        index += await run.run(rows[index : index + plain], token, self.acks.record)
-                    finally:
-                        self.link.idle()
-                else:
-                    await self._run_one(rows[index], token)
-                    index += 1
-        finally:
-            self._batch_token = None
-            self.avg_task_seconds = prefetch.update_average(
-                self.avg_task_seconds, time.monotonic() - started, index
-            )
-
-    def _plain_rows(self, rows: list[dict[str, Any]], start: int) -> int:
-        """How many rows from `start` on are for the handler thread (not a coroutine handler)."""
-        count = 0
-        for row in rows[start:]:
-            handler = self.executor.handlers.get(row["type"])
-            if handler is not None and handler.is_async:
-                break
-            count += 1
-        return count
 
     def _may_go_on(self) -> bool:
         # Asked by the handler thread before each row: plain attribute reads, no await.
         return not (self.stopping or self.stuck or self.pause.maybe)
 
-    async def _release(self, rows: list[dict[str, Any]], token: str) -> None:
-        """Hand back claimed tasks that never started: their attempts are not counted."""
-        outcomes = [
-            Outcome(
-                row["id"],
-                token,
-                decide(Event.NOT_STARTED, row["attempts"], row["max_attempts"], self.config.retry),
-            )
-            for row in rows
-        ]
-        try:
-            released = await self.conn.run(db.finish, outcomes)
-        except DatabaseUnavailable as exc:
-            log.warning("could not release %d unstarted tasks (%s)", len(rows), exc)
-        else:
-            fields = {"event": "released", "slot": self.slot.name, "count": released}
-            log.info("released %d claimed but unstarted tasks", released, extra=fields)
-
-    async def _run_one(self, row: dict[str, Any], token: str) -> None:
-        try:
-            outcome = await self.executor.run(row, token)
-            if outcome is not None:  # None: cancelled meanwhile, nothing to write
-                await self.acks.record(outcome)
-        finally:
-            self.link.idle()
+    async def _must_stop(self) -> bool:
+        """Before a batch's next row: stopping, stuck, or paused (read again if announced)."""
+        return self.stopping or self.stuck or (self.pause.maybe and await self._paused(True))
 
     async def _paused(self, quiet: bool = False) -> bool:
         """True while this priority is paused (read again only after an announced change)."""
@@ -350,33 +275,9 @@ class Worker:
     def _status(self) -> tuple[str, int | None]:
         return slot_status(self.link.doing, self.stopping, self.pause.paused)
 
-    async def _beat(self) -> None:
-        """Heartbeat for the supervisor's watchdog, and exit if the supervisor vanished."""
-        while True:
-            self.link.beat()
-            if not self.supervisor_alive():
-                self.stop("the supervisor is gone")
-            await asyncio.sleep(BEAT_SECONDS)
-
     def held_tokens(self) -> list[str]:
         """Claim tokens of tasks this process still holds (running, queued, or unacknowledged)."""
         tokens = self.acks.tokens()
-        if self._batch_token is not None:
-            tokens.add(self._batch_token)
+        if self.batches.token is not None:
+            tokens.add(self.batches.token)
         return sorted(tokens)
-
-    async def _housekeep(self) -> None:
-        """Extend our leases every lease/3 and rescue expired ones every lease/2."""
-        tick = self.config.lease_seconds / 6
-        for n in range(1, sys.maxsize):
-            await asyncio.sleep(tick)
-            try:
-                if n % 2 == 0 and (tokens := self.held_tokens()):
-                    await self.conn.run(db.extend_leases, tokens, self.config.lease_seconds)
-                if n % 3 == 0:
-                    rescued = await rescue_expired(self.conn, self.config, self.locked_by)
-                    if rescued:
-                        fields = {"event": "rescued", "slot": self.slot.name, "count": rescued}
-                        log.warning("rescued %d tasks whose lease expired", rescued, extra=fields)
-            except DatabaseUnavailable:
-                raise_if_cancelled()  # else: the main loop reports it and reconnects
