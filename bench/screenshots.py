@@ -62,15 +62,19 @@ def fill(url: str) -> int:
             data = {"account": rng.randint(1000, 9999), "month": "2026-11"}
         cur.execute(
             "INSERT INTO tasks (type, priority, state, attempts, data, inserted_at, updated_at,"
-            " started_at, finished_at, last_error)"
+            " started_at, finished_at, last_error, scheduled_at)"
             " VALUES (%s, %s, %s, %s, %s, now() - make_interval(secs => %s),"
             " now() - make_interval(secs => coalesce(%s, 0)),"
             " CASE WHEN %s <> 'available' THEN now() - make_interval(secs => %s - 1) END,"
-            " now() - make_interval(secs => %s), %s)",
+            " now() - make_interval(secs => %s), %s, now() - make_interval(secs => %s))",
             (kind, priority, state, attempts, json.dumps(data), created_ago, finished_ago,
-             state, created_ago, finished_ago, error),
+             state, created_ago, finished_ago, error, created_ago),
         )  # fmt: skip
-    cur.execute("UPDATE tasks SET result = '{\"sent\": false}' WHERE last_error IS NOT NULL")
+    # Results come from handlers that returned: completed tasks only (a failed one has none).
+    cur.execute(
+        "UPDATE tasks SET result = jsonb_build_object('sent', true, 'message_id', 'm-' || id)"
+        " WHERE state = 'completed' AND type = 'send_email'"
+    )
     cur.execute("SELECT max(id) FROM tasks WHERE last_error IS NOT NULL")
     failed: int = cur.fetchone()[0]  # type: ignore[index]
     cur.execute("SELECT id FROM tasks WHERE state = 'running' ORDER BY id")
