@@ -20,6 +20,7 @@ from asynctask.workers.connection import QueryConnection, raise_if_cancelled
 from asynctask.workers.link import RECOVERING
 from asynctask.workers.pause import PauseState
 from asynctask.workers.slots import Slot, supervisor_pid
+from asynctask.workers.ticks import Ticks
 
 FORGET_TIMEOUT_SECONDS = 2.0  # a stopping worker does not wait longer for its row's removal
 Status = Callable[[], tuple[str, int | None]]
@@ -35,11 +36,13 @@ class Heartbeat:
         identity: tuple[str, str],
         status: Status,
         pause: PauseState,
+        ticks: Ticks,
     ) -> None:
         host, locked_by = identity
         self.conn = conn
         self.status = status
         self.pause = pause
+        self.ticks = ticks
         self.beat = heartbeats.Beat(
             host, supervisor_pid(), slot.name, slot.priority, os.getpid(), locked_by, "starting"
         )
@@ -47,7 +50,7 @@ class Heartbeat:
         self._early = asyncio.Event()
 
     async def run(self) -> None:
-        """Beat every HEARTBEAT_SECONDS, or sooner when asked, forever (a background task)."""
+        """Beat every HEARTBEAT_SECONDS (on the grid), or sooner when asked, forever."""
         while True:
             self._early.clear()
             try:
@@ -55,7 +58,7 @@ class Heartbeat:
             except DatabaseUnavailable:
                 raise_if_cancelled()  # else: the main loop reports the outage and reconnects
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(heartbeats.HEARTBEAT_SECONDS):
+                async with asyncio.timeout_at(self.ticks.next(heartbeats.HEARTBEAT_SECONDS)):
                     await self._early.wait()
 
     def soon(self) -> None:

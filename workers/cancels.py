@@ -17,7 +17,6 @@ whether it still holds the task: the backstop, not the way cancels normally arri
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import socket
 import time
@@ -30,6 +29,7 @@ from asynctask.core.errors import DatabaseUnavailable
 from asynctask.workers.attempt import AttemptRunner
 from asynctask.workers.connection import QueryConnection, raise_if_cancelled
 from asynctask.workers.slots import Slot
+from asynctask.workers.ticks import Ticks
 
 log = logging.getLogger("asynctask.worker")
 REMEMBERED: Final = 1000  # cancelled ids a worker keeps in mind (it holds at most a claim's worth)
@@ -94,10 +94,10 @@ class CancelRouter:
                 self.to_sibling(index, int(task_id))
 
 
-async def watch(conn: QueryConnection, board: CancelBoard) -> None:
+async def watch(conn: QueryConnection, board: CancelBoard, ticks: Ticks) -> None:
     """The backstop (a background task): ask the database about a long-running handler's task."""
     while True:
-        await asyncio.sleep(CHECK_SECONDS)
+        await ticks.sleep(CHECK_SECONDS)
         current = board.current
         if current is None or time.monotonic() - current[2] < CHECK_SECONDS:
             continue

@@ -7,7 +7,6 @@ keeper extends the leases of what this worker holds and rescues tasks whose leas
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import sys
 from collections.abc import Callable
@@ -18,20 +17,21 @@ from asynctask.core.errors import DatabaseUnavailable
 from asynctask.workers.connection import QueryConnection, raise_if_cancelled
 from asynctask.workers.link import SlotLink
 from asynctask.workers.recovery import rescue_expired
+from asynctask.workers.ticks import Ticks
 
 log = logging.getLogger("asynctask.worker")
 BEAT_SECONDS = 1.0
 
 
 async def beat(
-    link: SlotLink, supervisor_alive: Callable[[], bool], stop: Callable[[str], None]
+    link: SlotLink, supervisor_alive: Callable[[], bool], stop: Callable[[str], None], ticks: Ticks
 ) -> None:
     """Heartbeat for the supervisor's watchdog, and stop the worker if the supervisor vanished."""
     while True:
         link.beat()
         if not supervisor_alive():
             stop("the supervisor is gone")
-        await asyncio.sleep(BEAT_SECONDS)
+        await ticks.sleep(BEAT_SECONDS)
 
 
 async def keep_leases(
@@ -40,11 +40,12 @@ async def keep_leases(
     locked_by: str,
     slot: str,
     held_tokens: Callable[[], list[str]],
+    ticks: Ticks,
 ) -> None:
     """Extend our leases every lease/3 and rescue expired ones every lease/2."""
     tick = config.lease_seconds / 6
     for n in range(1, sys.maxsize):
-        await asyncio.sleep(tick)
+        await ticks.sleep(tick)
         try:
             if n % 2 == 0 and (tokens := held_tokens()):
                 await conn.run(db.extend_leases, tokens, config.lease_seconds)

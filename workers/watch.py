@@ -10,7 +10,6 @@ watch also folds the count deltas into their totals and drops old registry rows.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import uuid
 
@@ -20,6 +19,7 @@ from asynctask.core.errors import DatabaseUnavailable
 from asynctask.core.lifecycle import Event
 from asynctask.workers.connection import QueryConnection, raise_if_cancelled
 from asynctask.workers.recovery import blame_lowest, outcomes
+from asynctask.workers.ticks import Ticks
 
 log = logging.getLogger("asynctask.worker")
 WATCH_SECONDS = 1.0
@@ -30,8 +30,16 @@ TIDY_EVERY = 30  # watches: old registry rows, zero counts, vacuum of the deltas
 class Watch:
     """Rescues dead supervisors' tasks and keeps the dashboard's tables small."""
 
-    def __init__(self, conn: QueryConnection, config: Config, own: str, supervisor: int) -> None:
+    def __init__(
+        self,
+        conn: QueryConnection,
+        config: Config,
+        own: str,
+        supervisor: int,
+        ticks: Ticks | None = None,
+    ) -> None:
         self.conn = conn
+        self.ticks = ticks or Ticks()
         self.config = config
         self.own = own  # our locked_by: host:pid:slot
         self.host = own.rsplit(":", 2)[0]
@@ -40,7 +48,7 @@ class Watch:
     async def run(self) -> None:
         """Watch forever (a background task of the worker)."""
         for n in range(1, 2**62):
-            await asyncio.sleep(WATCH_SECONDS)
+            await self.ticks.sleep(WATCH_SECONDS)
             try:
                 await self.rescue()
                 if n % COMPACT_EVERY == 0:

@@ -45,6 +45,7 @@ from asynctask.workers.slots import (
     supervisor_alive,
     supervisor_pid,
 )
+from asynctask.workers.ticks import Ticks
 from asynctask.workers.wakeup import Wakeup
 from asynctask.workers.watch import Watch
 
@@ -88,11 +89,13 @@ class Worker:
         self.pruner = Pruner(self.conn, config.retention, slot.name)
         self.scheduler = Scheduler.for_slot(config, slot, self.conn)  # h/run: periodic tasks
         identity = (self.host, self.locked_by)
-        self.heartbeat = Heartbeat(self.conn, slot, identity, self._status, self.pause)
+        self.ticks = Ticks()  # periodic work shares wake-ups (workers/ticks.py)
+        self.heartbeat = Heartbeat(self.conn, slot, identity, self._status, self.pause, self.ticks)
         # One worker per supervisor, its first slot, keeps the watch (workers/watch.py).
         sentinel = slot == slots_for(config.priority_queues)[0]
+        supervisor = supervisor_pid()
         self.watch = (
-            Watch(self.conn, config, self.locked_by, supervisor_pid()) if sentinel else None
+            Watch(self.conn, config, self.locked_by, supervisor, self.ticks) if sentinel else None
         )
 
     def _connection(self) -> QueryConnection:
@@ -140,11 +143,13 @@ class Worker:
         """What runs beside the claim loop, for as long as it runs."""
         held = self.held_tokens
         coros = [
-            upkeep.beat(self.link, lambda: self.supervisor_alive(), self.stop),
-            upkeep.keep_leases(self.conn, self.config, self.locked_by, self.slot.name, held),
+            upkeep.beat(self.link, lambda: self.supervisor_alive(), self.stop, self.ticks),
+            upkeep.keep_leases(
+                self.conn, self.config, self.locked_by, self.slot.name, held, self.ticks
+            ),
             self.acks.run_timer(),
             self.pruner.run(),
-            watch_cancels(self.conn, self.cancels),
+            watch_cancels(self.conn, self.cancels, self.ticks),
             self.heartbeat.run(),
         ]
         if self.watch is not None:
@@ -194,7 +199,7 @@ class Worker:
         await self.acks.flush()
         self.wake.clear()
         if self.pause.maybe and await self._paused():
-            await self._sleep(self.config.timeout_milliseconds / 1000)
+            await self._sleep_until(self.ticks.next(self.config.timeout_milliseconds / 1000))
             return
         began = time.monotonic()
         rows, token = await self._claim()
@@ -205,14 +210,18 @@ class Worker:
             await self._arm_timer(time.monotonic() - began)
         self.wakeup.idle = True  # a leader claims a lone new task itself only while idle
         try:
-            await self._sleep(self.config.timeout_milliseconds / 1000)
+            await self._sleep_until(self.ticks.next(self.config.timeout_milliseconds / 1000))
         finally:
             self.wakeup.idle = False
 
     async def _sleep(self, seconds: float) -> None:
-        """Wait for a NOTIFY (or stop), at most `seconds`: the poll interval."""
+        """Wait for a NOTIFY (or stop), at most `seconds`."""
+        await self._sleep_until(asyncio.get_running_loop().time() + seconds)
+
+    async def _sleep_until(self, when: float) -> None:
+        """Wait for a NOTIFY (or stop), at most until the loop's time `when` (the next poll)."""
         with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(seconds):
+            async with asyncio.timeout_at(when):
                 await self.wake.wait()
 
     async def _arm_timer(self, since: float) -> None:
