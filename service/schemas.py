@@ -20,13 +20,13 @@ from asynctask.core.models import (
     UNIQUE_KEY_MAX,
 )
 from asynctask.core.stats import CHART_MINUTES, LAST_MINUTE_STATES, SERIES_STATES
+from asynctask.service.datetimes import parse_datetime
 from asynctask.service.rules import (
     BATCH_MAX,
     DELAY_RANGE,
     MAX_DATA_DEPTH,
     MAX_DELAY_SECONDS,
     NOT_BOTH,
-    parse_datetime,
 )
 
 WORKER_SUMMARY: Final = ("alive", "dead", "slots", "busy")
@@ -49,7 +49,7 @@ class StrictSchema(Schema):
 
 
 class When(fields.String):
-    """A date-time with a UTC offset, parsed as service/rules.py parses it."""
+    """A date-time with a UTC offset, parsed as the rules parse it (service/datetimes.py)."""
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
