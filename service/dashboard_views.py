@@ -26,7 +26,7 @@ from asynctask.service.dashboard_schemas import (
 )
 from asynctask.service.events import RETRY_MILLISECONDS, snapshot_event
 from asynctask.service.openapi import BODY_ERRORS, body, operation, text_operation
-from asynctask.service.schemas import QueueSchema
+from asynctask.service.status_schemas import QueueSchema
 
 PRIORITY_PATH = "{priority:high|normal|low}"
 _PRIORITY = {

@@ -1,7 +1,7 @@
 """How the API reads a point in time from a request (a task's `scheduled_at`).
 
 Apart from service/rules.py because two readers share it: the rules that check a new task, and the
-marshmallow field that describes `scheduled_at` in the OpenAPI document (service/schemas.py),
+marshmallow field that describes `scheduled_at` in the OpenAPI document (service/create_schemas.py),
 so both accept and refuse the same strings with the same messages.
 """
 

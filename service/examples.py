@@ -19,7 +19,7 @@ from asynctask.core.errors import InvalidTransition, TaskNotFound
 from asynctask.core.models import CANCELLABLE_STATES, RETRYABLE_STATES, State
 from asynctask.service import dashboard_examples
 from asynctask.service.rules import TaskRules, ValidationFailed
-from asynctask.service.schemas import TaskListQuerySchema
+from asynctask.service.task_schemas import TaskListQuerySchema
 
 TASK_ID: Final = 42
 # The requests behind the error examples (tests send them and compare the answers).

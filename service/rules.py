@@ -1,8 +1,8 @@
 """What the API accepts as a new task: one definition, used by the single and the batch create.
 
 Plain Python, not marshmallow: marshmallow needs ~20 µs per item and the batch route must take
-50,000 tasks/s. service/schemas.py describes the same rules (built from the same constants) for
-the OpenAPI document; tests check both agree.
+50,000 tasks/s. service/create_schemas.py describes the same rules (built from the same
+constants) for the OpenAPI document; tests check both agree.
 """
 
 from __future__ import annotations

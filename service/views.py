@@ -17,6 +17,7 @@ from asynctask.core.connections import acquire
 from asynctask.core.errors import DatabaseUnavailable, TaskNotFound
 from asynctask.core.models import Priority, State
 from asynctask.service import idempotency, keys
+from asynctask.service.create_schemas import BatchCreatedSchema, TaskBatchSchema, TaskCreateSchema
 from asynctask.service.openapi import (
     BATCH_DUPLICATES,
     CREATE_DESCRIPTIONS,
@@ -35,13 +36,9 @@ from asynctask.service.openapi import (
 )
 from asynctask.service.render import json_text, page_text, task_text
 from asynctask.service.rules import MAX_BIGINT, ValidationFailed
-from asynctask.service.schemas import (
+from asynctask.service.status_schemas import HealthSchema, StatsSchema
+from asynctask.service.task_schemas import (
     CURSOR_PATTERN,
-    BatchCreatedSchema,
-    HealthSchema,
-    StatsSchema,
-    TaskBatchSchema,
-    TaskCreateSchema,
     TaskDetailSchema,
     TaskListQuerySchema,
     TaskPageSchema,

@@ -19,9 +19,9 @@ from asynctask.core.config import ApiConfig, Config
 from asynctask.core.models import STATES
 from asynctask.service import examples
 from asynctask.service.app import create_app
+from asynctask.service.create_schemas import TaskCreateSchema
 from asynctask.service.dashboard_pages import is_page
 from asynctask.service.rules import TaskRules
-from asynctask.service.schemas import TaskCreateSchema
 from tests.conftest import make_config
 
 Client = TestClient[web.Request, web.Application]
