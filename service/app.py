@@ -17,7 +17,16 @@ from asynctask.core import counts, loops, stats
 from asynctask.core.config import Config
 from asynctask.core.connections import acquire, create_pool
 from asynctask.core.exposure import allowed_hosts, check_exposure, is_loopback
-from asynctask.service import auth, dashboard_pages, dashboard_views, keys, schedule_views, views
+from asynctask.service import (
+    auth,
+    create_views,
+    dashboard_pages,
+    dashboard_views,
+    keys,
+    schedule_views,
+    status_views,
+    task_views,
+)
 from asynctask.service.bodies import BodyReader
 from asynctask.service.events import Broadcaster
 from asynctask.service.group_commit import GroupCommit
@@ -65,16 +74,16 @@ def create_app(config: Config) -> web.Application:
     app.on_shutdown.append(_stop_waiting)
     app.on_shutdown.append(_end_streams)
     # allow_head=False: HEAD would repeat every GET in the document, with bodies it cannot have.
-    app.router.add_get("/health", views.health, allow_head=False)
-    app.router.add_get("/ready", views.ready, allow_head=False)
-    app.router.add_get(METRICS_PATH, views.get_metrics, allow_head=False)
-    app.router.add_get("/api/stats", views.get_stats, allow_head=False)
-    app.router.add_post("/api/tasks", views.create_task)
-    app.router.add_get("/api/tasks", views.list_tasks, allow_head=False)
-    app.router.add_post("/api/tasks/batch", views.create_tasks)
-    app.router.add_get(_TASK_ID, views.get_task, allow_head=False)
-    app.router.add_post(_TASK_ID + "/cancel", views.cancel_task)
-    app.router.add_post(_TASK_ID + "/retry", views.retry_task)
+    app.router.add_get("/health", status_views.health, allow_head=False)
+    app.router.add_get("/ready", status_views.ready, allow_head=False)
+    app.router.add_get(METRICS_PATH, status_views.get_metrics, allow_head=False)
+    app.router.add_get("/api/stats", status_views.get_stats, allow_head=False)
+    app.router.add_post("/api/tasks", create_views.create_task)
+    app.router.add_get("/api/tasks", task_views.list_tasks, allow_head=False)
+    app.router.add_post("/api/tasks/batch", create_views.create_tasks)
+    app.router.add_get(_TASK_ID, task_views.get_task, allow_head=False)
+    app.router.add_post(_TASK_ID + "/cancel", task_views.cancel_task)
+    app.router.add_post(_TASK_ID + "/retry", task_views.retry_task)
     app.router.add_get("/api/schedules", schedule_views.list_schedules, allow_head=False)
     _add_dashboard_routes(app)
     dashboard_pages.add_routes(app)  # no @docs: pages, not API routes, so not in the document

@@ -1,7 +1,7 @@
 """The dashboard's JSON routes: queues (pause, resume), workers, bulk actions, the event stream.
 
-Thin like views.py: parse, call the core, serialize; errors are raised and the middlewares answer
-them. Documented in OpenAPI by the same decorators, and for people in docs/dashboard-api.md.
+Thin like task_views.py: parse, call the core, serialize; errors are raised and the middlewares
+answer them. Documented in OpenAPI by the same decorators, and for people in docs/dashboard-api.md.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """The shapes of tasks as the API answers them (marshmallow), and the parser of the list's query.
 
 A task (the list's items), a task with its result (GET /api/tasks/{id}), a page of the list,
-and the query GET /api/tasks takes, which service/views.py parses with this very schema.
+and the query GET /api/tasks takes, which service/task_views.py parses with this very schema.
 """
 
 from __future__ import annotations
