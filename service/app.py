@@ -17,7 +17,16 @@ from asynctask.core import counts, loops, stats
 from asynctask.core.config import Config
 from asynctask.core.connections import acquire, create_pool
 from asynctask.core.exposure import allowed_hosts, check_exposure, is_loopback
-from asynctask.service import auth, dashboard_pages, dashboard_views, keys, schedule_views, views
+from asynctask.service import (
+    auth,
+    create_views,
+    dashboard_pages,
+    dashboard_views,
+    keys,
+    schedule_views,
+    status_views,
+    task_views,
+)
 from asynctask.service.bodies import BodyReader
 from asynctask.service.events import Broadcaster
 from asynctask.service.group_commit import GroupCommit
@@ -65,16 +74,16 @@ def create_app(config: Config) -> web.Application:
     app.on_shutdown.append(_stop_waiting)
     app.on_shutdown.append(_end_streams)
     # allow_head=False: HEAD would repeat every GET in the document, with bodies it cannot have.
-    app.router.add_get("/health", views.health, allow_head=False)
-    app.router.add_get("/ready", views.ready, allow_head=False)
-    app.router.add_get(METRICS_PATH, views.get_metrics, allow_head=False)
-    app.router.add_get("/api/stats", views.get_stats, allow_head=False)
-    app.router.add_post("/api/tasks", views.create_task)
-    app.router.add_get("/api/tasks", views.list_tasks, allow_head=False)
-    app.router.add_post("/api/tasks/batch", views.create_tasks)
-    app.router.add_get(_TASK_ID, views.get_task, allow_head=False)
-    app.router.add_post(_TASK_ID + "/cancel", views.cancel_task)
-    app.router.add_post(_TASK_ID + "/retry", views.retry_task)
+    app.router.add_get("/health", status_views.health, allow_head=False)
+    app.router.add_get("/ready", status_views.ready, allow_head=False)
+    app.router.add_get(METRICS_PATH, status_views.get_metrics, allow_head=False)
+    app.router.add_get("/api/stats", status_views.get_stats, allow_head=False)
+    app.router.add_post("/api/tasks", create_views.create_task)
+    app.router.add_get("/api/tasks", task_views.list_tasks, allow_head=False)
+    app.router.add_post("/api/tasks/batch", create_views.create_tasks)
+    app.router.add_get(_TASK_ID, task_views.get_task, allow_head=False)
+    app.router.add_post(_TASK_ID + "/cancel", task_views.cancel_task)
+    app.router.add_post(_TASK_ID + "/retry", task_views.retry_task)
     app.router.add_get("/api/schedules", schedule_views.list_schedules, allow_head=False)
     _add_dashboard_routes(app)
     dashboard_pages.add_routes(app)  # no @docs: pages, not API routes, so not in the document
@@ -151,24 +160,38 @@ def serve(config: Config, host: str, port: int, reuse_port: bool = False) -> Non
     # The address actually listened on is the default Host name answered without tokens.
     config = replace(config, api=replace(config.api, host=host, port=port))
     app = create_app(config)
-    if not is_loopback(host) and not config.api.tokens:
-        log.warning(
-            "the API listens on %s without api.tokens (api.allow_anonymous): anyone who can"
-            " reach it can create and cancel tasks; keep it behind a private network",
-            host,
-        )
-
-    def started(_banner: str) -> None:
-        # run_app calls this once the socket is bound, so the line is true when it is logged.
-        shown = f"[{host}]" if ":" in host else host
-        log.info("asynctask api on http://%s:%d (docs at %s)", shown, port, DOCS_PATH)
-
+    _warn_if_open(config)
     # Everything built so far (routes, the OpenAPI document, marshmallow schemas, imported modules)
     # lives as long as the process: keep it out of the collector's full passes, which otherwise
     # stop the loop for ~16 ms every few hundred requests.
     gc.freeze()
     loop = loops.new_event_loop()
     _stop_on_first_signal(loop)
+    _run(app, config, loop, reuse_port)
+    _ignore_late_signals()
+
+
+def _warn_if_open(config: Config) -> None:
+    """Warn when the API listens beyond this machine with no token to keep anyone out."""
+    if not is_loopback(config.api.host) and not config.api.tokens:
+        log.warning(
+            "the API listens on %s without api.tokens (api.allow_anonymous): anyone who can"
+            " reach it can create and cancel tasks; keep it behind a private network",
+            config.api.host,
+        )
+
+
+def _run(
+    app: web.Application, config: Config, loop: asyncio.AbstractEventLoop, reuse_port: bool
+) -> None:
+    """Run the app on `loop` at config.api's host and port until it stops (blocking)."""
+    host, port = config.api.host, config.api.port
+
+    def started(_banner: str) -> None:
+        # run_app calls this once the socket is bound, so the line is true when it is logged.
+        shown = f"[{host}]" if ":" in host else host
+        log.info("asynctask api on http://%s:%d (docs at %s)", shown, port, DOCS_PATH)
+
     # Access lines stay on aiohttp.access, which setup_logging keeps at WARNING: at thousands of
     # requests per second they would drown everything else.
     # keepalive_timeout also bounds the request head: aiohttp closes a connection that has not
@@ -179,12 +202,17 @@ def serve(config: Config, host: str, port: int, reuse_port: bool = False) -> Non
         port=port,
         print=started,
         loop=loop,
+        # Not aiohttp's handlers: _stop_on_first_signal's, installed on the loop, stop it once.
         handle_signals=False,
         # Only when several API processes share the port: otherwise a second server started by
         # mistake must fail with "address in use", not silently take half of the connections.
         reuse_port=reuse_port,
         keepalive_timeout=config.api.idle_timeout_seconds,
     )
+
+
+def _ignore_late_signals() -> None:
+    """After the loop is gone, ignore SIGINT and SIGTERM for the rest of the way out."""
     # The loop is closed and its handlers gone: a signal still on its way must not kill the
     # process on its way out (exit -15 instead of 0).
     for signum in _STOP_SIGNALS:

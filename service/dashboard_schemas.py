@@ -16,8 +16,9 @@ from asynctask.core.models import (
     RETRYABLE_STATES,
     TYPE_PATTERN,
 )
+from asynctask.service.common_schemas import StrictSchema
 from asynctask.service.rules import ValidationFailed
-from asynctask.service.schemas import QueueSchema, StrictSchema
+from asynctask.service.status_schemas import QueueSchema
 from asynctask.service.tokens import ADMIN, READ
 
 WORKER_STATUSES = ("starting", "idle", "busy", "paused", "recovering", "stopping")

@@ -1,7 +1,7 @@
 """The dashboard's JSON routes: queues (pause, resume), workers, bulk actions, the event stream.
 
-Thin like views.py: parse, call the core, serialize; errors are raised and the middlewares answer
-them. Documented in OpenAPI by the same decorators, and for people in docs/dashboard-api.md.
+Thin like task_views.py: parse, call the core, serialize; errors are raised and the middlewares
+answer them. Documented in OpenAPI by the same decorators, and for people in docs/dashboard-api.md.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from asynctask.service.dashboard_schemas import (
 )
 from asynctask.service.events import RETRY_MILLISECONDS, snapshot_event
 from asynctask.service.openapi import BODY_ERRORS, body, operation, text_operation
-from asynctask.service.schemas import QueueSchema
+from asynctask.service.status_schemas import QueueSchema
 
 PRIORITY_PATH = "{priority:high|normal|low}"
 _PRIORITY = {

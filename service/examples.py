@@ -1,75 +1,42 @@
 """Examples for the OpenAPI document, so Swagger UI's "Try it out" shows real requests and answers.
 
-One story runs through them: a monthly report task, created, retried once after a mail server
-refused it, then completed. The validation errors are produced by the rules the API runs
-(service/rules.py, the list query's schema) against the configured task types, so they read
-exactly as the API would answer; tests/test_openapi.py checks every example against its schema
-and replays the error examples against a running app.
+This module puts them on the document: an example per component schema, and per answer that has
+its own. Their pieces tell one story (service/task_examples.py: a monthly report task, retried
+once, then completed), with the errors the API would answer (service/error_examples.py) and the
+dashboard's answers (service/dashboard_examples.py); tests/test_openapi.py checks every example
+against its schema.
 """
 
 from __future__ import annotations
 
-import json
-from typing import Any, Final
-
-from marshmallow import ValidationError
+from typing import Any
 
 from asynctask.core.config import Config
 from asynctask.core.errors import InvalidTransition, TaskNotFound
 from asynctask.core.models import CANCELLABLE_STATES, RETRYABLE_STATES, State
 from asynctask.service import dashboard_examples
-from asynctask.service.rules import TaskRules, ValidationFailed
-from asynctask.service.schemas import TaskListQuerySchema
-
-TASK_ID: Final = 42
-# The requests behind the error examples (tests send them and compare the answers).
-MALFORMED_BODY: Final = '{"type": "report", "data": {"month": "2024-05"}'
-INVALID_TASK: Final = {"type": "reprot", "priority": "urgent", "max_attempts": 0}
-INVALID_QUERY: Final = {"state": "done", "limit": "5000"}
-_LAST_ERROR: Final = "\n".join(
-    [
-        "ConnectionRefusedError: [Errno 111] Connection refused",
-        "Traceback (most recent call last, last frames):",
-        '  File "/app/myapp/reports.py", line 41, in report',
-        "    mail(pdf, to=task.data['email'])",
-    ]
+from asynctask.service.error_examples import (
+    error,
+    invalid_batch_answer,
+    invalid_query_answer,
+    invalid_task_answer,
+    malformed_message,
+    shared_errors,
+)
+from asynctask.service.task_examples import (
+    TASK_ID,
+    cancelled,
+    created,
+    example_type,
+    retried,
+    retrying,
+    schedule,
+    task,
 )
 
-
-def task(task_type: str, state: State, **changes: Any) -> dict[str, Any]:
-    """One task as the API answers it; by default the report of the story, completed."""
-    example: dict[str, Any] = {
-        "id": TASK_ID,
-        "type": task_type,
-        "priority": "high",
-        "state": state.value,
-        "attempts": 2,
-        "max_attempts": 5,
-        "data": {"month": "2024-05", "email": "finance@example.com"},
-        "scheduled_at": "2024-06-03T09:15:03.512044+00:00",
-        "inserted_at": "2024-06-03T09:15:02.481907+00:00",
-        "updated_at": "2024-06-03T09:15:04.730215+00:00",
-        "started_at": "2024-06-03T09:15:03.514210+00:00",
-        "finished_at": "2024-06-03T09:15:04.730215+00:00",
-        "last_error": _LAST_ERROR,
-        "unique_key": None,
-    }
-    example.update(changes)
-    return example
-
-
-def _created(task_type: str) -> dict[str, Any]:
-    at = "2024-06-03T09:15:02.481907+00:00"
-    return task(
-        task_type,
-        State.AVAILABLE,
-        attempts=0,
-        scheduled_at=at,
-        updated_at=at,
-        started_at=None,
-        finished_at=None,
-        last_error=None,
-    )
+_TASKS = "/api/tasks"
+_BATCH = "/api/tasks/batch"
+_ONE = "/api/tasks/{id}"
 
 
 def _stats() -> dict[str, Any]:
@@ -100,21 +67,26 @@ def _stats() -> dict[str, Any]:
 
 def schema_examples(config: Config) -> dict[str, Any]:
     """An example per component schema of the document, by its name."""
-    task_type = _task_type(config)
+    task_type = example_type(config)
     stats = _stats()
-    # The task before it, whose first attempt failed the same way: due again 1 s later.
-    retrying = task(
-        task_type,
-        State.RETRYING,
-        id=TASK_ID - 1,
-        attempts=1,
-        data={"month": "2024-04", "email": "finance@example.com"},
-        scheduled_at="2024-06-03T09:14:59.931377+00:00",
-        inserted_at="2024-06-03T09:14:58.117302+00:00",
-        updated_at="2024-06-03T09:14:58.931377+00:00",
-        started_at="2024-06-03T09:14:58.120954+00:00",
-        finished_at=None,
-    )
+    return {
+        **_task_schema_examples(task_type),
+        "Error": invalid_task_answer(config),
+        "Health": {"status": "ok"},
+        "Stats": stats,
+        "PriorityCounts": stats["counts"],
+        "StateCounts": stats["counts"]["high"],
+        "QueueLag": stats["queue_lag_seconds"],
+        "LastMinute": stats["last_minute"],
+        "LiveWorkers": stats["workers"],
+        "TaskDetail": {**task(task_type, State.COMPLETED), "result": {"rows": 1284, "pages": 3}},
+        "Schedule": schedule(task_type),
+        "ScheduleList": {"schedules": [schedule(task_type)]},
+        **dashboard_examples.schema_examples(stats),
+    }
+
+
+def _task_schema_examples(task_type: str) -> dict[str, Any]:
     return {
         "TaskCreate": {
             "type": task_type,
@@ -131,93 +103,52 @@ def schema_examples(config: Config) -> dict[str, Any]:
         "BatchCreated": {"ids": [TASK_ID + 1, TASK_ID + 2], "duplicates": []},
         "Task": task(task_type, State.COMPLETED),
         # `next_cursor` passed back as `cursor` gives the tasks before id 41 (base 36: "15").
-        "TaskPage": {"tasks": [task(task_type, State.COMPLETED), retrying], "next_cursor": "15"},
-        "Error": _invalid_task(config),
-        "Health": {"status": "ok"},
-        "Stats": stats,
-        "PriorityCounts": stats["counts"],
-        "StateCounts": stats["counts"]["high"],
-        "QueueLag": stats["queue_lag_seconds"],
-        "LastMinute": stats["last_minute"],
-        "LiveWorkers": stats["workers"],
-        "TaskDetail": {**task(task_type, State.COMPLETED), "result": {"rows": 1284, "pages": 3}},
-        "Schedule": _schedule(task_type),
-        "ScheduleList": {"schedules": [_schedule(task_type)]},
-        **dashboard_examples.schema_examples(stats),
-    }
-
-
-def _schedule(task_type: str) -> dict[str, Any]:
-    return {
-        "name": "nightly-report",
-        "cron": "0 3 * * *",
-        "timezone": "Europe/Berlin",
-        "type": task_type,
-        "priority": "low",
-        "max_attempts": 5,
-        "data": {"period": "day"},
-        "catch_up": 1,
-        "next_run_at": "2024-06-04T01:00:00+00:00",
-        "last_run_at": "2024-06-03T01:00:00+00:00",
-        "last_task_id": TASK_ID - 2,
+        "TaskPage": {
+            "tasks": [task(task_type, State.COMPLETED), retrying(task_type)],
+            "next_cursor": "15",
+        },
     }
 
 
 def response_examples(config: Config) -> dict[tuple[str, str, str], Any]:
     """An example per (path, method, status) whose answer differs from its schema's example."""
-    task_type = _task_type(config)
-    tasks, one = "/api/tasks", "/api/tasks/{id}"
-    missing = _error(str(TaskNotFound(f"task {TASK_ID} does not exist")))
-    examples: dict[tuple[str, str, str], Any] = {
-        (tasks, "post", "201"): _created(task_type),
-        (tasks, "post", "400"): _error(_malformed()),
-        (tasks, "post", "422"): _invalid_task(config),
-        ("/api/tasks/batch", "post", "400"): _error(_malformed()),
-        ("/api/tasks/batch", "post", "422"): _invalid_batch(config),
-        (tasks, "get", "422"): _invalid_query(),
-        (one, "get", "404"): missing,
-        # Cancelled while it waited for its second attempt.
-        (one + "/cancel", "post", "200"): task(
-            task_type,
-            State.CANCELLED,
-            attempts=1,
-            updated_at="2024-06-03T09:15:02.903118+00:00",
-            started_at="2024-06-03T09:15:02.483391+00:00",
-            finished_at="2024-06-03T09:15:02.903118+00:00",
-        ),
-        (one + "/cancel", "post", "404"): missing,
-        (one + "/cancel", "post", "409"): _error(
-            str(InvalidTransition(TASK_ID, State.COMPLETED, CANCELLABLE_STATES))
-        ),
-        (one + "/retry", "post", "200"): task(
-            task_type,
-            State.AVAILABLE,
-            attempts=0,
-            scheduled_at="2024-06-03T10:02:17.004561+00:00",
-            updated_at="2024-06-03T10:02:17.004561+00:00",
-            started_at=None,
-            finished_at=None,
-        ),
-        (one + "/retry", "post", "404"): missing,
-        (one + "/retry", "post", "409"): _error(
-            str(InvalidTransition(TASK_ID, State.RUNNING, RETRYABLE_STATES))
-        ),
+    return {
+        **{("*", "*", code): body for code, body in shared_errors(config).items()},
+        **_create_and_list_answers(config),
+        **_one_task_answers(example_type(config)),
         ("/ready", "get", "503"): {
             "status": "unavailable",
             "error": "The database did not answer SELECT 1 within 2 s.",
         },
-    }
-    limit = config.api.max_body_bytes
-    shared = {
-        "401": _error("Missing or wrong bearer token."),
-        "413": _error(f"Request body is larger than the limit of {limit} bytes."),
-        "500": _error("Internal server error (request id 3f0c1e5a9b7d4e2f8a6c0b1d2e3f4a5b)."),
-        "503": _error("The database is unavailable; try again."),
-    }
-    return {
-        **{("*", "*", code): body for code, body in shared.items()},
-        **examples,
         **dashboard_examples.response_examples(),
+    }
+
+
+def _create_and_list_answers(config: Config) -> dict[tuple[str, str, str], Any]:
+    return {
+        (_TASKS, "post", "201"): created(example_type(config)),
+        (_TASKS, "post", "400"): error(malformed_message()),
+        (_TASKS, "post", "422"): invalid_task_answer(config),
+        (_BATCH, "post", "400"): error(malformed_message()),
+        (_BATCH, "post", "422"): invalid_batch_answer(config),
+        (_TASKS, "get", "422"): invalid_query_answer(),
+    }
+
+
+def _one_task_answers(task_type: str) -> dict[tuple[str, str, str], Any]:
+    missing = error(str(TaskNotFound(f"task {TASK_ID} does not exist")))
+    return {
+        (_ONE, "get", "404"): missing,
+        (_ONE + "/cancel", "post", "200"): cancelled(task_type),
+        (_ONE + "/cancel", "post", "404"): missing,
+        (_ONE + "/cancel", "post", "409"): error(
+            str(InvalidTransition(TASK_ID, State.COMPLETED, CANCELLABLE_STATES))
+        ),
+        (_ONE + "/retry", "post", "200"): retried(task_type),
+        (_ONE + "/retry", "post", "404"): missing,
+        (_ONE + "/retry", "post", "409"): error(
+            str(InvalidTransition(TASK_ID, State.RUNNING, RETRYABLE_STATES))
+        ),
     }
 
 
@@ -243,54 +174,6 @@ def media_examples() -> dict[tuple[str, str], Any]:
         ("/api/docs", "get"): "<!DOCTYPE html>\n<html>\n<head><title>Swagger UI</title>",
         ("/api/events", "get"): dashboard_examples.event(_stats()),
     }
-
-
-def _task_type(config: Config) -> str:
-    return "report" if "report" in config.task_types else config.task_types[0]
-
-
-def _error(message: str, fields: dict[str, list[str]] | None = None) -> dict[str, Any]:
-    return {"error": message} if fields is None else {"error": message, "fields": fields}
-
-
-def _failure(rules: TaskRules, body: Any, batch: bool) -> dict[str, Any]:
-    try:
-        rules.batch(body) if batch else rules.one(body)
-    except ValidationFailed as exc:
-        return _error(str(exc), exc.fields)
-    raise AssertionError(f"the example body {body!r} is valid")
-
-
-def _invalid_task(config: Config) -> dict[str, Any]:
-    rules = TaskRules.of(config)
-    return _failure(rules, INVALID_TASK, batch=False)
-
-
-def invalid_batch(config: Config) -> dict[str, Any]:
-    """The batch behind the batch's 422 example: its second task breaks every rule it can."""
-    return {"tasks": [{"type": _task_type(config)}, {**INVALID_TASK, "data": "2024-05"}]}
-
-
-def _invalid_batch(config: Config) -> dict[str, Any]:
-    rules = TaskRules.of(config)
-    return _failure(rules, invalid_batch(config), batch=True)
-
-
-def _invalid_query() -> dict[str, Any]:
-    try:
-        TaskListQuerySchema().load(INVALID_QUERY)
-    except ValidationError as exc:
-        fields = {key: [str(m) for m in messages] for key, messages in exc.messages_dict.items()}
-        return _error("Invalid request.", fields)
-    raise AssertionError(f"the example query {INVALID_QUERY!r} is valid")
-
-
-def _malformed() -> str:
-    try:
-        json.loads(MALFORMED_BODY)
-    except ValueError as exc:
-        return f"Request body is not valid JSON: {exc}"
-    raise AssertionError("the malformed example body parses")
 
 
 def add_examples(document: dict[str, Any], config: Config) -> None:

@@ -1,20 +1,20 @@
 """The API's Prometheus metrics, in a registry of their own per app (never the global default).
 
 HTTP and creation metrics are updated in memory per request; the task gauges come from the cached
-statistics snapshot (service/stats.py), so a scrape costs at most one query per cache window.
+statistics snapshot (asynctask/core/stats.py), so a scrape costs at most one query per cache window.
 """
 
 from __future__ import annotations
 
 from collections import Counter as Tally
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from asynctask.core.models import PRIORITIES, Priority
+from asynctask.core.models import PRIORITIES, Priority, State
 from asynctask.core.stats import CachedStats
 
 UNMATCHED = "unmatched"
@@ -38,39 +38,45 @@ class TasksCollector(Collector):
         )
         if snapshot is None:
             return
-        tasks = GaugeMetricFamily(
-            "asynctask_tasks",
-            "Tasks in the table by state and priority.",
-            labels=["state", "priority"],
-        )
-        for priority, states in snapshot.counts.items():
-            for state, count in states.items():
-                tasks.add_metric([state, priority], count)
-        yield tasks
-        lag = GaugeMetricFamily(
+        yield _task_counts(snapshot.counts)
+        yield _per_priority(
             "asynctask_queue_lag_seconds",
             "Seconds since the oldest due task of a priority became due (0: none waiting).",
-            labels=["priority"],
+            snapshot.queue_lag_seconds,
         )
-        for priority, seconds in snapshot.queue_lag_seconds.items():
-            lag.add_metric([priority], seconds)
-        yield lag
-        workers = GaugeMetricFamily(
+        yield _per_priority(
             "asynctask_workers",
             "Worker processes connected to the database, per priority, from every host.",
-            labels=["priority"],
+            snapshot.workers,
         )
-        for priority, count in snapshot.workers.items():
-            workers.add_metric([priority], count)
-        yield workers
-        paused = GaugeMetricFamily(
+        yield _per_priority(
             "asynctask_queue_paused",
             "1 while a priority is paused (asynctask pause), else 0.",
-            labels=["priority"],
+            {priority: 1 if queue.paused else 0 for priority, queue in snapshot.queues.items()},
         )
-        for priority, queue in snapshot.queues.items():
-            paused.add_metric([priority], 1 if queue.paused else 0)
-        yield paused
+
+
+def _task_counts(counts: Mapping[Priority, Mapping[State, int]]) -> GaugeMetricFamily:
+    """asynctask_tasks: one sample per state and priority."""
+    tasks = GaugeMetricFamily(
+        "asynctask_tasks",
+        "Tasks in the table by state and priority.",
+        labels=["state", "priority"],
+    )
+    for priority, states in counts.items():
+        for state, count in states.items():
+            tasks.add_metric([state, priority], count)
+    return tasks
+
+
+def _per_priority(
+    name: str, documentation: str, values: Mapping[Priority, float]
+) -> GaugeMetricFamily:
+    """A gauge with one sample per priority, labelled `priority`."""
+    gauge = GaugeMetricFamily(name, documentation, labels=["priority"])
+    for priority, value in values.items():
+        gauge.add_metric([priority], value)
+    return gauge
 
 
 class ApiMetrics:

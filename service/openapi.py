@@ -16,10 +16,11 @@ from aiohttp_apigami.constants import SWAGGER_DICT
 from marshmallow import Schema
 
 from asynctask.core.config import Config
+from asynctask.service.common_schemas import ErrorSchema
+from asynctask.service.create_schemas import DATA_DESCRIPTION
 from asynctask.service.dashboard_pages import is_page
 from asynctask.service.examples import add_examples
 from asynctask.service.rules import MAX_BIGINT, one_of
-from asynctask.service.schemas import DATA_DESCRIPTION, ErrorSchema
 
 OPENAPI_PATH = "/api/openapi"
 DOCS_PATH = "/api/docs"
@@ -175,7 +176,7 @@ def text_operation(
 
 
 def body(schema: type[Schema]) -> Callable[[Handler], Handler]:
-    """Declare the JSON body a handler reads (it validates it itself: see schemas.TaskRules)."""
+    """Declare the JSON body a handler reads (it validates it itself: see rules.TaskRules)."""
     return request_schema(schema, required=True)
 
 

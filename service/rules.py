@@ -1,8 +1,8 @@
 """What the API accepts as a new task: one definition, used by the single and the batch create.
 
 Plain Python, not marshmallow: marshmallow needs ~20 µs per item and the batch route must take
-50,000 tasks/s. service/schemas.py describes the same rules (built from the same constants) for
-the OpenAPI document; tests check both agree.
+50,000 tasks/s. service/create_schemas.py describes the same rules (built from the same
+constants) for the OpenAPI document; tests check both agree.
 """
 
 from __future__ import annotations
@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any, Final, NamedTuple
 
 from asynctask.core.checks import MAX_INT32
@@ -18,6 +17,7 @@ from asynctask.core.config import Config
 from asynctask.core.db import NewRow
 from asynctask.core.errors import AsyncTaskError
 from asynctask.core.models import DEFAULT_PRIORITY, PRIORITIES, UNIQUE_KEY_MAX, Priority
+from asynctask.service.datetimes import parse_datetime
 
 MAX_BIGINT: Final = 2**63 - 1
 BATCH_MAX: Final = 10_000
@@ -49,12 +49,9 @@ TOO_DEEP_TO_PARSE: Final = (
 )
 ATTEMPTS_RANGE: Final = f"Must be greater than or equal to 1 and less than or equal to {MAX_INT32}."
 BATCH_LENGTH: Final = f"Length must be between 1 and {BATCH_MAX}."
-NOT_DATETIME: Final = "Not a valid datetime: use ISO 8601, e.g. 2030-01-31T09:00:00+01:00."
-NAIVE_DATETIME: Final = "Must include a UTC offset (+00:00 or Z): without one it is ambiguous."
 DELAY_RANGE: Final = f"Must be a number from 0 to {MAX_DELAY_SECONDS} (seconds: ten years)."
 NOT_BOTH: Final = "Give scheduled_at or delay_seconds, not both."
 UNIQUE_KEY_LENGTH: Final = f"Length must be between 1 and {UNIQUE_KEY_MAX}."
-_LAST: Final = datetime.max.replace(tzinfo=UTC)
 # What _data_json answers instead of JSON text (none of them is JSON).
 _DATA_PROBLEMS: Final = frozenset({NOT_OBJECT, TOO_DEEP, NOT_FINITE, NUL_OR_SURROGATE})
 
@@ -225,28 +222,6 @@ def _when(
             return None, None
         return None, float(delay)
     return None, None
-
-
-def parse_datetime(value: Any) -> datetime | str:
-    """An ISO 8601 time with a UTC offset, in UTC, or the message saying why it is not one.
-
-    In UTC because PostgreSQL takes offsets up to 15:59 only (RFC 3339 allows 23:59). A time
-    before year 1 in UTC is taken as year 1 (any past time means now), one after 9999 as the
-    last instant of 9999 (what a reader of the task can still parse).
-    """
-    if type(value) is not str:
-        return NOT_DATETIME
-    try:
-        # RFC 3339 allows a lower-case t and z; Python's parser wants them upper-case.
-        parsed = datetime.fromisoformat(value.upper())
-    except ValueError:
-        return NOT_DATETIME
-    if parsed.utcoffset() is None:
-        return NAIVE_DATETIME
-    try:
-        return parsed.astimezone(UTC)
-    except OverflowError:
-        return datetime.min.replace(tzinfo=UTC) if parsed.year == 1 else _LAST
 
 
 def _unique_key_problem(value: Any) -> str | None:

@@ -13,7 +13,7 @@ from asynctask.core.connections import acquire
 from asynctask.core.schedules import Schedule
 from asynctask.service import keys
 from asynctask.service.openapi import operation
-from asynctask.service.schemas import ScheduleListSchema
+from asynctask.service.schedule_schemas import ScheduleListSchema
 
 
 @operation(

@@ -21,7 +21,7 @@ from asynctask.core.config import Config
 from asynctask.core.connections import connect
 from asynctask.core.errors import DatabaseUnavailable
 from asynctask.core.exposure import is_loopback
-from asynctask.service import views
+from asynctask.service import status_views, task_views
 from asynctask.service.app import create_app, serve
 from asynctask.service.auth import auth_middleware
 from asynctask.service.rules import ATTEMPTS_RANGE, NOT_FINITE
@@ -430,8 +430,8 @@ async def test_list_rejects_bad_query_by_name(client: Client, query: str, field:
 
 def test_cursor_round_trip() -> None:
     for task_id in (0, 1, 42, 36**5, 2**63 - 1):
-        assert views.decode_cursor(views.encode_cursor(task_id)) == task_id
-    assert views.decode_cursor("z" * 13) is None  # past every bigint: no bound
+        assert task_views.decode_cursor(task_views.encode_cursor(task_id)) == task_id
+    assert task_views.decode_cursor("z" * 13) is None  # past every bigint: no bound
 
 
 async def test_every_cursor_the_document_allows_is_accepted(client: Client) -> None:
@@ -496,7 +496,7 @@ async def test_ready_is_503_when_select_1_is_slow(
         await asyncio.sleep(5)
 
     monkeypatch.setattr(db, "ping", slow)
-    monkeypatch.setattr(views, "READY_TIMEOUT_SECONDS", 0.2)
+    monkeypatch.setattr(status_views, "READY_TIMEOUT_SECONDS", 0.2)
     started = time.monotonic()
     response = await client.get("/ready")
     assert response.status == 503 and time.monotonic() - started < 2

@@ -23,7 +23,7 @@ from kubernetes_validate import utils as kubernetes_schemas
 from asynctask.core.config import parse_config
 from asynctask.core.errors import ConfigError
 from asynctask.service.app import create_app
-from asynctask.service.views import READY_TIMEOUT_SECONDS
+from asynctask.service.status_views import READY_TIMEOUT_SECONDS
 from asynctask.service.waiters import LISTEN_CONNECTIONS
 from asynctask.workers import registry
 from asynctask.workers.budget import CONNECTIONS_PER_WORKER

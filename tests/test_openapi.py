@@ -17,11 +17,12 @@ from marshmallow import ValidationError
 
 from asynctask.core.config import ApiConfig, Config
 from asynctask.core.models import STATES
-from asynctask.service import examples
+from asynctask.service import error_examples
 from asynctask.service.app import create_app
+from asynctask.service.create_schemas import TaskCreateSchema
 from asynctask.service.dashboard_pages import is_page
 from asynctask.service.rules import TaskRules
-from asynctask.service.schemas import TaskCreateSchema
+from asynctask.service.task_examples import TASK_ID
 from tests.conftest import make_config
 
 Client = TestClient[web.Request, web.Application]
@@ -360,23 +361,23 @@ async def test_the_examples_are_what_the_api_answers(
 
     create = "/api/tasks"
     json_body = {"Content-Type": "application/json"}
-    assert await answer("POST", create, data=examples.MALFORMED_BODY, headers=json_body) == (
+    assert await answer("POST", create, data=error_examples.MALFORMED_BODY, headers=json_body) == (
         400, example(create, "post", "400")
     )  # fmt: skip
-    assert await answer("POST", create, json=examples.INVALID_TASK) == (
+    assert await answer("POST", create, json=error_examples.INVALID_TASK) == (
         422, example(create, "post", "422")
     )  # fmt: skip
-    batch = examples.invalid_batch(config)
+    batch = error_examples.invalid_batch(config)
     assert await answer("POST", "/api/tasks/batch", json=batch) == (
         422, example("/api/tasks/batch", "post", "422")
     )  # fmt: skip
-    assert await answer("GET", create, params=examples.INVALID_QUERY) == (
+    assert await answer("GET", create, params=error_examples.INVALID_QUERY) == (
         422, example(create, "get", "422")
     )  # fmt: skip
     assert await answer("POST", create, data=b"{" + b" " * 2048 + b"}", headers=json_body) == (
         413, example(create, "post", "413")
     )  # fmt: skip
-    one = f"/api/tasks/{examples.TASK_ID}"
+    one = f"/api/tasks/{TASK_ID}"
     assert await answer("GET", one) == (404, example("/api/tasks/{id}", "get", "404"))
     sql.execute("INSERT INTO tasks (id, type, state) VALUES (%s, 'report', 'completed')", (42,))
     assert await answer("POST", one + "/cancel") == (

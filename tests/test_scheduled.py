@@ -23,7 +23,8 @@ from asynctask.core.config import Config
 from asynctask.core.connections import connect
 from asynctask.core.models import Priority
 from asynctask.service.app import create_app
-from asynctask.service.rules import MAX_DELAY_SECONDS, NAIVE_DATETIME, NOT_BOTH
+from asynctask.service.datetimes import NAIVE_DATETIME
+from asynctask.service.rules import MAX_DELAY_SECONDS, NOT_BOTH
 from asynctask.workers.due import DueTimer, parse_at
 from asynctask.workers.wakeup import WakePipes, Wakeup
 from tests.conftest import make_config

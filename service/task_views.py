@@ -1,58 +1,40 @@
-"""The HTTP handlers: parse the request, call db.py, serialize. Errors are raised, not answered."""
+"""The routes of existing tasks: read one (long-polls with wait_seconds), list them, cancel, retry.
+
+Thin like every view: parse the request, call db.py, serialize. Errors are raised, not answered:
+the middlewares answer them. The list's page cursors (opaque base-36 ids) are made here too.
+"""
 
 from __future__ import annotations
 
-import asyncio
-import logging
 import math
 import re
 from typing import Any
 
-from aiohttp import hdrs, web
+from aiohttp import web
 from marshmallow import ValidationError
-from prometheus_client import CONTENT_TYPE_LATEST
 
-from asynctask.core import creates, db
+from asynctask.core import db
 from asynctask.core.connections import acquire
-from asynctask.core.errors import DatabaseUnavailable, TaskNotFound
+from asynctask.core.errors import TaskNotFound
 from asynctask.core.models import Priority, State
-from asynctask.service import idempotency, keys
+from asynctask.service import keys
 from asynctask.service.openapi import (
-    BATCH_DUPLICATES,
-    CREATE_DESCRIPTIONS,
-    CREATE_ERRORS,
-    CREATED_HEADERS,
-    DUPLICATE_ANSWER,
-    IDEMPOTENCY_KEY,
-    REPLAY_HEADERS,
     RETRY_CONFLICT,
     WAIT_MAX_SECONDS,
     WAIT_SECONDS,
-    body,
     operation,
     query,
-    text_operation,
 )
 from asynctask.service.render import json_text, page_text, task_text
 from asynctask.service.rules import MAX_BIGINT, ValidationFailed
-from asynctask.service.schemas import (
+from asynctask.service.task_schemas import (
     CURSOR_PATTERN,
-    BatchCreatedSchema,
-    HealthSchema,
-    StatsSchema,
-    TaskBatchSchema,
-    TaskCreateSchema,
     TaskDetailSchema,
     TaskListQuerySchema,
     TaskPageSchema,
     TaskSchema,
 )
 
-log = logging.getLogger("asynctask.api")
-
-# /ready answers 503 when `SELECT 1` takes longer than this: a load balancer's probe is patient
-# for a few seconds at most, and a slower database is as good as none for new requests.
-READY_TIMEOUT_SECONDS = 2.0
 _CURSOR = re.compile(CURSOR_PATTERN)
 _BASE36 = "0123456789abcdefghijklmnopqrstuvwxyz"
 _LIST_QUERY = TaskListQuerySchema()
@@ -89,71 +71,6 @@ def decode_cursor(cursor: str) -> int | None:
         raise ValidationFailed({"cursor": [f"Must match {CURSOR_PATTERN} (a next_cursor)."]})
     value = int(cursor, 36)
     return value if value <= MAX_BIGINT else None
-
-
-@operation(
-    "Create a task",
-    (201, TaskSchema, "The new task."),
-    CREATE_ERRORS,
-    headers=CREATED_HEADERS,
-    also=((200, TaskSchema, DUPLICATE_ANSWER, CREATED_HEADERS),),
-    parameters=(IDEMPOTENCY_KEY,),
-    descriptions=CREATE_DESCRIPTIONS,
-)
-@body(TaskCreateSchema)
-async def create_task(request: web.Request) -> web.Response:
-    """POST /api/tasks: insert one task (and NOTIFY its priority), committed before the 201.
-
-    200 with the holder when its unique_key is taken; the first answer again for a repeated
-    Idempotency-Key.
-    """
-    task = await request.app[keys.BODIES].load(request, request.app[keys.RULES].one)
-    key = idempotency.request_key(request, await request.read())
-    if key is None:  # the hot path: nothing to replay
-        created = await request.app[keys.CREATES].create(task)
-    else:
-        answer = await idempotency.first_answer(
-            request, key, lambda: request.app[keys.CREATES].create(task, key), single=True
-        )
-        if isinstance(answer, web.Response):
-            return answer
-        created = answer
-    if not created.duplicate:
-        request.app[keys.METRICS].tasks_created((task.priority,))
-    return idempotency.task_answer(created.row, created.data_json, created.duplicate)
-
-
-@operation(
-    "Create up to 10,000 tasks at once",
-    (201, BatchCreatedSchema, "Ids in order."),
-    CREATE_ERRORS,
-    headers=REPLAY_HEADERS,
-    also=((200, BatchCreatedSchema, BATCH_DUPLICATES, REPLAY_HEADERS),),
-    parameters=(IDEMPOTENCY_KEY,),
-    descriptions=CREATE_DESCRIPTIONS,
-)
-@body(TaskBatchSchema)
-async def create_tasks(request: web.Request) -> web.Response:
-    """POST /api/tasks/batch: validate every item, then insert all in one statement."""
-    tasks = await request.app[keys.BODIES].load(request, request.app[keys.RULES].batch)
-    key = idempotency.request_key(request, await request.read())
-
-    async def insert() -> tuple[list[int], list[int]]:
-        async with acquire(request.app[keys.POOL], _timeout(request)) as conn:
-            return await creates.create_batch(conn, [task.row() for task in tasks], key)
-
-    created = await idempotency.first_answer(request, key, insert, single=False)
-    if isinstance(created, web.Response):
-        return created
-    ids, duplicates = created
-    skip = set(duplicates)
-    request.app[keys.METRICS].tasks_created(
-        task.priority for i, task in enumerate(tasks) if i not in skip
-    )
-    every = len(duplicates) == len(ids)
-    headers = {idempotency.DUPLICATE: "true"} if every else None
-    body = {"ids": ids, "duplicates": duplicates}
-    return web.json_response(body, status=200 if every else 201, headers=headers)
 
 
 @operation(
@@ -265,59 +182,3 @@ async def retry_task(request: web.Request) -> web.Response:
     async with acquire(request.app[keys.POOL], _timeout(request)) as conn:
         row = await db.retry_task(conn, task_id)
     return json_text(task_text(row))
-
-
-@operation("Liveness", (200, HealthSchema, "The process answers."), (), tags=("probes",))
-async def health(request: web.Request) -> web.Response:
-    """GET /health: the process answers; no database access."""
-    return web.json_response({"status": "ok"})
-
-
-@operation(
-    "Readiness",
-    (200, HealthSchema, "The database answers."),
-    (503,),
-    tags=("probes",),
-    unavailable=HealthSchema,
-)
-async def ready(request: web.Request) -> web.Response:
-    """GET /ready: 200 when the database answers `SELECT 1` in time, else 503."""
-    try:
-        async with asyncio.timeout(READY_TIMEOUT_SECONDS):
-            async with acquire(request.app[keys.POOL], READY_TIMEOUT_SECONDS) as conn:
-                await db.ping(conn)
-    except (DatabaseUnavailable, TimeoutError):
-        message = f"The database did not answer SELECT 1 within {READY_TIMEOUT_SECONDS:g} s."
-        return web.json_response({"status": "unavailable", "error": message}, status=503)
-    return web.json_response({"status": "ok"})
-
-
-@operation(
-    "Queue statistics (cached for a couple of seconds)",
-    (200, StatsSchema, "Counts by priority and state, queue lag, the last minute's outcomes."),
-    (503,),
-    tags=("operations",),
-)
-async def get_stats(request: web.Request) -> web.Response:
-    """GET /api/stats: the cached snapshot as JSON; 503 when the database does not answer."""
-    snapshot = await request.app[keys.STATS].get()
-    return web.json_response(snapshot.as_json())
-
-
-@text_operation(
-    "Prometheus metrics",
-    "Prometheus text format; the task gauges are absent while asynctask_database_up is 0.",
-    tags=("probes",),
-)
-async def get_metrics(request: web.Request) -> web.Response:
-    """GET /metrics: always 200; without the database, the HTTP metrics and database_up 0."""
-    # Refresh the snapshot the collector reads; a failure shows as asynctask_database_up 0, never
-    # a 5xx: a scrape that fails loses the HTTP metrics too, just when they matter.
-    try:
-        await request.app[keys.STATS].get()
-    except DatabaseUnavailable:
-        pass
-    except Exception:  # e.g. no tasks table yet (not migrated): worth a log line, not a 500
-        log.exception("GET /metrics: the statistics query failed")
-    body = request.app[keys.METRICS].exposition()
-    return web.Response(body=body, headers={hdrs.CONTENT_TYPE: CONTENT_TYPE_LATEST})
