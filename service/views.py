@@ -1,4 +1,4 @@
-"""The HTTP handlers: parse the request, call db.py, serialize. Errors are raised, not answered."""
+"""The HTTP handlers: parse the request, call core/, serialize. Errors are raised, not answered."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from aiohttp import hdrs, web
 from marshmallow import ValidationError
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from asynctask.core import creates, db
+from asynctask.core import connections, creates, task_rows
 from asynctask.core.connections import acquire
 from asynctask.core.errors import DatabaseUnavailable, TaskNotFound
 from asynctask.core.models import Priority, State
@@ -171,7 +171,7 @@ async def get_task(request: web.Request) -> web.Response:
     async def read() -> dict[str, Any]:
         # A pool connection for the read alone: a waiter holds none while it sleeps.
         async with acquire(request.app[keys.POOL], _timeout(request)) as conn:
-            return await db.get_task(conn, task_id)
+            return await task_rows.get_task(conn, task_id)
 
     if wait > 0:
         row = await request.app[keys.WAITERS].until_finished(task_id, wait, read)
@@ -209,7 +209,7 @@ async def list_tasks(request: web.Request) -> web.Response:
     limit = query["limit"]
     async with acquire(request.app[keys.POOL], _timeout(request)) as conn:
         # One extra row tells whether another page exists, so the last page has no cursor.
-        rows = await db.list_tasks(
+        rows = await task_rows.list_tasks(
             conn,
             limit=limit + 1,
             state=State(query["state"]) if "state" in query else None,
@@ -247,7 +247,7 @@ async def cancel_task(request: web.Request) -> web.Response:
     """POST /api/tasks/{id}/cancel: scheduled, available, retrying, or running (202); else 409."""
     task_id = _task_id(request)
     async with acquire(request.app[keys.POOL], _timeout(request)) as conn:
-        row = await db.cancel_task(conn, task_id)
+        row = await task_rows.cancel_task(conn, task_id)
     status = 202 if row.pop("was") == "running" else 200
     return json_text(task_text(row), status=status)
 
@@ -263,7 +263,7 @@ async def retry_task(request: web.Request) -> web.Response:
     """POST /api/tasks/{id}/retry: only a failed or cancelled task whose unique_key is free."""
     task_id = _task_id(request)
     async with acquire(request.app[keys.POOL], _timeout(request)) as conn:
-        row = await db.retry_task(conn, task_id)
+        row = await task_rows.retry_task(conn, task_id)
     return json_text(task_text(row))
 
 
@@ -285,7 +285,7 @@ async def ready(request: web.Request) -> web.Response:
     try:
         async with asyncio.timeout(READY_TIMEOUT_SECONDS):
             async with acquire(request.app[keys.POOL], READY_TIMEOUT_SECONDS) as conn:
-                await db.ping(conn)
+                await connections.ping(conn)
     except (DatabaseUnavailable, TimeoutError):
         message = f"The database did not answer SELECT 1 within {READY_TIMEOUT_SECONDS:g} s."
         return web.json_response({"status": "unavailable", "error": message}, status=503)

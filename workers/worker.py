@@ -18,7 +18,7 @@ import time
 import uuid
 from typing import Any
 
-from asynctask.core import backoff, db, queues
+from asynctask.core import backlog, backoff, claims, queues
 from asynctask.core.config import Config
 from asynctask.core.errors import DatabaseUnavailable, HandlerImportError
 from asynctask.core.lifecycle import Event, Outcome, decide
@@ -237,7 +237,7 @@ class Worker:
     async def _arm_timer(self, since: float) -> None:
         """Set the due timer from the due index: tasks due later than `since` seconds ago."""
         self.wakeup.timer.reading()
-        due = await self.conn.run(db.next_due, self.slot.priority, since)
+        due = await self.conn.run(backlog.next_due, self.slot.priority, since)
         self.wakeup.timer.set(due.due_in, due.together, due.clock)
 
     def _rearm_soon(self) -> None:
@@ -254,7 +254,7 @@ class Worker:
         self.link.claiming()
         try:
             rows = await self.conn.run(
-                db.claim,
+                claims.claim,
                 priority=self.slot.priority,
                 limit=self.limit,
                 locked_by=self.locked_by,
@@ -318,7 +318,7 @@ class Worker:
             for row in rows
         ]
         try:
-            released = await self.conn.run(db.finish, outcomes)
+            released = await self.conn.run(claims.finish, outcomes)
         except DatabaseUnavailable as exc:
             log.warning("could not release %d unstarted tasks (%s)", len(rows), exc)
         else:
@@ -372,7 +372,7 @@ class Worker:
             await asyncio.sleep(tick)
             try:
                 if n % 2 == 0 and (tokens := self.held_tokens()):
-                    await self.conn.run(db.extend_leases, tokens, self.config.lease_seconds)
+                    await self.conn.run(claims.extend_leases, tokens, self.config.lease_seconds)
                 if n % 3 == 0:
                     rescued = await rescue_expired(self.conn, self.config, self.locked_by)
                     if rescued:
