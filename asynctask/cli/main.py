@@ -23,7 +23,8 @@ from asynctask.cli.start import (
     warn_without_autovacuum,
 )
 from asynctask.core import queues, stats
-from asynctask.core.config import Config, default_config_path, load_config
+from asynctask.core.config import Config
+from asynctask.core.config_loader import default_config_path, load_config
 from asynctask.core.connections import redact, with_connection
 from asynctask.core.errors import AsyncTaskError, ConfigError
 from asynctask.core.exposure import check_exposure
