@@ -119,17 +119,7 @@ async def _insert_unique(
     result: list[Created | None] = [None] * len(tasks)
     pending = list(range(len(tasks)))
     for _ in range(MAX_ROUNDS):
-        try:
-            found = await rows(
-                conn,
-                QUERIES["insert_unique"],
-                *_columns([tasks[i] for i in pending], [keys[i] for i in pending]),
-            )
-        except psycopg2.errors.UniqueViolation as exc:
-            if exc.diag.constraint_name == _KEYS_PKEY:
-                raise IdempotencyKeyTaken("the Idempotency-Key has an answer already") from None
-            raise
-        new = {row.pop("n"): task_rows.task_row(row) for row in found}  # n counts from 1
+        new = await _insert_round(conn, [tasks[i] for i in pending], [keys[i] for i in pending])
         holders: dict[tuple[str, str], Created] = {}
         for n, i in enumerate(pending, start=1):
             if (row := new.get(n)) is not None:
@@ -156,6 +146,19 @@ async def _insert_unique(
         if not pending:
             return [item for item in result if item is not None]
     raise DatabaseUnavailable("a unique_key kept changing hands; try again")
+
+
+async def _insert_round(
+    conn: aiopg.Connection, tasks: Sequence[task_rows.NewRow], keys: Sequence[RequestKey | None]
+) -> dict[int, dict[str, Any]]:
+    """Insert the items whose key is free; their rows by the item's position, counted from 1."""
+    try:
+        found = await rows(conn, QUERIES["insert_unique"], *_columns(tasks, keys))
+    except psycopg2.errors.UniqueViolation as exc:
+        if exc.diag.constraint_name == _KEYS_PKEY:
+            raise IdempotencyKeyTaken("the Idempotency-Key has an answer already") from None
+        raise
+    return {row.pop("n"): task_rows.task_row(row) for row in found}
 
 
 def _pair(task: task_rows.NewRow) -> tuple[str, str]:
