@@ -105,10 +105,10 @@ def drain(cur: psycopg2.extensions.cursor, rows: int) -> float:
 
 
 def finish_params(ids: list[int], token: str) -> tuple[object, ...]:
-    """`finish`'s parameters completing these tasks, encoded as db.finish sends them."""
+    """`finish`'s parameters completing these tasks, encoded as claims.finish sends them."""
     n = len(ids)
     tokens, states = arrays.texts([token] * n), arrays.texts(["completed"] * n)
-    # No delays, errors or results: NULL arrays, as db.finish sends them.
+    # No delays, errors or results: NULL arrays, as claims.finish sends them.
     return arrays.numbers(ids), tokens, states, None, arrays.bools([False] * n), None, None
 
 

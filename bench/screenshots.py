@@ -22,7 +22,7 @@ from typing import Any
 import psycopg2
 from playwright.async_api import expect
 
-from asynctask.core.config import parse_config
+from asynctask.core.config_loader import parse_config
 from bench.common import ROOT, scratch_database
 from tests.dashboard_browser import chromium, serving
 

@@ -19,7 +19,7 @@ from typing import Final, TypeVar
 
 from aiohttp import hdrs, web
 
-from asynctask.core import creates, db
+from asynctask.core import creates, task_rows
 from asynctask.core.connections import acquire
 from asynctask.core.creates import RequestKey
 from asynctask.core.errors import DatabaseUnavailable, IdempotencyKeyTaken
@@ -105,7 +105,7 @@ async def _replay(request: web.Request, key: RequestKey, single: bool) -> web.Re
                 headers[DUPLICATE] = "true"
             body = {"ids": answer.task_ids, "duplicates": answer.duplicates}
             return web.json_response(body, status=answer.status, headers=headers)
-        row = await db.get_task(conn, answer.task_ids[0])
+        row = await task_rows.get_task(conn, answer.task_ids[0])
     return task_answer(row, None, duplicate=answer.status == 200, headers=headers)
 
 

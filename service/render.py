@@ -1,8 +1,8 @@
 """Tasks as JSON answers. A task's `data` is spliced in as the JSON text it was stored as.
 
-The API never parses stored data: db.py reads it as text, and it goes into the answer unchanged.
-That keeps every stored row readable (one nested too deep for Python, inserted by plain SQL, is
-shown as it is instead of failing the request) and saves a decode and an encode per task.
+The API never parses stored data: core/task_rows.py reads it as text, and it goes into the answer
+unchanged. That keeps every stored row readable (one nested too deep for Python, inserted by plain
+SQL, is shown as it is instead of failing the request) and saves a decode and an encode per task.
 """
 
 from __future__ import annotations

@@ -14,9 +14,9 @@ from typing import Any, Final, NamedTuple
 
 from asynctask.core.checks import MAX_INT32
 from asynctask.core.config import Config
-from asynctask.core.db import NewRow
 from asynctask.core.errors import AsyncTaskError
 from asynctask.core.models import DEFAULT_PRIORITY, PRIORITIES, UNIQUE_KEY_MAX, Priority
+from asynctask.core.task_rows import NewRow
 from asynctask.service.datetimes import parse_datetime
 
 MAX_BIGINT: Final = 2**63 - 1
@@ -88,7 +88,7 @@ class NewTask(NamedTuple):
     unique_key: str | None = None
 
     def row(self) -> NewRow:
-        """The task as db.py and creates.py take it."""
+        """The task as task_rows.py and creates.py take it."""
         return NewRow(
             self.type,
             self.priority.number,

@@ -8,7 +8,7 @@ from typing import Any
 
 from aiohttp import web
 
-from asynctask.core import db
+from asynctask.core import periodic
 from asynctask.core.connections import acquire
 from asynctask.core.schedules import Schedule
 from asynctask.service import keys
@@ -29,7 +29,7 @@ async def list_schedules(request: web.Request) -> web.Response:
     if config.schedules:
         timeout = config.database.connect_timeout_seconds
         async with acquire(request.app[keys.POOL], timeout) as conn:
-            states = await db.schedule_states(conn, [s.name for s in config.schedules])
+            states = await periodic.schedule_states(conn, [s.name for s in config.schedules])
     now = datetime.now(UTC)
     shown = [_schedule(s, states.get(s.name), now) for s in config.schedules]
     return web.json_response({"schedules": shown})

@@ -12,7 +12,7 @@ import logging
 from aiohttp import hdrs, web
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from asynctask.core import db
+from asynctask.core import connections
 from asynctask.core.connections import acquire
 from asynctask.core.errors import DatabaseUnavailable
 from asynctask.service import keys
@@ -44,7 +44,7 @@ async def ready(request: web.Request) -> web.Response:
     try:
         async with asyncio.timeout(READY_TIMEOUT_SECONDS):
             async with acquire(request.app[keys.POOL], READY_TIMEOUT_SECONDS) as conn:
-                await db.ping(conn)
+                await connections.ping(conn)
     except (DatabaseUnavailable, TimeoutError):
         message = f"The database did not answer SELECT 1 within {READY_TIMEOUT_SECONDS:g} s."
         return web.json_response({"status": "unavailable", "error": message}, status=503)

@@ -1,6 +1,6 @@
 """The routes of existing tasks: read one (long-polls with wait_seconds), list them, cancel, retry.
 
-Thin like every view: parse the request, call db.py, serialize. Errors are raised, not answered:
+Thin like every view: parse the request, call core/, serialize. Errors are raised, not answered:
 the middlewares answer them. The list's page cursors (opaque base-36 ids) are made here too.
 """
 
@@ -13,7 +13,7 @@ from typing import Any
 from aiohttp import web
 from marshmallow import ValidationError
 
-from asynctask.core import db
+from asynctask.core import task_rows
 from asynctask.core.connections import acquire
 from asynctask.core.errors import TaskNotFound
 from asynctask.core.models import Priority, State
@@ -88,7 +88,7 @@ async def get_task(request: web.Request) -> web.Response:
     async def read() -> dict[str, Any]:
         # A pool connection for the read alone: a waiter holds none while it sleeps.
         async with acquire(request.app[keys.POOL], _timeout(request)) as conn:
-            return await db.get_task(conn, task_id)
+            return await task_rows.get_task(conn, task_id)
 
     if wait > 0:
         row = await request.app[keys.WAITERS].until_finished(task_id, wait, read)
@@ -126,7 +126,7 @@ async def list_tasks(request: web.Request) -> web.Response:
     limit = query["limit"]
     async with acquire(request.app[keys.POOL], _timeout(request)) as conn:
         # One extra row tells whether another page exists, so the last page has no cursor.
-        rows = await db.list_tasks(
+        rows = await task_rows.list_tasks(
             conn,
             limit=limit + 1,
             state=State(query["state"]) if "state" in query else None,
@@ -164,7 +164,7 @@ async def cancel_task(request: web.Request) -> web.Response:
     """POST /api/tasks/{id}/cancel: scheduled, available, retrying, or running (202); else 409."""
     task_id = _task_id(request)
     async with acquire(request.app[keys.POOL], _timeout(request)) as conn:
-        row = await db.cancel_task(conn, task_id)
+        row = await task_rows.cancel_task(conn, task_id)
     status = 202 if row.pop("was") == "running" else 200
     return json_text(task_text(row), status=status)
 
@@ -180,5 +180,5 @@ async def retry_task(request: web.Request) -> web.Response:
     """POST /api/tasks/{id}/retry: only a failed or cancelled task whose unique_key is free."""
     task_id = _task_id(request)
     async with acquire(request.app[keys.POOL], _timeout(request)) as conn:
-        row = await db.retry_task(conn, task_id)
+        row = await task_rows.retry_task(conn, task_id)
     return json_text(task_text(row))

@@ -19,7 +19,7 @@ from typing import Any
 import aiopg
 import psycopg2
 
-from asynctask.core import backoff, db
+from asynctask.core import backoff, channels
 from asynctask.core.connections import connect, first_line
 from asynctask.core.errors import DatabaseUnavailable
 from asynctask.core.models import State
@@ -122,7 +122,7 @@ class Waiters:
             **KEEPALIVES,
         )
         try:
-            await db.listen_finished(conn)
+            await channels.listen_finished(conn)
         except psycopg2.Error as exc:
             conn.close()
             raise DatabaseUnavailable(first_line(exc)) from exc

@@ -12,7 +12,8 @@ import psycopg2.extensions
 import pytest
 
 from asynctask.core import schema
-from asynctask.core.config import Config, parse_config
+from asynctask.core.config import Config
+from asynctask.core.config_loader import parse_config
 
 ADMIN_DSN = os.environ.get("ASYNCTASK_TEST_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
 TEST_HANDLERS = {

@@ -13,7 +13,8 @@ from typing import Any
 
 import yaml
 
-from asynctask.core.config import Config, parse_config
+from asynctask.core.config import Config
+from asynctask.core.config_loader import parse_config
 
 ROOT = Path(__file__).resolve().parent.parent
 MANIFESTS = ROOT / "deploy" / "kubernetes"

@@ -16,7 +16,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, make_mocked_request
 
-from asynctask.core import db
+from asynctask.core import connections, task_rows
 from asynctask.core.config import Config
 from asynctask.core.connections import connect
 from asynctask.core.errors import DatabaseUnavailable
@@ -233,13 +233,13 @@ async def test_a_notification_is_not_delivered_before_commit(
 ) -> None:
     conn = await connect(database_url)
     try:
-        (await db.insert_task_rows(conn, [db.NewRow("ok", 3, 5, "{}")]))[
+        (await task_rows.insert_task_rows(conn, [task_rows.NewRow("ok", 3, 5, "{}")]))[
             0
         ]  # prepares the statement outside the block
         assert _notifications(listener) == [("tasks_low", "1")]
         async with conn.cursor() as cur:
             await cur.execute("BEGIN")  # aiopg is autocommit; an explicit block holds the commit
-            task = (await db.insert_task_rows(conn, [db.NewRow("ok", 1, 5, "{}")]))[0]
+            task = (await task_rows.insert_task_rows(conn, [task_rows.NewRow("ok", 1, 5, "{}")]))[0]
             assert _notifications(listener, wait=0.5) == []
             await cur.execute("COMMIT")
         assert _notifications(listener) == [("tasks_high", str(task["id"]))]
@@ -495,7 +495,7 @@ async def test_ready_is_503_when_select_1_is_slow(
     async def slow(conn: Any) -> None:
         await asyncio.sleep(5)
 
-    monkeypatch.setattr(db, "ping", slow)
+    monkeypatch.setattr(connections, "ping", slow)
     monkeypatch.setattr(status_views, "READY_TIMEOUT_SECONDS", 0.2)
     started = time.monotonic()
     response = await client.get("/ready")
@@ -524,7 +524,7 @@ async def test_database_unavailable_anywhere_is_503(
     async def down(*args: Any, **kwargs: Any) -> None:
         raise DatabaseUnavailable("database at postgresql://secret-host is unavailable")
 
-    monkeypatch.setattr(db, "insert_tasks", down)
+    monkeypatch.setattr(task_rows, "insert_tasks", down)
     body = await _error(
         await client.post("/api/tasks/batch", json={"tasks": [{"type": "ok"}]}), 503
     )
@@ -537,7 +537,7 @@ async def test_unexpected_errors_are_logged_with_the_request_id_and_leak_nothing
     async def broken(*args: Any, **kwargs: Any) -> None:
         raise RuntimeError("password=hunter2 at /srv/secret.py")
 
-    monkeypatch.setattr(db, "get_task", broken)
+    monkeypatch.setattr(task_rows, "get_task", broken)
     with caplog.at_level(logging.ERROR, logger="asynctask.api"):
         response = await client.get("/api/tasks/1")
     body = await _error(response, 500)

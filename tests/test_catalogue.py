@@ -8,8 +8,8 @@ from pathlib import Path
 import psycopg2.extensions
 import pytest
 
-from asynctask.core import db
 from asynctask.core import sql as catalogue
+from asynctask.core import task_rows
 from asynctask.core.connections import connect
 from asynctask.core.models import DUE_STATES, STORED_STATES, Priority
 
@@ -89,10 +89,10 @@ def test_the_schema_names_the_same_states_and_channels_as_the_code(sql: Cursor) 
 async def test_without_prepared_statements_nothing_is_prepared(database_url: str) -> None:
     conn = await connect(database_url, prepared_statements=False)
     try:
-        (row,) = await db.insert_task_rows(conn, [db.NewRow("ok", 1, 5, "{}")])
+        (row,) = await task_rows.insert_task_rows(conn, [task_rows.NewRow("ok", 1, 5, "{}")])
         async with conn.cursor() as cur:
             await cur.execute("SELECT count(*) FROM pg_prepared_statements")
             assert await cur.fetchone() == (0,)
-        assert (await db.get_task(conn, row["id"]))["state"] == "available"
+        assert (await task_rows.get_task(conn, row["id"]))["state"] == "available"
     finally:
         conn.close()

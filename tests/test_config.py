@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from asynctask.core.config import _SCALARS, Config, env_name, load_config, parse_config
+from asynctask.core.config import Config
+from asynctask.core.config_loader import _SCALARS, env_name, load_config, parse_config
 from asynctask.core.errors import ConfigError
 
 

@@ -12,7 +12,7 @@ import psycopg2.errors
 import psycopg2.extensions
 import pytest
 
-from asynctask.core import db
+from asynctask.core import connections
 from asynctask.core.errors import DatabaseUnavailable
 from asynctask.core.models import Priority
 from asynctask.workers.connection import QueryConnection
@@ -39,7 +39,7 @@ async def test_notifications_are_forwarded_across_a_reconnect(
 ) -> None:
     payloads: list[str] = []
     async with listening(database_url, Priority.NORMAL, payloads) as conn:
-        await conn.run(db.ping)
+        await conn.run(connections.ping)
         assert conn.listening.is_set() and payloads == [""]  # (re)connected: look now
         sql.execute("SELECT pg_notify('tasks_normal', '1'), pg_notify('tasks_high', '9')")
         await wait_until_async(lambda: len(payloads) == 2)
@@ -49,7 +49,7 @@ async def test_notifications_are_forwarded_across_a_reconnect(
         )
         # The loss itself wakes the worker, whose next call reconnects and LISTENs again.
         await wait_until_async(lambda: len(payloads) == 3 and not conn.listening.is_set())
-        await conn.run(db.ping)  # finds the connection closed and opens a new one
+        await conn.run(connections.ping)  # finds the connection closed and opens a new one
         assert conn.connects == 2 and conn.listening.is_set()
         sql.execute("SELECT pg_notify('tasks_normal', '2')")
         await wait_until_async(lambda: len(payloads) == 5)
@@ -60,7 +60,7 @@ async def test_an_unreachable_server_is_database_unavailable() -> None:
     payloads: list[str] = []
     async with listening("postgresql://postgres@127.0.0.1:1/none", Priority.LOW, payloads) as conn:
         with pytest.raises(DatabaseUnavailable):
-            await conn.run(db.ping)
+            await conn.run(connections.ping)
         await asyncio.sleep(0.1)
         assert not conn.listening.is_set() and payloads == []
 
@@ -77,11 +77,11 @@ async def test_an_sql_error_does_not_silence_notifications(
     # included: the connection is replaced so that notifications keep coming.
     payloads: list[str] = []
     async with listening(database_url, Priority.LOW, payloads) as conn:
-        await conn.run(db.ping)
+        await conn.run(connections.ping)
         with pytest.raises(psycopg2.errors.UndefinedColumn):
             await conn.run(_bad_statement)
         await wait_until_async(lambda: payloads == ["", ""] and not conn.listening.is_set())
-        await conn.run(db.ping)
+        await conn.run(connections.ping)
         assert conn.connects == 2 and payloads == ["", "", ""]
         sql.execute("SELECT pg_notify('tasks_low', '7')")
         await wait_until_async(lambda: payloads[-1:] == ["7"])
@@ -95,9 +95,9 @@ async def test_a_notification_read_together_with_a_result_is_not_left_behind(
     # in its buffer, and with the socket drained aiopg's reader never ran again.
     payloads: list[str] = []
     async with listening(database_url, Priority.HIGH, payloads) as conn:
-        await conn.run(db.ping)
+        await conn.run(connections.ping)
         for n in range(3):
-            statement = asyncio.create_task(conn.run(db.ping))
+            statement = asyncio.create_task(conn.run(connections.ping))
             for _ in range(3):
                 await asyncio.sleep(0)  # the query goes out
             time.sleep(0.1)  # noqa: ASYNC251 - the loop must stand still: the answer waits...

@@ -15,7 +15,7 @@ import psycopg2
 import psycopg2.extensions
 import pytest
 
-from asynctask.core import db
+from asynctask.core import task_rows
 from asynctask.core.bulk import BULK_CANCELLABLE, BulkFilter
 from asynctask.core.heartbeats import DEAD_AFTER_SECONDS
 from asynctask.core.models import (
@@ -84,7 +84,7 @@ def test_every_task_list_filter_reads_the_index(
     chosen = None if priority is None else Priority(priority)
     shown = None if state is None else State(state)
     for before in (None, ROWS // 2):
-        params = db.list_params(101, 1 << 20, shown, chosen, type_, before)
+        params = task_rows.list_params(101, 1 << 20, shown, chosen, type_, before)
         text = plan(big, "list_tasks", *params)
         assert_indexed(text)
         if state != "running":
@@ -94,7 +94,7 @@ def test_every_task_list_filter_reads_the_index(
 
 
 def test_a_filter_that_matches_nothing_reads_almost_nothing(big: Cursor) -> None:
-    params = db.list_params(101, 1 << 20, None, None, "nope", None)
+    params = task_rows.list_params(101, 1 << 20, None, None, "nope", None)
     big.execute("EXPLAIN (ANALYZE, BUFFERS) " + QUERIES["list_tasks"].inline, inline_params(params))
     lines = [row[0] for row in big.fetchall()]
     total = next(line for line in lines if "Buffers:" in line)  # the top node's: all of them

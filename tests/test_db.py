@@ -10,7 +10,7 @@ import aiopg
 import psycopg2.extensions
 import pytest
 
-from asynctask.core import db, schema
+from asynctask.core import channels, claims, connections, schema, task_rows
 from asynctask.core.connections import connect, redact
 from asynctask.core.errors import (
     DatabaseError,
@@ -33,7 +33,7 @@ async def conn(database_url: str) -> AsyncIterator[aiopg.Connection]:
 
 async def _claim(conn: aiopg.Connection, limit: int = 10, slot: str = "high_1") -> tuple[str, list]:
     token = str(uuid.uuid4())
-    rows = await db.claim(
+    rows = await claims.claim(
         conn,
         priority=Priority.HIGH,
         limit=limit,
@@ -157,13 +157,13 @@ async def test_finish_checks_the_claim_token(conn, sql) -> None:
     sql.execute("INSERT INTO tasks (type, priority) VALUES ('ok', 1), ('ok', 1)")
     token, rows = await _claim(conn)
     stale = Outcome(rows[0]["id"], str(uuid.uuid4()), Decision(State.COMPLETED))
-    assert await db.finish(conn, [stale]) == 0
+    assert await claims.finish(conn, [stale]) == 0
     assert _state(sql, 1)[0] == "running"
     outcomes = [
         Outcome(1, token, Decision(State.COMPLETED)),
         Outcome(2, token, Decision(State.RETRYING, 60_000), "E: x"),
     ]
-    assert await db.finish(conn, outcomes) == 2
+    assert await claims.finish(conn, outcomes) == 2
     assert _state(sql, 1) == ("completed", 1, None)
     assert _state(sql, 2) == ("retrying", 1, "E: x")
     sql.execute(
@@ -171,30 +171,32 @@ async def test_finish_checks_the_claim_token(conn, sql) -> None:
     )
     assert sql.fetchone() == (True, None)
     # Finishing twice is a no-op: the claim is gone.
-    assert await db.finish(conn, outcomes) == 0
-    assert await db.finish(conn, []) == 0
+    assert await claims.finish(conn, outcomes) == 0
+    assert await claims.finish(conn, []) == 0
 
 
 async def test_api_reads_and_transitions(conn, sql) -> None:
-    (task,) = await db.insert_task_rows(conn, [db.NewRow("ok", 2, 3, '{"k": [1, 2]}')])
+    (task,) = await task_rows.insert_task_rows(
+        conn, [task_rows.NewRow("ok", 2, 3, '{"k": [1, 2]}')]
+    )
     assert task["priority"] == "normal"
     assert "data" not in task  # the API already has it
-    stored = await db.get_task(conn, task["id"])
+    stored = await task_rows.get_task(conn, task["id"])
     assert (stored["state"], stored["data"]) == ("available", '{"k": [1, 2]}')
     with pytest.raises(TaskNotFound):
-        await db.get_task(conn, 999)
-    cancelled = await db.cancel_task(conn, task["id"])
+        await task_rows.get_task(conn, 999)
+    cancelled = await task_rows.cancel_task(conn, task["id"])
     assert cancelled["state"] == "cancelled"
     assert cancelled["finished_at"] is not None
     with pytest.raises(InvalidTransition) as info:
-        await db.cancel_task(conn, task["id"])
+        await task_rows.cancel_task(conn, task["id"])
     assert info.value.state == "cancelled"
-    retried = await db.retry_task(conn, task["id"])
+    retried = await task_rows.retry_task(conn, task["id"])
     assert (retried["state"], retried["attempts"], retried["finished_at"]) == ("available", 0, None)
     with pytest.raises(InvalidTransition):
-        await db.retry_task(conn, task["id"])
+        await task_rows.retry_task(conn, task["id"])
     with pytest.raises(TaskNotFound):
-        await db.retry_task(conn, 999)
+        await task_rows.retry_task(conn, 999)
 
 
 async def test_one_task_and_many_give_the_same_rows_and_notify_their_priority(
@@ -203,9 +205,13 @@ async def test_one_task_and_many_give_the_same_rows_and_notify_their_priority(
     # One task goes through its own VALUES statement, several through unnest: same answer.
     listener = await connect(database_url)
     try:
-        await db.listen(listener, Priority.NORMAL)
-        (one,) = await db.insert_task_rows(conn, [db.NewRow("ok", 2, 3, '{"k": [1, 2]}')])
-        two = await db.insert_task_rows(conn, [db.NewRow("ok", 2, 3, '{"k": [1, 2]}')] * 2)
+        await channels.listen(listener, Priority.NORMAL)
+        (one,) = await task_rows.insert_task_rows(
+            conn, [task_rows.NewRow("ok", 2, 3, '{"k": [1, 2]}')]
+        )
+        two = await task_rows.insert_task_rows(
+            conn, [task_rows.NewRow("ok", 2, 3, '{"k": [1, 2]}')] * 2
+        )
         await asyncio.sleep(0.2)
         payloads = []
         while not listener.notifies.empty():
@@ -213,7 +219,7 @@ async def test_one_task_and_many_give_the_same_rows_and_notify_their_priority(
     finally:
         listener.close()
     assert payloads == [str(one["id"]), ""]  # a lone task names itself; a group does not
-    shown = await db.get_task(conn, one["id"])
+    shown = await task_rows.get_task(conn, one["id"])
     assert one == {k: v for k, v in shown.items() if k not in ("data", "result")}
     different = {"id", "inserted_at", "updated_at", "scheduled_at"}
     assert {k: v for k, v in one.items() if k not in different} == {
@@ -224,21 +230,23 @@ async def test_one_task_and_many_give_the_same_rows_and_notify_their_priority(
 
 async def test_list_tasks_filters_and_pages_by_keyset(conn) -> None:
     for i in range(5):
-        await db.insert_task_rows(
-            conn, [db.NewRow("ok" if i % 2 else "report", 1 + i % 3, 5, "{}")]
+        await task_rows.insert_task_rows(
+            conn, [task_rows.NewRow("ok" if i % 2 else "report", 1 + i % 3, 5, "{}")]
         )
-    page = await db.list_tasks(conn, max_bytes=1 << 20, limit=2)
+    page = await task_rows.list_tasks(conn, max_bytes=1 << 20, limit=2)
     assert [t["id"] for t in page] == [5, 4]
-    page = await db.list_tasks(conn, max_bytes=1 << 20, limit=2, before_id=4)
+    page = await task_rows.list_tasks(conn, max_bytes=1 << 20, limit=2, before_id=4)
     assert [t["id"] for t in page] == [3, 2]
     assert [
-        t["id"] for t in await db.list_tasks(conn, max_bytes=1 << 20, limit=10, type_="ok")
+        t["id"] for t in await task_rows.list_tasks(conn, max_bytes=1 << 20, limit=10, type_="ok")
     ] == [4, 2]
     assert [
         t["id"]
-        for t in await db.list_tasks(conn, max_bytes=1 << 20, limit=10, priority=Priority.HIGH)
+        for t in await task_rows.list_tasks(
+            conn, max_bytes=1 << 20, limit=10, priority=Priority.HIGH
+        )
     ] == [4, 1]
-    assert await db.list_tasks(conn, max_bytes=1 << 20, limit=10, state="failed") == []
+    assert await task_rows.list_tasks(conn, max_bytes=1 << 20, limit=10, state="failed") == []
 
 
 async def test_insert_tasks_keeps_request_order_and_notifies_once_per_priority(
@@ -247,13 +255,13 @@ async def test_insert_tasks_keeps_request_order_and_notifies_once_per_priority(
     listener = await connect(database_url)
     try:
         for priority in Priority:
-            await db.listen(listener, priority)
-        ids = await db.insert_tasks(
+            await channels.listen(listener, priority)
+        ids = await task_rows.insert_tasks(
             conn,
             [
-                db.NewRow("ok", 3, 5, "{}"),
-                db.NewRow("ok", 1, 5, '{"a": 1}'),
-                db.NewRow("ok", 3, 2, "{}"),
+                task_rows.NewRow("ok", 3, 5, "{}"),
+                task_rows.NewRow("ok", 1, 5, '{"a": 1}'),
+                task_rows.NewRow("ok", 3, 2, "{}"),
             ],
         )
         assert ids == sorted(ids) and len(ids) == 3
@@ -262,15 +270,15 @@ async def test_insert_tasks_keeps_request_order_and_notifies_once_per_priority(
         while not listener.notifies.empty():
             seen.append(listener.notifies.get_nowait().channel)
         assert sorted(seen) == ["tasks_high", "tasks_low"]
-        assert (await db.get_task(conn, ids[1]))["data"] == '{"a": 1}'
+        assert (await task_rows.get_task(conn, ids[1]))["data"] == '{"a": 1}'
     finally:
         listener.close()
 
 
 async def test_connection_limits_and_ping(conn) -> None:
-    max_connections, reserved = await db.connection_limits(conn)
+    max_connections, reserved = await connections.connection_limits(conn)
     assert max_connections > reserved >= 0
-    await db.ping(conn)
+    await connections.ping(conn)
 
 
 async def test_unreachable_server_is_database_unavailable_with_redacted_url() -> None:

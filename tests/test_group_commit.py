@@ -11,7 +11,7 @@ import aiopg
 import psycopg2.extensions
 import pytest
 
-from asynctask.core import db
+from asynctask.core import task_rows
 from asynctask.core.connections import create_pool
 from asynctask.core.creates import Created
 from asynctask.core.errors import DatabaseUnavailable
@@ -92,7 +92,7 @@ async def test_an_unreachable_database_fails_every_waiting_create(
     async def down(*args: Any) -> None:
         raise DatabaseUnavailable("database is unavailable: test")
 
-    monkeypatch.setattr(db, "insert_task_rows", down)
+    monkeypatch.setattr(task_rows, "insert_task_rows", down)
     creates = GroupCommit(pool, timeout=5)
     results = await asyncio.gather(
         *(creates.create(_task(i)) for i in range(5)), return_exceptions=True

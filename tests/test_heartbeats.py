@@ -14,7 +14,7 @@ import psycopg2.extensions
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
-from asynctask.core import db, heartbeats
+from asynctask.core import claims, heartbeats
 from asynctask.core.config import Config
 from asynctask.core.lifecycle import Decision, Outcome
 from asynctask.core.models import Priority, State
@@ -151,7 +151,7 @@ async def test_a_slow_host_loses_its_claim_and_cannot_overwrite_the_outcome(
         assert row["rescued_at"] is not None
         # The slow host comes back and reports its outcome under its old token: refused.
         late = Outcome(task, token, Decision(State.COMPLETED))
-        assert await conn.run(db.finish, [late]) == 0
+        assert await conn.run(claims.finish, [late]) == 0
         sql.execute("SELECT state FROM tasks WHERE id = %s", (task,))
         assert fetch(sql) == ("retrying",)
         beat = heartbeats.Beat("farhost", 7, "high_1", Priority.HIGH, 4242, slow, "idle")

@@ -35,7 +35,8 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 
 from asynctask.cli.main import main as cli_main
-from asynctask.core.config import Config, load_config, parse_config
+from asynctask.core.config import Config
+from asynctask.core.config_loader import load_config, parse_config
 from asynctask.core.errors import ConfigError
 from asynctask.core.exposure import check_exposure
 from asynctask.service import keys

@@ -12,7 +12,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
-from asynctask.core import creates, db
+from asynctask.core import creates, task_rows
 from asynctask.core.config import Config
 from asynctask.core.connections import connect
 from asynctask.core.creates import RequestKey
@@ -96,7 +96,7 @@ async def test_twins_on_two_api_processes_wait_on_the_key_then_replay(
     """The answer is written with the task: a twin's insert waits for it, then fails over."""
     first, second = await connect(database_url), await connect(database_url)
     key = RequestKey("", "k", "same request")
-    row = db.NewRow("ok", 1, 5, "{}")
+    row = task_rows.NewRow("ok", 1, 5, "{}")
     try:
         await creates.execute_text(first, "BEGIN")
         (created,) = await creates.create(first, [row], [key])

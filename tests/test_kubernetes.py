@@ -20,7 +20,7 @@ import pytest
 import yaml
 from kubernetes_validate import utils as kubernetes_schemas
 
-from asynctask.core.config import parse_config
+from asynctask.core.config_loader import parse_config
 from asynctask.core.errors import ConfigError
 from asynctask.service.app import create_app
 from asynctask.service.status_views import READY_TIMEOUT_SECONDS

@@ -18,7 +18,7 @@ import psycopg2
 import psycopg2.errors
 import pytest
 
-from asynctask.core import db
+from asynctask.core import channels, connections, task_rows
 from asynctask.core.connections import acquire, connect, create_pool
 from asynctask.core.models import Priority
 from tests.pgbouncer import Bouncer, pgbouncer
@@ -151,7 +151,7 @@ def test_transaction_pooling_serves_the_api_without_prepared_statements(
     )
 
 
-REPORT = db.NewRow("report", 1, 5, "{}")
+REPORT = task_rows.NewRow("report", 1, 5, "{}")
 
 
 async def test_transaction_pooling_breaks_prepared_statements_and_listen(
@@ -161,13 +161,13 @@ async def test_transaction_pooling_breaks_prepared_statements_and_listen(
     url = bouncer.url("tx1")
     first, second = await connect(url), await connect(url)
     try:
-        await db.insert_task_rows(first, [REPORT])
+        await task_rows.insert_task_rows(first, [REPORT])
         with pytest.raises(psycopg2.errors.DuplicatePreparedStatement):
-            await db.insert_task_rows(second, [REPORT])
-        await db.listen(first, Priority.HIGH)
+            await task_rows.insert_task_rows(second, [REPORT])
+        await channels.listen(first, Priority.HIGH)
         sql.execute("NOTIFY tasks_high, 'lost'")  # arrives while the session sits in the pool
         await asyncio.sleep(0.3)
-        await db.ping(first)
+        await connections.ping(first)
         assert first.notifies.empty()
     finally:
         first.close()
@@ -176,7 +176,7 @@ async def test_transaction_pooling_breaks_prepared_statements_and_listen(
     try:
         async with acquire(unprepared, 5.0) as a, acquire(unprepared, 5.0) as b:
             created = await asyncio.gather(
-                db.insert_task_rows(a, [REPORT]), db.insert_task_rows(b, [REPORT])
+                task_rows.insert_task_rows(a, [REPORT]), task_rows.insert_task_rows(b, [REPORT])
             )
     finally:
         unprepared.close()

@@ -10,7 +10,7 @@ from typing import Any
 import psycopg2.extensions
 import pytest
 
-from asynctask.core import db
+from asynctask.core import claims
 from asynctask.core.config import Config
 from asynctask.core.lifecycle import Event
 from asynctask.core.models import Priority
@@ -33,7 +33,7 @@ async def conn(database_url: str) -> AsyncIterator[QueryConnection]:
 
 async def _claim(conn: QueryConnection, limit: int = 10, slot: str = "high_1") -> list[Any]:
     return await conn.run(
-        db.claim,
+        claims.claim,
         priority=Priority.HIGH,
         limit=limit,
         locked_by=f"{HOST}:1:{slot}",
@@ -54,9 +54,11 @@ def _state(sql: Cursor, task_id: int) -> tuple[Any, ...]:
 
 async def _settle_lowest(conn: QueryConnection, config: Config, lockers: list[str]) -> int:
     token = str(uuid.uuid4())
-    held = await conn.run(db.reclaim_lockers, lockers, locked_by=ME, token=token, lease_seconds=30)
+    held = await conn.run(
+        claims.reclaim_lockers, lockers, locked_by=ME, token=token, lease_seconds=30
+    )
     blamed = recovery.blame_lowest(held, Event.WORKER_CRASHED, "gone ({holder})")
-    return await conn.run(db.finish, recovery.outcomes(blamed, token, config))
+    return await conn.run(claims.finish, recovery.outcomes(blamed, token, config))
 
 
 async def test_a_replacement_charges_only_the_running_task(conn, sql, config) -> None:
@@ -114,12 +116,12 @@ async def test_each_dead_process_is_charged_its_lowest_id(conn, sql, config) -> 
     await _claim(conn, limit=3, slot="high_1")  # prefetched 1..3, was running 1
     await _claim(conn, limit=1, slot="high_2")
     await _claim(conn, limit=1, slot="high_4")  # alive: not ours to settle
-    assert sorted(await conn.run(db.running_lockers, HOST)) == [
+    assert sorted(await conn.run(claims.running_lockers, HOST)) == [
         f"{HOST}:1:high_1",
         f"{HOST}:1:high_2",
         f"{HOST}:1:high_4",
     ]
-    assert await conn.run(db.running_lockers, "otherhost") == []
+    assert await conn.run(claims.running_lockers, "otherhost") == []
     assert await _settle_lowest(conn, config, [f"{HOST}:1:high_1", f"{HOST}:1:high_2"]) == 4
     assert [_state(sql, i)[:2] for i in (1, 2, 3, 4, 5)] == [
         ("failed", 1),
@@ -160,9 +162,9 @@ async def test_expired_leases_are_rescued_and_extended_ones_are_not(conn, sql, c
     tokens = [str(_token(sql, first[0]["id"])), str(_token(sql, other[0]["id"]))]
     assert await recovery.rescue_expired(conn, config, ME) == 0
     sql.execute("UPDATE tasks SET lease_expires_at = now() - interval '1 second'")
-    assert await conn.run(db.extend_leases, tokens, 30) == 3
+    assert await conn.run(claims.extend_leases, tokens, 30) == 3
     assert await recovery.rescue_expired(conn, config, ME) == 0
-    assert await conn.run(db.extend_leases, [], 30) == 0
+    assert await conn.run(claims.extend_leases, [], 30) == 0
     sql.execute("UPDATE tasks SET lease_expires_at = now() - interval '1 second'")
     assert await recovery.rescue_expired(conn, config, ME) == 3
     state, attempts, error, _ = _state(sql, 1)

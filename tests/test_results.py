@@ -108,7 +108,7 @@ async def test_finish_writes_results_only_for_batches_that_have_them(
     database_url: str, sql: Cursor
 ) -> None:
     # The statement's result array is NULL for a result-less batch; unnest pads it with NULLs.
-    from asynctask.core import db
+    from asynctask.core import claims
     from asynctask.core.connections import connect
 
     ids = [insert(sql, "returns") for _ in range(3)]
@@ -117,8 +117,8 @@ async def test_finish_writes_results_only_for_batches_that_have_them(
     done = Decision(State.COMPLETED)
     conn = await connect(database_url)
     try:
-        assert await db.finish(conn, [Outcome(i, token, done) for i in ids[:2]]) == 2
-        assert await db.finish(conn, [Outcome(ids[2], token, done, result='{"a": 1}')]) == 1
+        assert await claims.finish(conn, [Outcome(i, token, done) for i in ids[:2]]) == 2
+        assert await claims.finish(conn, [Outcome(ids[2], token, done, result='{"a": 1}')]) == 1
     finally:
         conn.close()
     assert [_task(sql, i)["result"] for i in ids] == [None, None, '{"a": 1}']

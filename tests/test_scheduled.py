@@ -17,7 +17,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
-from asynctask.core import db
+from asynctask.core import channels, task_rows
 from asynctask.core import sql as catalogue
 from asynctask.core.config import Config
 from asynctask.core.connections import connect
@@ -159,15 +159,17 @@ async def test_bad_times_are_refused_naming_the_field(
 async def test_later_tasks_notify_their_due_time(database_url: str) -> None:
     conn, listener = await connect(database_url), await connect(database_url)
     try:
-        await db.listen(listener, Priority.HIGH)
-        (later,) = await db.insert_task_rows(conn, [db.NewRow("ok", 1, 5, "{}", None, 30.0)])
-        (now,) = await db.insert_task_rows(conn, [db.NewRow("ok", 1, 5, "{}")])
+        await channels.listen(listener, Priority.HIGH)
+        (later,) = await task_rows.insert_task_rows(
+            conn, [task_rows.NewRow("ok", 1, 5, "{}", None, 30.0)]
+        )
+        (now,) = await task_rows.insert_task_rows(conn, [task_rows.NewRow("ok", 1, 5, "{}")])
         at = _later(40)
         batch = [
-            db.NewRow("ok", 1, 5, "{}", *when)
+            task_rows.NewRow("ok", 1, 5, "{}", *when)
             for when in ((at, None), (at, None), (None, 50.0), (None, None))
         ]
-        ids = await db.insert_tasks(conn, batch)
+        ids = await task_rows.insert_tasks(conn, batch)
         await asyncio.sleep(0.2)
         payloads = []
         while not listener.notifies.empty():
@@ -288,7 +290,9 @@ async def test_an_idle_leader_starts_a_task_at_its_time(database_url: str, sql: 
         await wait_until_async(lambda: worker.wakeup.idle)
         conn = await connect(database_url)
         try:
-            (task,) = await db.insert_task_rows(conn, [db.NewRow("ok", 1, 5, "{}", None, 0.3)])
+            (task,) = await task_rows.insert_task_rows(
+                conn, [task_rows.NewRow("ok", 1, 5, "{}", None, 0.3)]
+            )
         finally:
             conn.close()
         assert task["state"] == "scheduled"

@@ -16,7 +16,7 @@ import yaml
 from aiohttp.test_utils import TestClient
 
 from asynctask.cli.main import main
-from asynctask.core import db
+from asynctask.core import periodic
 from asynctask.core.config import Config
 from asynctask.core.connections import connect
 from asynctask.core.errors import ConfigError
@@ -202,10 +202,10 @@ async def test_racing_statements_make_one_task(database_url: str, sql: Cursor) -
     schedule = make_config(database_url, schedules=[EVERY_SECOND]).schedules[0]
     conns = [await connect(database_url) for _ in range(8)]
     try:
-        await db.register_schedules(conns[0], [schedule.name])
+        await periodic.register_schedules(conns[0], [schedule.name])
         sql.execute("UPDATE schedule_state SET last_tick_at = now() - interval '1 minute'")
         tick = datetime.now(UTC).replace(microsecond=0) - timedelta(seconds=1)
-        done = await asyncio.gather(*(db.fire_schedule(c, schedule, [tick]) for c in conns))
+        done = await asyncio.gather(*(periodic.fire_schedule(c, schedule, [tick]) for c in conns))
     finally:
         for conn in conns:
             conn.close()

@@ -10,7 +10,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
-from asynctask.core import db, heartbeats, stats
+from asynctask.core import heartbeats, stats
 from asynctask.core.config import Config
 from asynctask.core.connections import connect
 from asynctask.core.errors import DatabaseUnavailable
@@ -94,7 +94,7 @@ async def test_workers_whose_heartbeat_stopped_do_not_count(config: Config, sql:
     beating_workers(sql, "low_1")
     conn = await connect(str(config.database.url))
     try:
-        live = await db.live_workers(conn, heartbeats.DEAD_AFTER_SECONDS)
+        live = await heartbeats.live_workers(conn, heartbeats.DEAD_AFTER_SECONDS)
         assert live == {"high": 0, "normal": 0, "low": 1}
     finally:
         conn.close()

@@ -24,7 +24,7 @@ import psycopg2.extensions
 import pytest
 
 from asynctask.cli.start import run_all, run_workers
-from asynctask.core import db
+from asynctask.core import task_rows
 from asynctask.core.config import Config
 from asynctask.core.connections import connect
 from asynctask.core.errors import ConfigError, HandlerImportError
@@ -136,7 +136,9 @@ def test_notify_wakes_an_idle_worker_well_before_the_poll(database_url: str, sql
         latencies = []
         try:
             for _ in range(100):
-                task = (await db.insert_task_rows(conn, [db.NewRow("ok", 1, 1, "{}")]))[0]
+                task = (
+                    await task_rows.insert_task_rows(conn, [task_rows.NewRow("ok", 1, 1, "{}")])
+                )[0]
                 latencies.append(await _wait_started(conn, task["id"]))
         finally:
             conn.close()
@@ -166,7 +168,7 @@ def _create(database_url: str, type_: str, data: dict[str, Any], count: int = 1)
         conn = await connect(database_url)
         try:
             tasks = [(type_, 1, 1, json.dumps(data))] * count
-            return await db.insert_tasks(conn, tasks)
+            return await task_rows.insert_tasks(conn, tasks)
         finally:
             conn.close()
 

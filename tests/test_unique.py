@@ -15,7 +15,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
-from asynctask.core import creates, db
+from asynctask.core import claims, creates, task_rows
 from asynctask.core import sql as catalogue
 from asynctask.core.config import Config
 from asynctask.core.connections import connect
@@ -79,7 +79,7 @@ async def test_the_key_is_held_until_the_task_finishes(client: Client, conn: Any
     # Claimed (running), failed back to retrying, handed back unstarted: all still hold it, and
     # none of those moves collides with the task's own index entry.
     token = str(uuid.uuid4())
-    (claimed,) = await db.claim(
+    (claimed,) = await claims.claim(
         conn,
         priority=Priority.NORMAL,
         limit=1,
@@ -89,10 +89,10 @@ async def test_the_key_is_held_until_the_task_finishes(client: Client, conn: Any
         max_bytes=1 << 20,
     )
     assert claimed["id"] == holder["id"] and await create() == 200
-    await db.finish(conn, [Outcome(holder["id"], token, Decision(State.RETRYING, 0))])
+    await claims.finish(conn, [Outcome(holder["id"], token, Decision(State.RETRYING, 0))])
     assert await create() == 200
     token = str(uuid.uuid4())
-    await db.claim(
+    await claims.claim(
         conn,
         priority=Priority.NORMAL,
         limit=1,
@@ -101,7 +101,7 @@ async def test_the_key_is_held_until_the_task_finishes(client: Client, conn: Any
         lease_seconds=30,
         max_bytes=1 << 20,
     )
-    await db.finish(conn, [Outcome(holder["id"], token, Decision(State.COMPLETED))])
+    await claims.finish(conn, [Outcome(holder["id"], token, Decision(State.COMPLETED))])
     assert await create() == 201  # finished: the key is free again
 
 
@@ -159,7 +159,7 @@ async def test_racing_creates_make_exactly_one_task(
 async def test_a_key_freed_between_insert_and_look_up_is_taken_again(
     conn: Any, sql: Cursor, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    (holder,) = await db.insert_task_rows(conn, [db.NewRow("ok", 1, 5, "{}")])
+    (holder,) = await task_rows.insert_task_rows(conn, [task_rows.NewRow("ok", 1, 5, "{}")])
     sql.execute("UPDATE tasks SET unique_key = 'k' WHERE id = %s", (holder["id"],))
     real_rows = creates.rows
 
@@ -169,7 +169,7 @@ async def test_a_key_freed_between_insert_and_look_up_is_taken_again(
         return await real_rows(connection, query, *params)
 
     monkeypatch.setattr(creates, "rows", holder_finishes_first)
-    (created,) = await creates.create(conn, [db.NewRow("ok", 1, 5, "{}", unique_key="k")])
+    (created,) = await creates.create(conn, [task_rows.NewRow("ok", 1, 5, "{}", unique_key="k")])
     assert isinstance(created, creates.Created)
     assert not created.duplicate and created.row["id"] != holder["id"]
     assert _rows(sql, "k") == [(holder["id"], "completed"), (created.row["id"], "available")]

@@ -10,7 +10,7 @@ import aiopg
 import psycopg2.extensions
 import pytest
 
-from asynctask.core import db
+from asynctask.core import claims, task_rows
 from asynctask.core.connections import acquire, create_pool
 from asynctask.core.models import Priority
 
@@ -34,13 +34,13 @@ async def test_inserts_and_claims_run_unprepared_with_the_same_results(
 ) -> None:
     async with acquire(pool, 5.0) as conn:
         data = '{"percent": "100%", "quote": "\'"}'
-        (one,) = await db.insert_task_rows(conn, [db.NewRow("ok", 1, 5, data)])
-        rows = await db.insert_task_rows(
-            conn, [db.NewRow("ok", 2, 3, "{}"), db.NewRow("ok", 1, 1, '{"n": 1}')]
+        (one,) = await task_rows.insert_task_rows(conn, [task_rows.NewRow("ok", 1, 5, data)])
+        rows = await task_rows.insert_task_rows(
+            conn, [task_rows.NewRow("ok", 2, 3, "{}"), task_rows.NewRow("ok", 1, 1, '{"n": 1}')]
         )
-        ids = await db.insert_tasks(conn, [db.NewRow("ok", 3, 2, "{}")])
+        ids = await task_rows.insert_tasks(conn, [task_rows.NewRow("ok", 3, 2, "{}")])
         token = str(uuid.uuid4())
-        claimed = await db.claim(
+        claimed = await claims.claim(
             conn,
             priority=Priority.HIGH,
             limit=10,
@@ -49,7 +49,7 @@ async def test_inserts_and_claims_run_unprepared_with_the_same_results(
             lease_seconds=30,
             max_bytes=1 << 20,
         )
-        stored = await db.get_task(conn, one["id"])
+        stored = await task_rows.get_task(conn, one["id"])
         assert await _prepared(conn) == []
     assert json.loads(stored["data"]) == json.loads(data) and one["priority"] == "high"
     assert [(r["priority"], r["max_attempts"]) for r in rows] == [("normal", 3), ("high", 1)]

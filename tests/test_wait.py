@@ -16,7 +16,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
-from asynctask.core import db
+from asynctask.core import claims
 from asynctask.core.config import Config
 from asynctask.core.connections import connect
 from asynctask.core.lifecycle import Decision, Outcome
@@ -69,7 +69,7 @@ async def _finish(url: str, states: dict[int, State], limit: int = 1000) -> int:
     conn = await connect(url)
     try:
         token = str(uuid.uuid4())
-        claimed = await db.claim(
+        claimed = await claims.claim(
             conn,
             priority=Priority.HIGH,
             limit=limit,
@@ -83,7 +83,7 @@ async def _finish(url: str, states: dict[int, State], limit: int = 1000) -> int:
             Outcome(i, token, Decision(s, 0 if s is State.RETRYING else None))
             for i, s in states.items()
         ]
-        return await db.finish(conn, outcomes)
+        return await claims.finish(conn, outcomes)
     finally:
         conn.close()
 

@@ -15,7 +15,7 @@ from typing import Any
 import psycopg2.extensions
 import pytest
 
-from asynctask.core import db
+from asynctask.core import claims
 from asynctask.core.config import Config
 from asynctask.core.lifecycle import Decision, Outcome
 from asynctask.core.models import Priority, State
@@ -127,13 +127,13 @@ async def test_adaptive_prefetch_grows_and_resets(
     database_url: str, sql: Cursor, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     limits: list[int] = []
-    original = db.claim
+    original = claims.claim
 
     async def spy(conn: Any, **kwargs: Any) -> list[dict[str, Any]]:
         limits.append(kwargs["limit"])
         return await original(conn, **kwargs)
 
-    monkeypatch.setattr(db, "claim", spy)
+    monkeypatch.setattr(claims, "claim", spy)
     sql.execute("INSERT INTO tasks (type, priority) SELECT 'ok', 1 FROM generate_series(1, 40)")
     async with running(make_config(database_url, prefetch=8)):
         await wait_until_async(lambda: _count(sql, "completed") == 40)

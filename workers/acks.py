@@ -1,4 +1,4 @@
-"""Buffered acknowledgements: outcomes are written in batches with one `db.finish` statement.
+"""Buffered acknowledgements: outcomes are written in batches with one `claims.finish` statement.
 
 Flushed when `FLUSH_AT` outcomes wait, `ack_flush_milliseconds` after the first one, and by the
 worker loop before it claims or waits. If the database is gone they stay buffered and are retried;
@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from asynctask.core import backoff, db
+from asynctask.core import backoff, claims
 from asynctask.core.errors import DatabaseUnavailable
 from asynctask.core.lifecycle import Outcome
 from asynctask.core.models import State
@@ -74,7 +74,7 @@ class AckBuffer:
             if not self.pending:
                 return
             outcomes = list(self.pending)
-            applied = await self.conn.run(db.finish, outcomes)
+            applied = await self.conn.run(claims.finish, outcomes)
             del self.pending[: len(outcomes)]
             self._remirror()
             if not self.pending:

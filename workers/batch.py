@@ -13,7 +13,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from asynctask.core import db
+from asynctask.core import claims
 from asynctask.core.config import Config
 from asynctask.core.errors import DatabaseUnavailable
 from asynctask.core.lifecycle import Event, Outcome, decide
@@ -113,7 +113,7 @@ class BatchRunner:
             for row in rows
         ]
         try:
-            released = await self.conn.run(db.finish, outcomes)
+            released = await self.conn.run(claims.finish, outcomes)
         except DatabaseUnavailable as exc:
             log.warning("could not release %d unstarted tasks (%s)", len(rows), exc)
         else:

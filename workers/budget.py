@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 
-from asynctask.core import db
+from asynctask.core import connections
 from asynctask.core.config import Config
 from asynctask.core.connections import redact, with_connection
 from asynctask.core.errors import ConfigError
@@ -23,7 +23,7 @@ def required_connections(workers: int, api_pool: int = 0) -> int:
 
 async def _server_limits(config: Config) -> tuple[int, int]:
     url, timeout = str(config.database.url), config.database.connect_timeout_seconds
-    return await with_connection(url, timeout, db.connection_limits)
+    return await with_connection(url, timeout, connections.connection_limits)
 
 
 def check_connection_budget(config: Config, workers: int, api_pool: int = 0) -> int:

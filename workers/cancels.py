@@ -24,7 +24,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from typing import Final
 
-from asynctask.core import db
+from asynctask.core import claims
 from asynctask.core.errors import DatabaseUnavailable
 from asynctask.workers.attempt import AttemptRunner
 from asynctask.workers.connection import QueryConnection, raise_if_cancelled
@@ -103,7 +103,7 @@ async def watch(conn: QueryConnection, board: CancelBoard, ticks: Ticks) -> None
             continue
         task_id, token, _ = current
         try:
-            held = await conn.run(db.still_held, task_id, token)
+            held = await conn.run(claims.still_held, task_id, token)
         except DatabaseUnavailable:
             raise_if_cancelled()  # else: the main loop reports the outage and reconnects
             continue

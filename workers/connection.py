@@ -24,7 +24,7 @@ import aiopg
 import psycopg2
 import psycopg2.extensions
 
-from asynctask.core import db
+from asynctask.core import channels
 from asynctask.core.connections import connect, first_line, translate_errors
 from asynctask.core.errors import DatabaseUnavailable
 from asynctask.core.models import Priority
@@ -35,7 +35,7 @@ log = logging.getLogger("asynctask.worker")
 
 
 class QueryConnection:
-    """One lazily (re)opened connection; `run(db.fn, ...)` calls one db function on it.
+    """One lazily (re)opened connection; `run(fn, ...)` calls one core db function on it.
 
     With `listen_to`, every (re)opened connection LISTENs on that priority's channel, and
     `forward()` hands each notification's payload to `notified`; `notified("")` follows every
@@ -121,9 +121,9 @@ class QueryConnection:
         if self.listen_to is not None:
             try:
                 with translate_errors(self.url):
-                    await db.listen(conn, self.listen_to)
+                    await channels.listen(conn, self.listen_to)
                     for channel in self.also:
-                        await db.listen_channel(conn, channel)
+                        await channels.listen_channel(conn, channel)
             except DatabaseUnavailable:
                 conn.close()
                 raise

@@ -3,7 +3,7 @@
 A notification alone cannot start a task created for later: nothing happens in the database when
 its time comes. So each pool's leader (the worker that LISTENs, workers/wakeup.py) keeps one
 timer for its priority's earliest task due later. It is set from the due index each time the
-leader goes idle (db.next_due reads one index entry), moved earlier by the "at <epoch>"
+leader goes idle (backlog.next_due reads one index entry), moved earlier by the "at <epoch>"
 notification that a create of a later task sends, and fires at that instant: the leader claims,
 and wakes its siblings too when it is busy, or when several tasks are due at that instant. The
 claim's own `scheduled_at <= now()` keeps any task from starting early whatever the clocks say.

@@ -16,7 +16,7 @@ import random
 import time
 from collections.abc import Awaitable, Callable
 
-from asynctask.core import creates, db
+from asynctask.core import creates, upkeep
 from asynctask.core.config import RetentionConfig
 from asynctask.core.errors import DatabaseUnavailable
 from asynctask.workers.connection import QueryConnection, raise_if_cancelled
@@ -70,7 +70,7 @@ class Pruner:
     async def prune_once(self) -> dict[str, int] | None:
         """Prune if the lock is free: rows deleted per state (and `idempotency_keys`), or None if
         another pruner runs. Expired keys go whatever the retention of tasks."""
-        if not await self.conn.run(db.try_lock, LOCK_KEY):
+        if not await self.conn.run(upkeep.try_lock, LOCK_KEY):
             return None
         release = True
         try:
@@ -82,14 +82,14 @@ class Pruner:
             raise
         finally:
             if release:
-                await self.conn.run(db.unlock, LOCK_KEY)
+                await self.conn.run(upkeep.unlock, LOCK_KEY)
 
     async def _prune(self) -> dict[str, int]:
         started = time.monotonic()
         deleted: dict[str, int] = {}
         for state, days in self.rules:
             deleted[state] = await self._in_batches(
-                functools.partial(db.prune_finished, state=state, older_than_days=days)
+                functools.partial(upkeep.prune_finished, state=state, older_than_days=days)
             )
         deleted["idempotency_keys"] = await self._in_batches(creates.prune_keys)
         if any(deleted.values()):

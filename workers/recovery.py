@@ -1,8 +1,8 @@
 """Settling the tasks of processes that died holding them: take them over, then decide as usual.
 
 Recovery never writes a state of its own. It re-claims the dead process's running rows under a
-fresh claim token (db.reclaim_*), names what happened to each (an Event), and sends every row
-through lifecycle.decide and db.finish, exactly as a live worker's outcome. Three ways in:
+fresh claim token (claims.reclaim_*), names what happened to each (an Event), and sends every row
+through lifecycle.decide and claims.finish, exactly as a live worker's outcome. Three ways in:
 
 - a replacement, told by the supervisor whom it replaces (SlotLink.predecessor): the task that was
   running is charged, completions it had not written are recorded, the rest go back uncounted;
@@ -22,7 +22,7 @@ import os
 import uuid
 from collections.abc import Iterable
 
-from asynctask.core import db
+from asynctask.core import claims
 from asynctask.core.config import Config
 from asynctask.core.lifecycle import Event, Outcome, decide
 from asynctask.workers.connection import QueryConnection
@@ -30,10 +30,10 @@ from asynctask.workers.link import DeadWorker
 
 log = logging.getLogger("asynctask.worker")
 # What happened to one taken-over task, and the last_error it gets if it is charged.
-Blame = tuple[db.Held, Event, str | None]
+Blame = tuple[claims.Held, Event, str | None]
 
 
-def blame_predecessor(held: Iterable[db.Held], dead: DeadWorker) -> list[Blame]:
+def blame_predecessor(held: Iterable[claims.Held], dead: DeadWorker) -> list[Blame]:
     """Events for a dead worker's tasks, from what it told the supervisor before it died."""
     slot, pid = dead.locked_by.rsplit(":", 1)[-1], pid_of(dead.locked_by)
     reason = f"worker {slot} (pid {pid}) died while running this task: {dead.cause}"
@@ -50,7 +50,7 @@ def blame_predecessor(held: Iterable[db.Held], dead: DeadWorker) -> list[Blame]:
     return blamed
 
 
-def blame_lowest(held: Iterable[db.Held], event: Event, reason: str) -> list[Blame]:
+def blame_lowest(held: Iterable[claims.Held], event: Event, reason: str) -> list[Blame]:
     """Nobody knows what ran: charge each previous holder's lowest id, hand back the rest.
 
     `reason` names the holder as `{holder}`.
@@ -81,25 +81,25 @@ async def release_leftovers(
         # A replacement does not sweep: a sibling that just died is settled by its own
         # replacement, which knows the running task and the cause.
         held = await conn.run(
-            db.reclaim_lockers,
+            claims.reclaim_lockers,
             [dead.locked_by],
             locked_by=own,
             token=token,
             lease_seconds=config.lease_seconds,
         )
         settled = outcomes(blame_predecessor(held, dead), token, config)
-        await conn.run(db.finish, settled)
+        await conn.run(claims.finish, settled)
         _report(own, f"pid {pid_of(dead.locked_by)}", settled)
         return
-    gone = dead_lockers(await conn.run(db.running_lockers, host), own)
+    gone = dead_lockers(await conn.run(claims.running_lockers, host), own)
     if not gone:
         return
     held = await conn.run(
-        db.reclaim_lockers, gone, locked_by=own, token=token, lease_seconds=config.lease_seconds
+        claims.reclaim_lockers, gone, locked_by=own, token=token, lease_seconds=config.lease_seconds
     )
     reason = "worker process {holder} died while running this task (found at start of another)"
     settled = outcomes(blame_lowest(held, Event.WORKER_CRASHED, reason), token, config)
-    await conn.run(db.finish, settled)
+    await conn.run(claims.finish, settled)
     _report(own, f"{len(gone)} dead worker processes", settled)
 
 
@@ -107,13 +107,13 @@ async def rescue_expired(conn: QueryConnection, config: Config, own: str) -> int
     """Settle running tasks whose lease ran out; returns how many."""
     token = str(uuid.uuid4())
     held = await conn.run(
-        db.reclaim_expired, locked_by=own, token=token, lease_seconds=config.lease_seconds
+        claims.reclaim_expired, locked_by=own, token=token, lease_seconds=config.lease_seconds
     )
     if not held:
         return 0
     reason = "lease expired: worker {holder} stopped renewing its claim"
     settled = outcomes(blame_lowest(held, Event.LEASE_EXPIRED, reason), token, config)
-    await conn.run(db.finish, settled)
+    await conn.run(claims.finish, settled)
     return len(settled)
 
 

@@ -25,7 +25,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Final
 
-from asynctask.core import db
+from asynctask.core import periodic
 from asynctask.core.config import Config
 from asynctask.core.errors import DatabaseUnavailable
 from asynctask.core.schedules import CATCH_UP_MAX, Schedule
@@ -77,8 +77,8 @@ class Scheduler:
         """Register the schedules, read their cursors and the clock; later ticks are live."""
         names = [s.name for s in self.schedules]
         sent = time.time()
-        self._clock(await self.conn.run(db.register_schedules, names), sent)
-        states = await self.conn.run(db.schedule_states, names)
+        self._clock(await self.conn.run(periodic.register_schedules, names), sent)
+        states = await self.conn.run(periodic.schedule_states, names)
         self.cursors = {name: state["last_tick_at"] for name, state in states.items()}
         self.since = self.now()
 
@@ -114,7 +114,7 @@ class Scheduler:
 
     async def _fire(self, schedule: Schedule, ticks: list[datetime]) -> None:
         sent = time.time()
-        fired = await self.conn.run(db.fire_schedule, schedule, ticks)
+        fired = await self.conn.run(periodic.fire_schedule, schedule, ticks)
         self._clock(fired.now, sent)
         if fired.was is None:  # its cursor row is gone (deleted by hand): register it again
             await self.join()

@@ -11,7 +11,7 @@ import logging
 import sys
 from collections.abc import Callable
 
-from asynctask.core import db
+from asynctask.core import claims
 from asynctask.core.config import Config
 from asynctask.core.errors import DatabaseUnavailable
 from asynctask.workers.connection import QueryConnection, raise_if_cancelled
@@ -48,7 +48,7 @@ async def keep_leases(
         await ticks.sleep(tick)
         try:
             if n % 2 == 0 and (tokens := held_tokens()):
-                await conn.run(db.extend_leases, tokens, config.lease_seconds)
+                await conn.run(claims.extend_leases, tokens, config.lease_seconds)
             if n % 3 == 0:
                 rescued = await rescue_expired(conn, config, locked_by)
                 if rescued:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import uuid
 
-from asynctask.core import counts, db, heartbeats
+from asynctask.core import claims, counts, heartbeats
 from asynctask.core.config import Config
 from asynctask.core.errors import DatabaseUnavailable
 from asynctask.core.lifecycle import Event
@@ -71,7 +71,7 @@ class Watch:
     async def _rescue(self, dead: heartbeats.DeadSupervisor) -> int:
         token = str(uuid.uuid4())
         held = await self.conn.run(
-            db.reclaim_lockers,
+            claims.reclaim_lockers,
             list(dead.lockers),
             locked_by=self.own,
             token=token,
@@ -82,7 +82,7 @@ class Watch:
             f" (pid {dead.pid} on {dead.host}, no heartbeat for {dead.silent_seconds:.1f} s)"
         )
         settled = outcomes(blame_lowest(held, Event.WORKER_CRASHED, reason), token, self.config)
-        await self.conn.run(db.finish, settled)
+        await self.conn.run(claims.finish, settled)
         await self.conn.run(heartbeats.mark_rescued, dead)
         fields = {"event": "rescued", "host": dead.host, "pid": dead.pid, "count": len(settled)}
         log.warning(

@@ -17,7 +17,7 @@ import uuid
 from collections.abc import Coroutine
 from typing import Any
 
-from asynctask.core import backoff, db, queues
+from asynctask.core import backlog, backoff, claims, queues
 from asynctask.core.config import Config
 from asynctask.core.errors import DatabaseUnavailable
 from asynctask.core.models import CANCEL_CHANNEL
@@ -227,7 +227,7 @@ class Worker:
     async def _arm_timer(self, since: float) -> None:
         """Set the due timer from the due index: tasks due later than `since` seconds ago."""
         self.wakeup.timer.reading()
-        due = await self.conn.run(db.next_due, self.slot.priority, since)
+        due = await self.conn.run(backlog.next_due, self.slot.priority, since)
         self.wakeup.timer.set(due.due_in, due.together, due.clock)
 
     def _rearm_soon(self) -> None:
@@ -244,7 +244,7 @@ class Worker:
         self.link.claiming()
         try:
             rows = await self.conn.run(
-                db.claim,
+                claims.claim,
                 priority=self.slot.priority,
                 limit=self.limit,
                 locked_by=self.locked_by,

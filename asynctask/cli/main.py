@@ -9,7 +9,7 @@ import json
 import logging
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import psycopg2.errors
@@ -23,7 +23,8 @@ from asynctask.cli.start import (
     warn_without_autovacuum,
 )
 from asynctask.core import queues, stats
-from asynctask.core.config import Config, default_config_path, load_config
+from asynctask.core.config import Config
+from asynctask.core.config_loader import default_config_path, load_config
 from asynctask.core.connections import redact, with_connection
 from asynctask.core.errors import AsyncTaskError, ConfigError
 from asynctask.core.exposure import check_exposure
@@ -71,6 +72,13 @@ def build_parser() -> argparse.ArgumentParser:
             epilog=CONFIG_HELP,
         )
 
+    _add_service_commands(command)
+    tasks.add_commands(commands)
+    return parser
+
+
+def _add_service_commands(command: Callable[[str, str], argparse.ArgumentParser]) -> None:
+    """The commands that load the config and reach the database (tasks.py adds the API client's)."""
     command("migrate", "create the database if needed and apply schema.sql (safe to repeat)")
     api = command("api", "serve the HTTP API")
     command("workers", "run the supervisor and its worker processes")
@@ -83,8 +91,6 @@ def build_parser() -> argparse.ArgumentParser:
     for name, does in (("pause", "stop"), ("resume", "restart")):
         paused = command(name, f"{does} the workers claiming a priority's tasks (all hosts)")
         paused.add_argument("priority", choices=[p.value for p in PRIORITIES])
-    tasks.add_commands(commands)
-    return parser
 
 
 def version() -> str:

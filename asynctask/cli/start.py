@@ -11,7 +11,7 @@ import logging
 import signal
 from collections.abc import Mapping
 
-from asynctask.core import db, schema
+from asynctask.core import schema, upkeep
 from asynctask.core.config import Config
 from asynctask.core.connections import redact, with_connection
 from asynctask.core.errors import AsyncTaskError, ConfigError
@@ -53,7 +53,7 @@ def warn_without_autovacuum(config: Config) -> None:
     url = str(config.database.url)
     timeout = min(config.database.connect_timeout_seconds, VACUUM_CHECK_TIMEOUT_SECONDS)
     try:
-        settings = asyncio.run(with_connection(url, timeout, db.vacuum_settings))
+        settings = asyncio.run(with_connection(url, timeout, upkeep.vacuum_settings))
     except AsyncTaskError:
         return  # an unreachable server is the command's own business (it reports or rides it out)
     message = autovacuum_warning(settings)

@@ -4,7 +4,8 @@ Driver errors that mean "the database is not there" become DatabaseUnavailable h
 boundary. Hot statements run as prepared statements, PREPAREd once per connection on first use:
 that saves parsing (and, once PostgreSQL settles on a generic plan, planning) on every claim and
 create. A connection opened with `prepared_statements=False` binds every statement client-side
-instead, which is what a transaction-mode pooler (PgBouncer) needs.
+instead, which is what a transaction-mode pooler (PgBouncer) needs. `ping` and
+`connection_limits` ask the server about connections themselves: does it answer, how many it takes.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import psycopg2.extensions
 import psycopg2.extras
 
 from asynctask.core.errors import DatabaseUnavailable
-from asynctask.core.sql import Query, inline_params
+from asynctask.core.sql import QUERIES, Query, inline_params
 
 _T = TypeVar("_T")
 # libpq settings for every connection, unless the URL sets its own: a peer that vanished (a host cut
@@ -186,6 +187,17 @@ async def execute_text(conn: aiopg.Connection, text: str) -> None:
     """Run a statement that is not in the catalogue: DDL, PREPARE, LISTEN (no parameters)."""
     async with conn.cursor() as cur:
         await cur.execute(text)
+
+
+async def connection_limits(conn: aiopg.Connection) -> tuple[int, int]:
+    """(max_connections, superuser_reserved_connections) of the server."""
+    row = (await rows(conn, QUERIES["connection_limits"]))[0]
+    return row["max"], row["reserved"]
+
+
+async def ping(conn: aiopg.Connection) -> None:
+    """One round trip; raises if the server does not answer."""
+    await rows(conn, QUERIES["ping"])
 
 
 def _bound(query: Query, params: tuple[Any, ...]) -> tuple[str, dict[str, Any] | None]:

@@ -1,7 +1,7 @@
 """The create path past the plain insert: unique keys, Idempotency-Key answers, batches.
 
-A create that carries neither a unique_key nor an Idempotency-Key goes through db.py's plain
-statements, untouched. Otherwise `insert_unique` (queries.sql) lets the partial unique index
+A create that carries neither a unique_key nor an Idempotency-Key goes through task_rows.py's
+plain statements, untouched. Otherwise `insert_unique` (queries.sql) lets the partial unique index
 decide: an item whose key is held inserts nothing, and is answered with the unfinished task that
 holds it, read by a statement of its own (never read-then-insert). Callers never see SQL text.
 """
@@ -16,7 +16,7 @@ from typing import Any, NamedTuple
 import aiopg
 import psycopg2.errors
 
-from asynctask.core import arrays, db
+from asynctask.core import arrays, task_rows
 from asynctask.core.connections import execute, execute_text, rows
 from asynctask.core.errors import DatabaseUnavailable, IdempotencyKeyTaken
 from asynctask.core.sql import QUERIES
@@ -54,7 +54,7 @@ class Answer(NamedTuple):
     live: bool
 
 
-def needs_unique(tasks: Sequence[db.NewRow], keys: Sequence[RequestKey | None] = ()) -> bool:
+def needs_unique(tasks: Sequence[task_rows.NewRow], keys: Sequence[RequestKey | None] = ()) -> bool:
     """True when plain inserts will not do: a unique_key or an Idempotency-Key is involved."""
     return any(task.unique_key is not None for task in tasks) or any(
         key is not None for key in keys
@@ -63,7 +63,7 @@ def needs_unique(tasks: Sequence[db.NewRow], keys: Sequence[RequestKey | None] =
 
 async def create(
     conn: aiopg.Connection,
-    tasks: Sequence[db.NewRow],
+    tasks: Sequence[task_rows.NewRow],
     keys: Sequence[RequestKey | None] = (),
 ) -> list[Created | IdempotencyKeyTaken]:
     """Insert tasks, NOTIFYing their pools at commit; per item its answer, in input order.
@@ -74,7 +74,7 @@ async def create(
     every item fails with it: the caller inserts them one by one).
     """
     if not needs_unique(tasks, keys):
-        found = await db.insert_task_rows(conn, tasks)
+        found = await task_rows.insert_task_rows(conn, tasks)
         return [Created(row, task.data_json, False) for row, task in zip(found, tasks, strict=True)]
     keyed = list(keys) or [None] * len(tasks)
     created = await _insert_unique(conn, tasks, keyed)
@@ -89,7 +89,7 @@ async def create(
 
 
 async def create_batch(
-    conn: aiopg.Connection, tasks: Sequence[db.NewRow], key: RequestKey | None
+    conn: aiopg.Connection, tasks: Sequence[task_rows.NewRow], key: RequestKey | None
 ) -> tuple[list[int], list[int]]:
     """The batch route: (ids in input order, indexes of the items that were duplicates).
 
@@ -97,13 +97,13 @@ async def create_batch(
     """
     if key is None:
         if not needs_unique(tasks):
-            return await db.insert_tasks(conn, tasks), []
+            return await task_rows.insert_tasks(conn, tasks), []
         return _ids(await _insert_unique(conn, tasks, [None] * len(tasks)))
     async with transaction(conn):
         if needs_unique(tasks):
             ids, duplicates = _ids(await _insert_unique(conn, tasks, [None] * len(tasks)))
         else:
-            ids, duplicates = await db.insert_tasks(conn, tasks), []
+            ids, duplicates = await task_rows.insert_tasks(conn, tasks), []
         status = 200 if len(duplicates) == len(ids) else 201
         await remember(conn, key, status, ids, duplicates)
     return ids, duplicates
@@ -114,22 +114,12 @@ def _ids(created: Sequence[Created]) -> tuple[list[int], list[int]]:
 
 
 async def _insert_unique(
-    conn: aiopg.Connection, tasks: Sequence[db.NewRow], keys: Sequence[RequestKey | None]
+    conn: aiopg.Connection, tasks: Sequence[task_rows.NewRow], keys: Sequence[RequestKey | None]
 ) -> list[Created]:
     result: list[Created | None] = [None] * len(tasks)
     pending = list(range(len(tasks)))
     for _ in range(MAX_ROUNDS):
-        try:
-            found = await rows(
-                conn,
-                QUERIES["insert_unique"],
-                *_columns([tasks[i] for i in pending], [keys[i] for i in pending]),
-            )
-        except psycopg2.errors.UniqueViolation as exc:
-            if exc.diag.constraint_name == _KEYS_PKEY:
-                raise IdempotencyKeyTaken("the Idempotency-Key has an answer already") from None
-            raise
-        new = {row.pop("n"): db.task_row(row) for row in found}  # n counts from 1
+        new = await _insert_round(conn, [tasks[i] for i in pending], [keys[i] for i in pending])
         holders: dict[tuple[str, str], Created] = {}
         for n, i in enumerate(pending, start=1):
             if (row := new.get(n)) is not None:
@@ -143,7 +133,9 @@ async def _insert_unique(
             types, unique_keys = [t for t, _ in asked], [k for _, k in asked]
             for row in await rows(conn, QUERIES["find_unique"], types, unique_keys):
                 data = row.pop("data")
-                holders[(row["type"], row["unique_key"])] = Created(db.task_row(row), data, False)
+                holders[(row["type"], row["unique_key"])] = Created(
+                    task_rows.task_row(row), data, False
+                )
         pending = []
         for i in missing:
             holder = holders.get(_pair(tasks[i]))
@@ -156,15 +148,28 @@ async def _insert_unique(
     raise DatabaseUnavailable("a unique_key kept changing hands; try again")
 
 
-def _pair(task: db.NewRow) -> tuple[str, str]:
+async def _insert_round(
+    conn: aiopg.Connection, tasks: Sequence[task_rows.NewRow], keys: Sequence[RequestKey | None]
+) -> dict[int, dict[str, Any]]:
+    """Insert the items whose key is free; their rows by the item's position, counted from 1."""
+    try:
+        found = await rows(conn, QUERIES["insert_unique"], *_columns(tasks, keys))
+    except psycopg2.errors.UniqueViolation as exc:
+        if exc.diag.constraint_name == _KEYS_PKEY:
+            raise IdempotencyKeyTaken("the Idempotency-Key has an answer already") from None
+        raise
+    return {row.pop("n"): task_rows.task_row(row) for row in found}
+
+
+def _pair(task: task_rows.NewRow) -> tuple[str, str]:
     assert task.unique_key is not None  # only keyed items can be left out by the insert
     return task.type, task.unique_key
 
 
 def _columns(
-    tasks: Sequence[db.NewRow], keys: Sequence[RequestKey | None]
+    tasks: Sequence[task_rows.NewRow], keys: Sequence[RequestKey | None]
 ) -> tuple[str | None, ...]:
-    plain = db.columns(tasks)
+    plain = task_rows.columns(tasks)
     return (
         *plain,
         arrays.texts([task.unique_key for task in tasks]),

@@ -14,7 +14,7 @@ from typing import Any, Final
 import aiopg
 
 from asynctask.core.connections import execute, rows
-from asynctask.core.models import Priority
+from asynctask.core.models import PRIORITIES, Priority
 from asynctask.core.sql import QUERIES
 
 HEARTBEAT_SECONDS: Final = 2.0
@@ -103,3 +103,13 @@ async def mark_rescued(conn: aiopg.Connection, dead: DeadSupervisor) -> None:
 async def forget_old_workers(conn: aiopg.Connection, seconds: float = KEEP_DEAD_SECONDS) -> int:
     """Drop rows silent for longer than `seconds`; how many."""
     return await execute(conn, QUERIES["forget_old_workers"], seconds)
+
+
+async def live_workers(conn: aiopg.Connection, dead_after: float) -> dict[Priority, int]:
+    """Live worker processes per priority, across hosts (0 for a priority nobody serves).
+
+    Live means a heartbeat in the worker registry at most `dead_after` seconds old.
+    """
+    found = await rows(conn, QUERIES["live_workers"], dead_after)
+    counted = {Priority.of(row["priority"]): int(row["workers"]) for row in found}
+    return {priority: counted.get(priority, 0) for priority in PRIORITIES}

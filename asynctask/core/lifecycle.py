@@ -1,7 +1,7 @@
 """A task's life: every "what next, and when" decided by one pure function, `decide`.
 
 A live worker's outcome, a dead worker's leftovers and an expired lease all go through `decide`,
-and the result is written by the same `finish` statement (db.py), so the give-up rule (attempts
+and the result is written by the same `finish` statement (claims.py), so the give-up rule (attempts
 spent: failed) lives here and nowhere else, not restated in SQL. `TRANSITIONS` lists every move a
 task can make; README's state diagram is `state_diagram()`, and a test keeps the two in step with
 `decide`.

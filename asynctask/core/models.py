@@ -81,8 +81,8 @@ CANCEL_CHANNEL: Final = "tasks_cancel"
 # NOTIFY channel of tasks reaching a final state, payload "id,id,..." ('' = any): queries.sql's
 # `finish` and `cancel_task` send it, the API's wait-for-result (service/waiters.py) listens.
 FINISHED_CHANNEL: Final = "tasks_finished"
-# Task type names, as config.py allows them for handlers and the API for tasks: also keeps NUL
-# bytes and SQL-looking text out of the list filter.
+# Task type names, as config_loader.py allows them for handlers and the API for tasks: also keeps
+# NUL bytes and SQL-looking text out of the list filter.
 TYPE_PATTERN: Final = r"^[A-Za-z0-9_.\-]{1,100}$"
 
 

@@ -361,7 +361,7 @@ SELECT name, setting FROM pg_settings WHERE name IN ('autovacuum', 'track_counts
 
 -- name: live_workers
 -- Worker processes alive now, per priority, from every host: those of the registry (`workers`,
--- the dashboard's) whose heartbeat is at most $1 seconds old. db.live_workers is the only caller.
+-- the dashboard's) whose heartbeat is at most $1 seconds old. heartbeats.live_workers is the only caller.
 -- params: $1 float8 (dead after, seconds)
 SELECT priority, count(*)::int AS workers
 FROM workers

@@ -17,7 +17,7 @@ from typing import Any, Final
 
 import aiopg
 
-from asynctask.core import counts, db, heartbeats, queues
+from asynctask.core import backlog, counts, heartbeats, queues
 from asynctask.core.errors import DatabaseUnavailable
 from asynctask.core.models import PRIORITIES, STATES, Priority, State
 
@@ -41,8 +41,8 @@ class Snapshot:
     counts: dict[Priority, dict[State, int]]
     queue_lag_seconds: dict[Priority, float]
     last_minute: dict[State, int]
-    # Live worker processes per priority (db.live_workers), and the priorities whose due tasks
-    # wait with none of them: a pool of 0 everywhere, or every worker of it gone.
+    # Live worker processes per priority (heartbeats.live_workers), and the priorities whose due
+    # tasks wait with none of them: a pool of 0 everywhere, or every worker of it gone.
     workers: dict[Priority, int] = field(default_factory=lambda: dict.fromkeys(PRIORITIES, 0))
     due_without_workers: tuple[Priority, ...] = ()
     per_minute: list[dict[str, Any]] = field(default_factory=list)
@@ -72,11 +72,11 @@ class Snapshot:
 async def read_snapshot(conn: aiopg.Connection) -> Snapshot:
     """Query the database for a snapshot; every priority and state is present (0 if none)."""
     found = await counts.count_tasks(conn)
-    scheduled = await db.scheduled_counts(conn)
-    lag = await db.queue_lag(conn)
+    scheduled = await backlog.scheduled_counts(conn)
+    lag = await backlog.queue_lag(conn)
     moves, now = await counts.task_moves(conn, FAILURE_MINUTES)
-    workers = await db.live_workers(conn, heartbeats.DEAD_AFTER_SECONDS)
-    due = await db.due_priorities(conn)
+    workers = await heartbeats.live_workers(conn, heartbeats.DEAD_AFTER_SECONDS)
+    due = await backlog.due_priorities(conn)
     by_state = {priority: dict.fromkeys(STATES, 0) for priority in PRIORITIES}
     for count in found:
         if count.state in by_state[count.priority]:
