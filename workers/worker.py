@@ -88,15 +88,16 @@ class Worker:
         )
         self.pruner = Pruner(self.conn, config.retention, slot.name)
         self.scheduler = Scheduler.for_slot(config, slot, self.conn)  # h/run: periodic tasks
-        identity = (self.host, self.locked_by)
         self.ticks = Ticks()  # periodic work shares wake-ups (workers/ticks.py)
+        identity = (self.host, self.locked_by)
         self.heartbeat = Heartbeat(self.conn, slot, identity, self._status, self.pause, self.ticks)
-        # One worker per supervisor, its first slot, keeps the watch (workers/watch.py).
-        sentinel = slot == slots_for(config.priority_queues)[0]
-        supervisor = supervisor_pid()
-        self.watch = (
-            Watch(self.conn, config, self.locked_by, supervisor, self.ticks) if sentinel else None
-        )
+        self.watch = self._watch()
+
+    def _watch(self) -> Watch | None:
+        """One worker per supervisor, its first slot, keeps the watch (workers/watch.py)."""
+        if self.slot != slots_for(self.config.priority_queues)[0]:
+            return None
+        return Watch(self.conn, self.config, self.locked_by, supervisor_pid(), self.ticks)
 
     def _connection(self) -> QueryConnection:
         slot = self.slot
