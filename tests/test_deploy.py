@@ -461,7 +461,7 @@ def test_dockerignore_keeps_what_the_builder_copies(
     assert copied
     for path in copied:
         assert not dockerignored(path, ignore_patterns), path
-    for path in ("service/db.py", "service/schema.sql", "workers/handlers.py"):
+    for path in ("service/app.py", "asynctask/core/queries.sql", "workers/handlers.py"):
         assert not dockerignored(path, ignore_patterns), path
 
 

@@ -2,9 +2,10 @@
 --
 -- A block starts with `-- name: <name>`, then a sentence or two on what it does, then
 -- `-- params:` with the type of each $n. Paste a block into psql as it is (bind $n with PREPARE or
--- by hand). asynctask/core/sql.py loads this file once; asynctask/core/db.py runs each block by
--- name. Blocks marked `(prepared)` sit on the hot paths (claim, create, acknowledge) and run as
--- prepared statements unless database.prepared_statements is false (transaction pooling).
+-- by hand). asynctask/core/sql.py loads this file once; the modules of asynctask/core (task_rows.py,
+-- claims.py, creates.py, ...) run each block by name. Blocks marked `(prepared)` sit on the hot
+-- paths (claim, create, acknowledge) and run as prepared statements unless
+-- database.prepared_statements is false (transaction pooling).
 -- Task data is always returned as text (`data::text`): the API passes it through unparsed and a
 -- worker decodes it per task, so no stored value, however deep, is ever parsed in the driver.
 
