@@ -1,8 +1,9 @@
-"""LISTEN on asynctask's notification channels: new tasks, cancels, finished tasks, and the rest.
+"""LISTEN on asynctask's notification channels: new tasks, finished tasks, and the rest.
 
 LISTEN takes no bind parameter, so the channel name is spliced into the statement text; every
 name comes from a constant (models.py, or a module's CHANNEL), never from a request, and
-`listen_channel` refuses anything that is not an identifier.
+`listen_channel` (a worker's cancels and pause changes) refuses anything that is not an
+identifier.
 """
 
 from __future__ import annotations
@@ -10,17 +11,12 @@ from __future__ import annotations
 import aiopg
 
 from asynctask.core.connections import execute_text
-from asynctask.core.models import CANCEL_CHANNEL, FINISHED_CHANNEL, Priority
+from asynctask.core.models import FINISHED_CHANNEL, Priority
 
 
 async def listen(conn: aiopg.Connection, priority: Priority) -> None:
     """LISTEN on a priority's channel (a name from models.Priority, never from a request)."""
     await execute_text(conn, f"LISTEN {priority.channel}")
-
-
-async def listen_cancels(conn: aiopg.Connection) -> None:
-    """LISTEN on the channel that cancel_task notifies for a running task."""
-    await execute_text(conn, f"LISTEN {CANCEL_CHANNEL}")
 
 
 async def listen_finished(conn: aiopg.Connection) -> None:
