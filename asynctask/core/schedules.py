@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Any, Final
@@ -178,8 +178,3 @@ def _catch_up(key: str, value: Any) -> int:
         CATCH_UP_MAX,
         f"false, true (the last {CATCH_UP_TRUE}), or a number of ticks from 1 to {CATCH_UP_MAX}",
     )(key, value)
-
-
-def by_name(schedules: Sequence[Schedule]) -> Mapping[str, Schedule]:
-    """The schedules keyed by name."""
-    return {schedule.name: schedule for schedule in schedules}
