@@ -117,5 +117,5 @@ class BatchRunner:
         except DatabaseUnavailable as exc:
             log.warning("could not release %d unstarted tasks (%s)", len(rows), exc)
         else:
-            fields = {"event": "released", "count": released}
+            fields = {"event": "released", "slot": self.link.slot.name, "count": released}
             log.info("released %d claimed but unstarted tasks", released, extra=fields)
