@@ -64,34 +64,38 @@ class BatchRunner:
                 if not self.may_go_on() and await self.must_stop():
                     await self._release(rows[index:], token)
                     break
-                index += await self._run_next(rows, index, token)
+                plain = self._plain_rows(rows, index)
+                if plain:
+                    index += await self._run_plain(rows[index : index + plain], token)
+                else:
+                    await self._run_one(rows[index], token)
+                    index += 1
         finally:
             self.token = None
             self.avg_task_seconds = prefetch.update_average(
                 self.avg_task_seconds, time.monotonic() - started, index
             )
 
-    async def _run_next(self, rows: list[dict[str, Any]], index: int, token: str) -> int:
-        """Run the row at `index`, or the run of plain-function rows starting there; how many."""
-        plain = self._plain_rows(rows, index)
-        if not plain:
-            await self._run_one(rows[index], token)
-            return 1
+    async def _run_plain(self, rows: list[dict[str, Any]], token: str) -> int:
+        """Run consecutive plain-function rows in the handler thread; how many were started."""
         run = PlainRun(self.executor, self.attempts, self.may_go_on)
         try:
-            return await run.run(rows[index : index + plain], token, self.acks.record)
+            return await run.run(rows, token, self.acks.record)
         finally:
             self.link.idle()
 
     def _plain_rows(self, rows: list[dict[str, Any]], start: int) -> int:
         """How many rows from `start` on are for the handler thread (not a coroutine handler)."""
-        count = 0
-        for row in rows[start:]:
-            handler = self.executor.handlers.get(row["type"])
+        # Indexes, not rows[start:]: a batch of coroutine rows asks this once per row, and a
+        # slice would copy the rest of the batch each time.
+        handlers = self.executor.handlers
+        end = start
+        while end < len(rows):
+            handler = handlers.get(rows[end]["type"])
             if handler is not None and handler.is_async:
                 break
-            count += 1
-        return count
+            end += 1
+        return end - start
 
     async def _run_one(self, row: dict[str, Any], token: str) -> None:
         try:
