@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import re
 
 import psycopg2
 import pytest
 
+from asynctask.core import upkeep
+from asynctask.core.sql import QUERIES, inline_params
 from asynctask.workers import pruner
 from asynctask.workers.connection import QueryConnection
 from asynctask.workers.pruner import LOCK_KEY, Pruner
@@ -109,6 +112,41 @@ async def test_zero_keeps_a_state_forever(database_url: str, sql: Cursor) -> Non
         only_failed.conn.close()
     assert remaining(sql, old) == len(old)
     assert remaining(sql, old_failed) == 0
+
+
+def prune_buffers(sql: Cursor, limit: int) -> tuple[int, list[str]]:
+    """Pages the prune of completed tasks (7 days) read, and its plan; rolled back."""
+    sql.execute("BEGIN")
+    query, params = QUERIES["prune_finished"], inline_params(("completed", 7, limit))
+    sql.execute("EXPLAIN (ANALYZE, BUFFERS) " + query.inline, params)
+    lines = [row[0] for row in sql.fetchall()]
+    sql.execute("ROLLBACK")
+    total = next(line for line in lines if "Buffers:" in line)  # the top node's: all of them
+    return sum(int(n) for n in re.findall(r"(?:hit|read)=(\d+)", total)), lines
+
+
+def test_a_prune_reads_what_it_deletes_not_every_finished_task(sql: Cursor) -> None:
+    # Every worker tries once a minute, on tables of millions of finished tasks: a try that finds
+    # nothing old enough must not read them all (a full scan: 0.3 s per try on a million).
+    add(sql, "completed", 1, n=100_000)
+    sql.execute("ANALYZE tasks")
+    pages, plan = prune_buffers(sql, 5000)
+    assert pages < 20, "\n".join(plan)  # the table is over 1,000 pages
+    assert "tasks_finished_idx" in "\n".join(plan)
+
+
+async def test_the_oldest_finished_tasks_go_first(database_url: str, sql: Cursor) -> None:
+    newer = add(sql, "completed", 8, n=3)
+    oldest = add(sql, "completed", 20, n=3)
+    few = make_pruner(database_url, batch=3)
+    try:
+        deleted = await few.conn.run(
+            upkeep.prune_finished, state="completed", older_than_days=7, limit=3
+        )
+    finally:
+        few.conn.close()
+    assert deleted == 3
+    assert (remaining(sql, oldest), remaining(sql, newer)) == (0, 3)
 
 
 def advisory_locks(sql: Cursor) -> int:
