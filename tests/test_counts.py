@@ -61,7 +61,7 @@ async def test_every_statement_asynctask_runs_is_counted(
     run(sql, "claim", 1, 100, "h:1:high_1", token, 30.0, 1 << 20)
     sql.execute("SELECT id FROM tasks WHERE lock_token = %s ORDER BY id", (token,))
     ids = [row[0] for row in sql.fetchall()]
-    run(sql, "extend_leases", "{" + token + "}", 30.0)  # no state changes: no delta
+    run(sql, "extend_leases", ids, "{" + token + "}", 30.0)  # no state changes: no delta
     half = len(ids) // 2
     states = ["completed"] * half + ["failed"] * (len(ids) - half)
     nothing = [None] * len(ids)

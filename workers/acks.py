@@ -50,9 +50,9 @@ class AckBuffer:
         self._nonempty = asyncio.Event()
         self._lock = asyncio.Lock()
 
-    def tokens(self) -> set[str]:
-        """Claim tokens of buffered outcomes: their leases must still be extended."""
-        return {outcome.token for outcome in self.pending}
+    def held(self) -> tuple[list[int], set[str]]:
+        """Task ids and claim tokens of buffered outcomes: their leases must still be extended."""
+        return [o.task_id for o in self.pending], {o.token for o in self.pending}
 
     async def record(self, outcome: Outcome) -> None:
         """Buffer one outcome; flush at once when the buffer is full."""

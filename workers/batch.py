@@ -53,11 +53,12 @@ class BatchRunner:
         self.may_go_on = may_go_on
         self.must_stop = must_stop  # the full answer: reads the pause flag again if announced
         self.token: str | None = None  # the claim token of the batch running now
+        self.rows: list[dict[str, Any]] = []  # and its rows: their leases are kept until it ends
         self.avg_task_seconds = 0.0
 
     async def run(self, rows: list[dict[str, Any]], token: str) -> None:
         """Run the claimed `rows` in order; hand back those it may not start."""
-        self.token = token
+        self.token, self.rows = token, rows
         started, index = time.monotonic(), 0
         try:
             while index < len(rows):
@@ -71,7 +72,7 @@ class BatchRunner:
                     await self._run_one(rows[index], token)
                     index += 1
         finally:
-            self.token = None
+            self.token, self.rows = None, []
             self.avg_task_seconds = prefetch.update_average(
                 self.avg_task_seconds, time.monotonic() - started, index
             )

@@ -39,7 +39,7 @@ async def keep_leases(
     config: Config,
     locked_by: str,
     slot: str,
-    held_tokens: Callable[[], list[str]],
+    held: Callable[[], tuple[list[int], list[str]]],
     ticks: Ticks,
 ) -> None:
     """Extend our leases every lease/3 and rescue expired ones every lease/2."""
@@ -47,8 +47,9 @@ async def keep_leases(
     for n in range(1, sys.maxsize):
         await ticks.sleep(tick)
         try:
-            if n % 2 == 0 and (tokens := held_tokens()):
-                await conn.run(claims.extend_leases, tokens, config.lease_seconds)
+            ids, tokens = held() if n % 2 == 0 else ([], [])
+            if ids:
+                await conn.run(claims.extend_leases, ids, tokens, config.lease_seconds)
             if n % 3 == 0:
                 rescued = await rescue_expired(conn, config, locked_by)
                 if rescued:

@@ -142,7 +142,7 @@ class Worker:
 
     def _background(self) -> list[Coroutine[Any, Any, None]]:
         """What runs beside the claim loop, for as long as it runs."""
-        held = self.held_tokens
+        held = self.held
         coros = [
             upkeep.beat(self.link, lambda: self.supervisor_alive(), self.stop, self.ticks),
             upkeep.keep_leases(
@@ -285,9 +285,11 @@ class Worker:
     def _status(self) -> tuple[str, int | None]:
         return slot_status(self.link.doing, self.stopping, self.pause.paused)
 
-    def held_tokens(self) -> list[str]:
-        """Claim tokens of tasks this process still holds (running, queued, or unacknowledged)."""
-        tokens = self.acks.tokens()
+    def held(self) -> tuple[list[int], list[str]]:
+        """Ids and claim tokens of tasks this process may still hold (running, queued, or
+        unacknowledged; some of the batch's may be written already, which the update skips)."""
+        ids, tokens = self.acks.held()
         if self.batches.token is not None:
+            ids += [row["id"] for row in self.batches.rows]
             tokens.add(self.batches.token)
-        return sorted(tokens)
+        return ids, sorted(tokens)

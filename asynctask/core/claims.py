@@ -75,11 +75,15 @@ async def still_held(conn: aiopg.Connection, task_id: int, token: str) -> bool:
     return bool((await rows(conn, QUERIES["still_held"], task_id, token))[0]["held"])
 
 
-async def extend_leases(conn: aiopg.Connection, tokens: Sequence[str], lease_seconds: float) -> int:
-    """Push the lease of every task still held under these claim tokens."""
-    if not tokens:
+async def extend_leases(
+    conn: aiopg.Connection, ids: Sequence[int], tokens: Sequence[str], lease_seconds: float
+) -> int:
+    """Push the lease of those of the tasks `ids` still held under one of these claim tokens."""
+    if not ids or not tokens:
         return 0
-    return await execute(conn, QUERIES["extend_leases"], list(tokens), lease_seconds)
+    return await execute(
+        conn, QUERIES["extend_leases"], arrays.numbers(ids), arrays.texts(tokens), lease_seconds
+    )
 
 
 async def running_lockers(conn: aiopg.Connection, host: str) -> list[str]:
