@@ -82,14 +82,18 @@ def listening(sql: Cursor) -> int:
 
 
 def waiting_for_work(sql: Cursor) -> int:
-    """Worker connections idle after a claim: their worker found nothing and waits (or polls).
+    """Workers between tasks: connected (so a leader LISTENs), recovered, no task, and their
+    connection idle; by the registry row their process wrote since it connected.
 
-    A pool's leader reads its next due time after an empty claim (workers/due.py).
+    Not by the connection's last statement being a claim: a worker's periodic statements (its
+    heartbeat every 2 s, the watch every second) follow the claim, and with a long poll interval
+    the claim does not come back, so that was true only in a window that a slow run could miss.
     """
     sql.execute(
-        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
-        " AND application_name LIKE 'asynctask worker %%' AND state = 'idle'"
-        " AND (query LIKE 'EXECUTE asynctask_claim%%' OR query LIKE 'EXECUTE asynctask_next_due%%')"
+        "SELECT count(*) FROM pg_stat_activity AS a JOIN workers AS w"
+        " ON a.application_name = 'asynctask worker ' || w.slot"
+        " WHERE a.datname = current_database() AND a.state = 'idle'"
+        " AND w.status = 'idle' AND w.heartbeat_at >= a.backend_start"
     )
     return int(fetch(sql)[0])
 
