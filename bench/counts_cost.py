@@ -1,8 +1,10 @@
-"""What the dashboard costs the drain's hot statements: the count triggers and tasks_list_idx.
+"""What the dashboard and retention cost the drain's hot statements: the count triggers,
+tasks_list_idx and tasks_finished_idx.
 
 One client drains N tasks with exactly a worker's statements (the prepared claim of 100, then one
-`finish` of those 100), on a scratch database, in four variants run in interleaved rounds: as
-shipped, without the count triggers, without tasks_list_idx, and without both. It reports the
+`finish` of those 100), on a scratch database, in five variants run in interleaved rounds: as
+shipped, without the count triggers, without tasks_list_idx, without both, and without the
+retention's tasks_finished_idx (the others keep it, as shipped). It reports the
 median CPU seconds the server's backend spent on the drain (from /proc, so a busy machine
 inflates it far less than wall time), and the median wall time. A full `bench.load_test` adds
 worker processes and their noise; this isolates the statements. Run it on the database's host.
@@ -29,7 +31,11 @@ TRIGGERS = ("tasks_count_inserts", "tasks_count_updates", "tasks_count_deletes")
 LIST_INDEX = (
     "CREATE INDEX tasks_list_idx ON tasks (state, priority, type, id) WHERE state <> 'running'"
 )
-VARIANTS = ("shipped", "no_triggers", "no_list_index", "neither")
+FINISHED_INDEX = (
+    "CREATE INDEX tasks_finished_idx ON tasks (state, finished_at)"
+    " WHERE state IN ('completed', 'failed', 'cancelled')"
+)
+VARIANTS = ("shipped", "no_triggers", "no_list_index", "neither", "no_finished_index")
 
 
 def main() -> None:
@@ -75,8 +81,11 @@ def setup(cur: psycopg2.extensions.cursor, variant: str) -> None:
     for trigger in TRIGGERS:
         cur.execute(f"ALTER TABLE tasks {action} TRIGGER {trigger}")
     cur.execute("DROP INDEX IF EXISTS tasks_list_idx")
-    if variant in ("shipped", "no_triggers"):
+    if variant in ("shipped", "no_triggers", "no_finished_index"):
         cur.execute(LIST_INDEX)
+    cur.execute("DROP INDEX IF EXISTS tasks_finished_idx")
+    if variant != "no_finished_index":
+        cur.execute(FINISHED_INDEX)
     cur.execute("DELETE FROM task_count_deltas; DELETE FROM task_counts")
     cur.execute(
         "INSERT INTO tasks (priority, type, data, inserted_at, updated_at)"
