@@ -264,8 +264,8 @@ SELECT (SELECT count(*) FROM written) AS written, (SELECT count(*) FROM notified
 -- name: extend_leases
 -- Push the lease of those of tasks $1 still held under one of the claim tokens $2. Found by id
 -- (the primary key): every task passes through running, so until a vacuum tasks_running_idx holds
--- an entry for each task run since, and a scan of it by token read all their rows (0.2-0.4 s a
--- call after a million tasks).
+-- an entry for each task run since, and a bitmap scan of it by token (which marks none of them
+-- dead) read the rows of all that no other scan had marked: 0.2-0.4 s a call after a million.
 -- params: $1 bigint[] (task ids), $2 uuid[] (tokens), $3 float8 (lease seconds)
 UPDATE tasks SET lease_expires_at = now() + $3 * interval '1 second'
 WHERE id = ANY($1::bigint[]) AND state = 'running' AND lock_token = ANY($2::uuid[]);
