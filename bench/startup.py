@@ -1,7 +1,8 @@
 """Start-up: from `asynctask workers` to every default worker (7) holding a database connection.
 
 Also the CPU all of asynctask's processes spent until then (the supervisor, its helpers, the
-workers), and how long a SIGKILLed worker takes to be replaced by one holding a connection again.
+workers), a worker's memory just after (resident, and unique: not shared with another process),
+and how long a SIGKILLed worker takes to be replaced by one holding a connection again.
 A worker connects as soon as it has started (it needs the connection to look for work), so "holds
 a connection" is "ready to claim".
 """
@@ -46,6 +47,17 @@ def _tree_cpu(pid: int) -> float:
     return total
 
 
+def _memory(workers: list[psutil.Process]) -> tuple[float, float]:
+    """Median resident and unique (not shared with any other process) memory of a worker, MiB."""
+    rss, uss = [], []
+    for worker in workers:
+        with contextlib.suppress(psutil.Error):
+            info = worker.memory_full_info()
+            rss.append(info.rss / 2**20)
+            uss.append(info.uss / 2**20)
+    return round(median(rss), 1), round(median(uss), 1)
+
+
 def _wait_for(check: object, timeout: float = 30.0) -> None:
     deadline = time.monotonic() + timeout
     while not check():  # type: ignore[operator]
@@ -65,11 +77,13 @@ def one_run(url: str) -> dict[str, float]:
         _wait_for(lambda: len(_connected(cur)) == WORKERS)
         ready_s = time.monotonic() - began
         cpu_s = _tree_cpu(process.pid)
-        victim = next(
+        workers = [
             p
             for p in psutil.Process(process.pid).children(recursive=True)
-            if "worker high_2" in " ".join(p.cmdline())
-        )
+            if "asynctask worker" in " ".join(p.cmdline())
+        ]
+        rss_mib, uss_mib = _memory(workers)
+        victim = next(p for p in workers if "worker high_2" in " ".join(p.cmdline()))
         killed_at = time.time()
         os.kill(victim.pid, signal.SIGKILL)
         began = time.monotonic()
@@ -79,7 +93,13 @@ def one_run(url: str) -> dict[str, float]:
         process.send_signal(signal.SIGTERM)
         process.wait(60)
         conn.close()
-    return {"ready_s": ready_s, "cpu_s": cpu_s, "replace_s": replace_s}
+    return {
+        "ready_s": ready_s,
+        "cpu_s": cpu_s,
+        "replace_s": replace_s,
+        "worker_rss_mib": rss_mib,
+        "worker_uss_mib": uss_mib,
+    }
 
 
 def main() -> None:
@@ -91,7 +111,7 @@ def main() -> None:
         runs = [one_run(url) for _ in range(args.runs)]
     result: dict[str, object] = {
         key: round(median([run[key] for run in runs]), 3)
-        for key in ("ready_s", "cpu_s", "replace_s")
+        for key in ("ready_s", "cpu_s", "replace_s", "worker_rss_mib", "worker_uss_mib")
     }
     result["runs"] = runs
     report("startup", result, args.json)

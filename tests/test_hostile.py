@@ -43,7 +43,7 @@ from asynctask.service import keys
 from asynctask.service.app import create_app, serve
 from asynctask.service.bodies import LARGE_BODY_BYTES, PARSERS
 from asynctask.service.rules import MAX_DATA_DEPTH, TOO_DEEP, NewTask, TaskRules, too_large
-from asynctask.workers.metrics import serve_supervisor_metrics
+from asynctask.workers.metrics import serve_supervisor_metrics, supervisor_metrics
 from tests.conftest import make_config
 from tests.embedded_scratch import Scratch, postmaster_pid
 from tests.processes import answers, free_port
@@ -445,9 +445,10 @@ def test_worker_metrics_listen_on_loopback_by_default(database_url: str) -> None
     # api.host 0.0.0.0 (as in a container) no longer decides where the workers' metrics listen.
     config = make_config(database_url, metrics_port=port, api__host="0.0.0.0")
     assert config.metrics_host == "127.0.0.1"
-    metrics = serve_supervisor_metrics(config, ["high_1"])
+    metrics = supervisor_metrics(config, ["high_1"])
     assert metrics is not None
     try:
+        serve_supervisor_metrics(metrics)
         assert _listening_on(port) == {"127.0.0.1"}
     finally:
         metrics.close()

@@ -314,6 +314,41 @@ def replacement_ms(seconds: float) -> str:
     return f"{seconds * 1000:.0f} ms"
 
 
+def test_a_killed_forkserver_is_replaced_and_takes_its_workers_with_it(
+    database_url: str, sql: Cursor
+) -> None:
+    config = make_config(
+        database_url, priority_queues={"high": 2, "normal": 0, "low": 0}, timeout_milliseconds=300
+    )
+    names = {"asynctask forkserver", "asynctask worker high_1", "asynctask worker high_2"}
+    with supervisor(config, sql) as process:
+        before = wait_until(lambda: (kids := children(pid_of(process))).keys() == names and kids)
+        os.kill(before["asynctask forkserver"], signal.SIGKILL)
+
+        def replaced() -> dict[str, int] | None:
+            kids = children(pid_of(process))
+            fresh = kids.keys() == names and not set(kids.values()) & set(before.values())
+            return kids if fresh else None
+
+        after = wait_until(replaced, timeout=20)
+        # No one could report the old workers' exits any more: they were killed, not left to run
+        # beside their replacements.
+        assert not any(_alive(pid) for pid in before.values())
+        wait_until(lambda: listening(sql) == 2)
+        insert_many(sql, 10)
+        wait_until(lambda: count(sql, "state = 'completed'") == 10, timeout=10)
+        # The spawned replacement forks the next replacement just the same.
+        os.kill(after["asynctask worker high_1"], signal.SIGKILL)
+        wait_until(
+            lambda: (
+                children(pid_of(process)).get("asynctask worker high_1")
+                not in (None, after["asynctask worker high_1"])
+            )
+        )
+        assert children(pid_of(process))["asynctask forkserver"] == after["asynctask forkserver"]
+        assert stop(process) == 0
+
+
 def test_sigkill_of_the_whole_supervisor_leaves_nothing_running(
     database_url: str, executions: Cursor
 ) -> None:

@@ -159,8 +159,10 @@ def test_metrics_port_in_use_is_a_config_error_and_leaves_nothing(database_url: 
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         config = make_config(database_url, metrics_port=taken.getsockname()[1])
+        directory = metrics.supervisor_metrics(config, ["high_1"])
+        assert directory is not None
         with pytest.raises(ConfigError, match=r"metrics_port: cannot serve on 127\.0\.0\.1:"):
-            metrics.serve_supervisor_metrics(config, ["high_1"])
+            metrics.serve_supervisor_metrics(directory)
     assert set(Path(tempfile.gettempdir()).glob("asynctask-metrics-*")) == before
     assert metrics.ENV not in os.environ
 

@@ -12,10 +12,10 @@ import contextlib
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from multiprocessing.context import ForkServerProcess, SpawnProcess
+from multiprocessing.context import SpawnProcess
 from typing import Any
 
-from asynctask.core.config import Config
+from asynctask.workers.forkserver import ServedProcess
 from asynctask.workers.link import DeadWorker, SlotLink
 from asynctask.workers.slots import locked_by
 
@@ -33,20 +33,14 @@ class Child:
     """One supervised position: its current process and its restart bookkeeping."""
 
     watched = False  # heartbeat watchdog and memory limit apply
-    metrics_env = True  # inherits the workers' multiprocess metrics directory
-    start_method = "spawn"  # how its processes start (see supervisor.start_contexts)
 
     def __init__(self, name: str) -> None:
         self.name = name
-        self.process: ForkServerProcess | SpawnProcess | None = None
+        self.process: ServedProcess | SpawnProcess | None = None
         self.started = 0.0
         self.failures = 0
         self.restart_at: float | None = 0.0
         self.kill_reason: str | None = None
-
-    def target(self) -> tuple[Callable[..., None], tuple[Any, ...]]:
-        """What the next process of this position runs, and with what."""
-        raise NotImplementedError
 
     def died(self, host: str, pid: int | None, cause: str) -> None:
         """Its process died unasked (not during a stop): remember what the next one needs."""
@@ -65,19 +59,16 @@ class WorkerChild(Child):
     """A worker slot (high_2): its link, and the record its dead process left for the next."""
 
     watched = True
-    start_method = "forkserver"
 
-    def __init__(self, link: SlotLink, config: Config, run: Callable[..., None]) -> None:
+    def __init__(self, link: SlotLink) -> None:
         super().__init__(link.slot.name)
         self.link = link
-        self.config = config
-        self.run = run
         self.dead: DeadWorker | None = None
 
-    def target(self) -> tuple[Callable[..., None], tuple[Any, ...]]:
-        """run_worker(link, config), with the link saying whom this process replaces."""
+    def spawning(self) -> DeadWorker | None:
+        """Before each process of the slot starts: whom it replaces (None: nobody)."""
         self.link.spawning(self.dead)
-        return self.run, (self.link, self.config)
+        return self.dead
 
     def died(self, host: str, pid: int | None, cause: str) -> None:
         """Record what the dead process held, for its replacement to settle."""
@@ -96,10 +87,6 @@ class WorkerChild(Child):
 
 class ServiceChild(Child):
     """A service process (the API): restarted like a worker, nothing shared with it."""
-
-    # Its own metrics stay in its own registry: in multiprocess mode they would also be written
-    # to the workers' directory and show up among theirs.
-    metrics_env = False
 
     def __init__(self, spec: ServiceSpec) -> None:
         super().__init__(spec.name)

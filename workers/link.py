@@ -1,7 +1,8 @@
 """The link between the supervisor and the processes of one slot: all they share, in one type.
 
 The supervisor makes one SlotLink per slot and hands the same link to every process of that slot
-(it is pickled into the child at spawn, shared memory and pipe ends included). Through it a worker
+(each worker inherits it, shared memory and pipe ends included, from the fork server, which
+holds one per slot and sets `predecessor` in the child it forks). Through it a worker
 tells the supervisor that it is alive (heartbeat), what it is doing (recovering, claiming, running
 task N, idle), and which completions it has not written yet; through it the supervisor tells a
 replacement whom it replaces (`predecessor`), and reaches the slot's wake-up pipes. The supervisor

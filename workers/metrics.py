@@ -3,7 +3,8 @@
 Each worker process writes its counters to mmap files in PROMETHEUS_MULTIPROC_DIR; the supervisor
 owns that directory (fresh per run, removed at exit) and serves the sum over all processes, live
 and dead, so counts survive restarts. prometheus-client picks its value class from that variable
-when it is first imported, so the supervisor sets it before spawning: children inherit it at exec.
+when it is first imported, so the supervisor sets it before it forks the workers' fork server:
+every worker inherits it.
 """
 
 from __future__ import annotations
@@ -40,7 +41,12 @@ class WorkerMetrics:
 
     def __init__(self, priority: str) -> None:
         # Imported here, never at module level: only a process that has ENV set may import it.
-        from prometheus_client import Counter, Histogram
+        from prometheus_client import Counter, Histogram, values
+
+        # A worker inherits its modules from the fork server, which may hold prometheus-client
+        # imported before ENV was set (a program that imported it before building the
+        # supervisor): choose the value class again, now that ENV is set.
+        values.ValueClass = values.get_value_class()  # type: ignore[no-untyped-call]
 
         # registry=None: in multiprocess mode the mmap files are the registry; the supervisor's
         # MultiProcessCollector reads them.
@@ -81,18 +87,21 @@ def worker_metrics(config: Config, priority: str) -> WorkerMetrics | None:
     return WorkerMetrics(priority)
 
 
-def serve_supervisor_metrics(config: Config, slots: list[str]) -> SupervisorMetrics | None:
-    """Set up the directory and serve on `metrics_host:metrics_port` if set; None if not."""
+def supervisor_metrics(config: Config, slots: list[str]) -> SupervisorMetrics | None:
+    """The metrics directory, made for the workers to inherit (not served yet); None if no port."""
     if config.metrics_port is None:
         return None
-    metrics = SupervisorMetrics(config.metrics_host, config.metrics_port, slots)
+    return SupervisorMetrics(config.metrics_host, config.metrics_port, slots)
+
+
+def serve_supervisor_metrics(metrics: SupervisorMetrics) -> None:
+    """Serve on the metrics address; if it cannot be bound, clean up and name metrics_port."""
     try:
         metrics.serve()
     except OSError as exc:
         metrics.close()
-        where = f"{config.metrics_host}:{config.metrics_port}"
+        where = f"{metrics.host}:{metrics.port}"
         raise ConfigError(f"metrics_port: cannot serve on {where} ({exc})") from exc
-    return metrics
 
 
 class SupervisorMetrics:
@@ -116,7 +125,8 @@ class SupervisorMetrics:
         registry = CollectorRegistry()
         MultiProcessCollector(registry, path=self.path)  # type: ignore[no-untyped-call]
         registry.register(cast("Collector", _RestartsCollector(self.restarts)))
-        # A thread in the supervisor is safe: children are spawned (fork + exec), never forked.
+        # A thread in the supervisor is safe: the fork server was forked before it started, and
+        # other children are spawned (fork + exec).
         self._server, self._thread = start_http_server(self.port, self.host, registry=registry)
         log.info(
             "serving worker metrics on http://%s:%d/metrics",

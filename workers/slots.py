@@ -56,16 +56,16 @@ def describe_exit(exitcode: int | None) -> str:
 def supervisor_alive() -> Callable[[], bool]:
     """A check that the process that started this one (the supervisor) still runs.
 
-    It watches multiprocessing's parent sentinel, a pipe the parent holds open, so it works
-    whether this process was spawned or forked by the forkserver (whose children see the
-    forkserver, not the supervisor, as os.getppid()), and even when the supervisor died while this
-    process was still starting. Always True outside a supervisor (a worker run in a test).
+    It watches multiprocessing's parent sentinel, a pipe the supervisor holds open. A worker
+    inherits it from the fork server (its os.getppid()), which the supervisor started as its
+    multiprocessing child; so it works even when the supervisor died while this process was still
+    starting. Always True outside a supervisor (a worker run in a test).
     """
     parent = multiprocessing.parent_process()
     return (lambda: True) if parent is None else parent.is_alive
 
 
 def supervisor_pid() -> int:
-    """The pid of the supervisor that started this process (its forkserver is not it)."""
+    """The pid of the supervisor that started this process (the fork server is not it)."""
     parent = multiprocessing.parent_process()
     return parent.pid if parent is not None and parent.pid is not None else os.getppid()

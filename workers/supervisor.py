@@ -2,7 +2,9 @@
 
 No asyncio and no database here (gunicorn's arbiter, CPython's Pool): block on the children's
 sentinels plus a signal wake-up pipe, with a 1 s tick for housekeeping. Signal handlers only
-record; the loop acts. Children are spawned (never forked) and receive plain data only.
+record; the loop acts. Workers are forked by the fork server (workers/forkserver.py), which was
+forked from this process before it held anything; services are spawned. Neither is ever forked
+from the supervisor as it runs.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import socket
 import time
 from collections.abc import Callable, Sequence
 from multiprocessing.connection import wait
-from multiprocessing.context import ForkServerContext, SpawnContext
+from multiprocessing.context import SpawnProcess
 from types import FrameType
 from typing import Any
 
@@ -33,10 +35,11 @@ from asynctask.workers.children import (
     reap_strangers,
     stop_notice,
 )
+from asynctask.workers.forkserver import ForkServer, ServedProcess
 from asynctask.workers.link import SlotLink
 from asynctask.workers.metrics import (
-    SupervisorMetrics,
     serve_supervisor_metrics,
+    supervisor_metrics,
     without_multiproc_env,
 )
 from asynctask.workers.process import run_worker
@@ -52,26 +55,13 @@ STOP_GRACE_SECONDS = 5.0  # beyond shutdown_timeout_seconds, before SIGKILL
 ASKED_TO_STOP = (0, -signal.SIGTERM, -signal.SIGINT)
 
 
-# Imported once by the forkserver, so each worker it forks starts with them in place (a spawned
-# interpreter would import them again: most of a worker's start-up time and CPU).
-PRELOAD = ["asynctask.workers.forkserver"]
-
-
-def start_contexts() -> dict[str, ForkServerContext | SpawnContext]:
-    """The start methods children use, by name; never plain fork of this process.
-
-    Workers come from a forkserver: a clean single-threaded process, started once and holding no
-    connection, event loop or thread of ours, that forks each worker with asynctask's modules
-    already imported; a replacement after a crash starts as fast. Services (the API) are spawned:
-    a fresh interpreter, whose environment the supervisor still chooses at each start.
-    """
-    forkserver: ForkServerContext = multiprocessing.get_context("forkserver")
-    forkserver.set_forkserver_preload(PRELOAD)
-    return {"forkserver": forkserver, "spawn": multiprocessing.get_context("spawn")}
-
-
 class Supervisor:
-    """Keeps one process per slot alive until told to stop."""
+    """Keeps one process per slot alive until told to stop.
+
+    Built before anything else is set up in this process (threads, signal handlers, sockets, the
+    user's handler modules): building it forks the workers' fork server, which must hold none of
+    that. `run` supervises and cleans up; `close` cleans up a supervisor that will not run.
+    """
 
     def __init__(
         self,
@@ -83,23 +73,25 @@ class Supervisor:
         watchdog_grace: float = watchdog.WATCHDOG_GRACE_SECONDS,
     ) -> None:
         self.config = config
-        self.contexts = start_contexts()
+        # Services (the API) are spawned: a fresh interpreter, whose environment the supervisor
+        # still chooses at each start.
+        self.spawn = multiprocessing.get_context("spawn")
         self.host = socket.gethostname()
         self.stale_after = registry.max_timeout(config) + watchdog_grace
         # Made once per slot: every process of a slot gets the same link (and its pipe ends), so
         # a restarted worker rejoins its pool at once.
-        forkserver = self.contexts["forkserver"]
-        pipes = pool_pipes(forkserver, slots)
-        self.children: list[Child] = [
-            WorkerChild(SlotLink(forkserver, slot, pipes.get(slot.name)), config, target)
-            for slot in slots
-        ]
+        pipes = pool_pipes(self.spawn, slots)
+        links = [SlotLink(self.spawn, slot, pipes.get(slot.name)) for slot in slots]
+        self.children: list[Child] = [WorkerChild(link) for link in links]
         self.children += [ServiceChild(spec) for spec in services]
         self.signals: list[int] = []
         self.halt: str | None = None
         self.stopping = False
         self._wakeup_r = -1
-        self.metrics: SupervisorMetrics | None = None
+        # Before the fork: the workers must inherit the metrics directory (prometheus-client
+        # reads it when a worker first imports it).
+        self.metrics = supervisor_metrics(config, [c.name for c in self.children])
+        self.forkserver = ForkServer(links, config, target) if links else None
         self.heartbeat = heartbeat_file()  # a container's liveness check (workers/alive.py)
 
     def run(self) -> int:
@@ -114,8 +106,8 @@ class Supervisor:
         previous_fd = signal.set_wakeup_fd(write_end, warn_on_full_buffer=False)
         previous = {s: signal.signal(s, self._on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
         try:
-            # Before the first spawn: the children must inherit the metrics directory.
-            self.metrics = serve_supervisor_metrics(self.config, [c.name for c in self.children])
+            if self.metrics is not None:
+                serve_supervisor_metrics(self.metrics)
             log.info("supervisor started: %s", ", ".join(c.name for c in self.children))
             while not self.stopping:
                 self._round()
@@ -126,15 +118,24 @@ class Supervisor:
             signal.set_wakeup_fd(previous_fd)
             os.close(read_end)
             os.close(write_end)
-            if self.metrics is not None:
-                self.metrics.close()
-            if self.heartbeat is not None:
-                self.heartbeat.remove()
+            self.close()
         if self.halt:
             log.error("supervisor stopped: %s", self.halt)
             return 1
         log.info("supervisor stopped")
         return 0
+
+    def close(self) -> None:
+        """Stop the fork server, remove the metrics directory and heartbeat file (idempotent)."""
+        if self.forkserver is not None:
+            self.forkserver.close()
+            self.forkserver = None
+        if self.metrics is not None:
+            self.metrics.close()
+            self.metrics = None
+        if self.heartbeat is not None:
+            self.heartbeat.remove()
+            self.heartbeat = None
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
         # Only record: the wake-up fd has already woken the loop, which does the work.
@@ -172,11 +173,25 @@ class Supervisor:
                 self._spawn(child)
 
     def _spawn(self, child: Child) -> None:
-        target, args = child.target()
-        context = self.contexts[child.start_method]
-        process = context.Process(target=target, args=args, name=child.name, daemon=False)
-        with contextlib.nullcontext() if child.metrics_env else without_multiproc_env():
-            process.start()
+        process: ServedProcess | SpawnProcess
+        if isinstance(child, WorkerChild):
+            assert self.forkserver is not None  # there is one whenever there are worker slots
+            try:
+                process = self.forkserver.start(child.name, child.spawning())
+            except OSError as exc:
+                log.error(
+                    "cannot start %s: %s; trying again in %.0f s", child.name, exc, TICK_SECONDS
+                )
+                child.restart_at = time.monotonic() + TICK_SECONDS
+                return
+        else:
+            assert isinstance(child, ServiceChild)
+            target, args = child.target()
+            # A service's metrics stay in its own registry: in multiprocess mode they would also
+            # be written to the workers' directory and show up among theirs.
+            process = self.spawn.Process(target=target, args=args, name=child.name, daemon=False)
+            with without_multiproc_env():
+                process.start()
         child.process, child.started, child.restart_at = process, time.monotonic(), None
         child.kill_reason = None
         fields = {"event": "started", "slot": child.name, "pid": process.pid}
@@ -188,6 +203,8 @@ class Supervisor:
             if process is None or process.is_alive():  # is_alive() reaps a dead child
                 continue
             cause = child.kill_reason or describe_exit(process.exitcode)
+            if isinstance(process, ServedProcess) and process.orphaned:
+                cause = "killed: the forkserver died before it could report this process's exit"
             pid, code = process.pid, process.exitcode
             close_process(child)
             if self.metrics is not None:

@@ -19,7 +19,7 @@ from asynctask.core.logs import setup_logging
 from asynctask.workers import registry
 from asynctask.workers.budget import check_connection_budget
 from asynctask.workers.children import ServiceSpec
-from asynctask.workers.slots import slots_for
+from asynctask.workers.slots import Slot, slots_for
 
 log = logging.getLogger("asynctask")
 # The autovacuum check at start must not hold up a start against a slow server for long.
@@ -66,22 +66,37 @@ def run_workers(config: Config) -> int:
     slots = slots_for(config.priority_queues)
     if not slots:
         raise ConfigError("priority_queues: every pool is 0, so there is no worker to run")
-    registry.load_handlers(config)  # fail here, once, with the config key named
-    check_connection_budget(config, workers=len(slots))
-    from asynctask.workers.supervisor import Supervisor  # only the commands that supervise
-
-    return Supervisor(config, slots).run()
+    return _supervise(config, slots, workers=len(slots))
 
 
 def run_all(config: Config, host: str, port: int) -> int:
     """`asynctask run`: the API and the workers under one supervisor."""
     slots = slots_for(config.priority_queues)
-    registry.load_handlers(config)
     api_pool = config.database.pool_size * config.api.processes
-    check_connection_budget(config, workers=len(slots), api_pool=api_pool)
+    services = api_processes(config, host, port)
+    return _supervise(config, slots, workers=len(slots), api_pool=api_pool, services=services)
+
+
+def _supervise(
+    config: Config,
+    slots: list[Slot],
+    *,
+    workers: int,
+    api_pool: int = 0,
+    services: list[ServiceSpec] | None = None,
+) -> int:
     from asynctask.workers.supervisor import Supervisor  # only the commands that supervise
 
-    return Supervisor(config, slots, services=api_processes(config, host, port)).run()
+    # Built before the handlers are imported here: building it forks the workers' fork server,
+    # and no worker may inherit what a handler module did at import (a thread, a socket).
+    supervisor = Supervisor(config, slots, services=services or ())
+    try:
+        registry.load_handlers(config)  # fail here, once, with the config key named
+        check_connection_budget(config, workers=workers, api_pool=api_pool)
+    except BaseException:
+        supervisor.close()
+        raise
+    return supervisor.run()
 
 
 def run_api_processes(config: Config, host: str, port: int) -> int:
