@@ -27,6 +27,8 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
+import psutil
+
 from bench.apphost import AppHost
 from bench.common import asynctask, base_parser, connect, env, report, scalar, wait_for, wait_http
 from bench.feed import FeedStats, post_tasks
@@ -198,6 +200,22 @@ def _remove_stale_work() -> None:
             shutil.rmtree(path, ignore_errors=True)
 
 
+def _wait_ready(host: AppHost, timeout: float = 60) -> None:
+    """Wait for the host's API; if it never answers, say so with the host's last log lines."""
+    try:
+        wait_http(host.base + "/ready", timeout)
+    except TimeoutError as exc:
+        lines = [line for _, line in host.tap.lines[-40:]] if host.tap is not None else []
+        tree = []
+        for process in host.processes():
+            with contextlib.suppress(psutil.Error):
+                tree.append(" ".join(process.cmdline()))
+        raise TimeoutError(
+            f"{exc}\n{host.name}'s processes: {tree}\n{host.name}'s log, last lines:\n"
+            + "\n".join(lines)
+        ) from None
+
+
 def run_hosts(plan: Plan) -> HostsAccount:
     """Build the hosts, run the plan, account; remove everything made, whatever happens."""
     remove_stale()
@@ -222,7 +240,7 @@ def run_hosts(plan: Plan) -> HostsAccount:
         for host in hosts:
             host.start()
         for host in hosts:
-            wait_http(host.base + "/ready", 60)
+            _wait_ready(host)
         account = _flow(plan, net, url, hosts)
         account.namespaces = list(net.made)  # all removed below
         return account
