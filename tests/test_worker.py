@@ -146,6 +146,27 @@ def _count(sql: Cursor, state: str) -> int:
     return int(fetch(sql)[0])
 
 
+async def test_a_stop_that_comes_during_the_flush_before_a_wait_is_not_lost(
+    database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Seen once in CI: SIGTERM's stop() set the wake-up while the worker wrote its outcomes; the
+    # cycle then cleared it and slept until the next poll (a minute here) before stopping.
+    config = make_config(database_url, timeout_milliseconds=60_000)
+    link = SlotLink(multiprocessing.get_context("spawn"), HIGH)
+    link.spawning(None)
+    worker = Worker(config, link, registry.load_handlers(config))
+    flush = worker.acks.flush
+
+    async def flush_and_get_stopped() -> None:
+        await flush()
+        worker.stop("asked while the outcomes were being written")
+
+    monkeypatch.setattr(worker.acks, "flush", flush_and_get_stopped)
+    started = time.monotonic()
+    await asyncio.wait_for(worker.run(), 30)
+    assert time.monotonic() - started < 10  # not the minute's poll
+
+
 @pytest.mark.parametrize("slow", ["sleepy", "hang"], ids=["coroutine", "plain_function"])
 async def test_stop_finishes_the_running_task_and_releases_the_rest(
     database_url: str, sql: Cursor, slow: str

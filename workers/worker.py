@@ -199,6 +199,8 @@ class Worker:
         # Flush first: "the batch is done" and "before waiting for new work" both land here.
         await self.acks.flush()
         self.wake.clear()
+        if self.stopping:  # stopped during the flush: its wake-up was just cleared
+            return
         if self.pause.maybe and await self._paused():
             await self._sleep_until(self.ticks.next(self.config.timeout_milliseconds / 1000))
             return
