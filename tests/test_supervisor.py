@@ -349,6 +349,72 @@ def test_a_killed_forkserver_is_replaced_and_takes_its_workers_with_it(
         assert stop(process) == 0
 
 
+def test_as_pid_1_the_supervisor_replaces_a_killed_forkserver_and_leaves_no_zombie(
+    database_url: str, sql: Cursor, tmp_path: Path
+) -> None:
+    # As PID 1 (a container without an init) the supervisor reaps orphans itself: it must leave
+    # its fork server to multiprocessing, and reap the workers a dead server leaves behind.
+    config_file = tmp_path / "config.yaml"
+    config_file.write_text(
+        json.dumps(
+            {
+                "database": {"url": database_url},
+                "handlers": TEST_HANDLERS,
+                "priority_queues": {"high": 2, "normal": 0, "low": 0},
+                "timeout_milliseconds": 300,
+            }
+        )
+    )
+    command = [sys.executable, "-m", "asynctask.cli", "--config", str(config_file), "workers"]
+    process = subprocess.Popen(
+        ["unshare", "--pid", "--fork", "--kill-child", *command],
+        cwd=ROOT,
+        start_new_session=True,
+    )
+    names = {"asynctask forkserver", "asynctask worker high_1", "asynctask worker high_2"}
+
+    def ours() -> dict[str, int]:
+        # Not multiprocessing's resource tracker, which the spawned replacement server brings.
+        kids = children(supervisor_pid)
+        return {name: pid for name, pid in kids.items() if name.startswith("asynctask ")}
+
+    try:
+        supervisor_pid = wait_until(lambda: children(process.pid).get("asynctask supervisor"))
+        before = wait_until(lambda: (kids := ours()).keys() == names and kids)
+        wait_until(lambda: listening(sql) == 2)
+        killed_at = time.monotonic()
+        os.kill(before["asynctask forkserver"], signal.SIGKILL)
+        wait_until(
+            lambda: ours().keys() == names and not set(ours().values()) & set(before.values()),
+            timeout=20,
+            interval=0.01,
+        )
+        replaced = time.monotonic() - killed_at
+        wait_until(lambda: listening(sql) == 2)
+        insert_many(sql, 10)
+        wait_until(lambda: count(sql, "state = 'completed'") == 10, timeout=10)
+        # Orphans are reaped on the supervisor's 1 s tick.
+        wait_until(lambda: _zombies_of(supervisor_pid) == [], timeout=5)
+        os.kill(supervisor_pid, signal.SIGTERM)
+        print(f"\nforkserver SIGKILLed -> new server, both workers up: {replacement_ms(replaced)}")
+        assert process.wait(20) == 0
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait(10)
+
+
+def _zombies_of(parent: int) -> list[str]:
+    """Children of `parent` that exited and were not reaped (state Z)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, IndexError):
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            if fields[0] == "Z" and int(fields[1]) == parent:
+                found.append(stat.read_text())
+    return found
+
+
 def test_sigkill_of_the_whole_supervisor_leaves_nothing_running(
     database_url: str, executions: Cursor
 ) -> None:

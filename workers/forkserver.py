@@ -26,6 +26,7 @@ import signal
 import socket
 import struct
 import sys
+import time
 import traceback
 from collections.abc import Callable, Iterable
 from multiprocessing.connection import wait
@@ -43,7 +44,10 @@ Run = Callable[[SlotLink, Config], None]
 STATUS = struct.Struct("i")  # a worker's exit code, as multiprocessing reports it (-N: signal N)
 PID = struct.Struct("q")
 REQUEST_BYTES = 1 << 16  # one request: a slot name and its predecessor record (a few KB at most)
-REPLY_TIMEOUT_SECONDS = 10.0
+# The server answers at once; it may take this long only on a machine that has stalled. A reply
+# later than this leaves the worker it forked unwatched (the server is replaced without it).
+REPLY_TIMEOUT_SECONDS = 30.0
+EXIT_TIMEOUT_SECONDS = 5.0  # for the server to go once its socket is closed
 # The supervisor decides what a stop means; the server goes when the supervisor does (EOF).
 STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
 
@@ -140,11 +144,11 @@ class ForkServer:
             self._requests.close()
             self._requests = None
         if self._process is not None:
-            self._process.join(REPLY_TIMEOUT_SECONDS)
-            if self._process.exitcode is None:
+            if not _gone(self._process, EXIT_TIMEOUT_SECONDS):
                 self._process.kill()
-                self._process.join()
-            self._process.close()
+                _gone(self._process, EXIT_TIMEOUT_SECONDS)
+            with contextlib.suppress(ValueError):  # reaped by someone else: "still running"
+                self._process.close()
             self._process = None
 
     def _start(self, ctx: BaseContext) -> None:
@@ -173,6 +177,17 @@ class ForkServer:
                 os.close(fd)
             raise ConnectionError("the forkserver closed the connection")
         return ServedProcess(PID.unpack(data)[0], fds[0])
+
+
+def _gone(process: BaseProcess, timeout: float) -> bool:
+    """Wait up to `timeout` s for the server to exit. Not join(): its sentinel pipe stays open
+    in every worker it forked (they inherit the write end), so it shows nothing while one lives."""
+    deadline = time.monotonic() + timeout
+    while process.is_alive():  # waitpid: tells a dead server from a live one at once
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.005)
+    return True
 
 
 # --- the server's side --------------------------------------------------------------------------

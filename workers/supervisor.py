@@ -218,7 +218,10 @@ class Supervisor:
             child.died(self.host, pid, cause)
             self._after_death(child, pid, code, cause)
         if os.getpid() == 1:
-            reap_strangers({c.process.pid for c in self.children if c.process is not None})
+            ours = {c.process.pid for c in self.children if c.process is not None}
+            if self.forkserver is not None:
+                ours.add(self.forkserver.pid)  # our child; multiprocessing reaps it
+            reap_strangers(ours)
 
     def _after_death(self, child: Child, pid: int | None, code: int | None, cause: str) -> None:
         name = child.name
