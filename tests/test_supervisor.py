@@ -33,6 +33,7 @@ from asynctask.core.models import Priority
 from asynctask.workers.link import SlotLink
 from asynctask.workers.slots import EXIT_CONFIG_ERROR, Slot, describe_exit
 from asynctask.workers.watchdog import rss_mb
+from tests.api_server import write_config
 from tests.conftest import TEST_HANDLERS, make_config
 from tests.procs import (
     CTX,
@@ -354,16 +355,11 @@ def test_as_pid_1_the_supervisor_replaces_a_killed_forkserver_and_leaves_no_zomb
 ) -> None:
     # As PID 1 (a container without an init) the supervisor reaps orphans itself: it must leave
     # its fork server to multiprocessing, and reap the workers a dead server leaves behind.
-    config_file = tmp_path / "config.yaml"
-    config_file.write_text(
-        json.dumps(
-            {
-                "database": {"url": database_url},
-                "handlers": TEST_HANDLERS,
-                "priority_queues": {"high": 2, "normal": 0, "low": 0},
-                "timeout_milliseconds": 300,
-            }
-        )
+    config_file = write_config(
+        tmp_path / "config.yaml",
+        database_url,
+        priority_queues={"high": 2, "normal": 0, "low": 0},
+        timeout_milliseconds=300,
     )
     command = [sys.executable, "-m", "asynctask.cli", "--config", str(config_file), "workers"]
     process = subprocess.Popen(
@@ -776,17 +772,7 @@ def test_ctrl_c_is_logged_as_a_requested_stop_that_waits_for_the_running_task(
 ) -> None:
     # `asynctask run` in a terminal: Ctrl-C sends SIGINT to the whole process group, so the API
     # and the workers get it too, besides the supervisor's own SIGTERM.
-    config = tmp_path / "config.yaml"
-    config.write_text(
-        json.dumps(
-            {
-                "database": {"url": database_url},
-                "handlers": TEST_HANDLERS,
-                "priority_queues": {"high": 1, "normal": 0, "low": 0},
-                "shutdown_timeout_seconds": 20,
-            }
-        )
-    )
+    config = write_config(tmp_path / "config.yaml", database_url, shutdown_timeout_seconds=20)
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]

@@ -290,7 +290,7 @@ def _child(
         run(link, config)
         code = 0
     except SystemExit as exc:
-        code = exit_code(exc.code)
+        code = _exit_code(exc.code)
     except BaseException:
         traceback.print_exc()
     finally:
@@ -300,7 +300,7 @@ def _child(
         os._exit(code)
 
 
-def exit_code(code: object) -> int:
+def _exit_code(code: object) -> int:
     """The process exit code `sys.exit(code)` stands for (an object other than int: printed, 1)."""
     if code is None:
         return 0

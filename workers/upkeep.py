@@ -47,9 +47,10 @@ async def keep_leases(
     for n in range(1, sys.maxsize):
         await ticks.sleep(tick)
         try:
-            ids, tokens = held() if n % 2 == 0 else ([], [])
-            if ids:
-                await conn.run(claims.extend_leases, ids, tokens, config.lease_seconds)
+            if n % 2 == 0:
+                ids, tokens = held()
+                if ids:
+                    await conn.run(claims.extend_leases, ids, tokens, config.lease_seconds)
             if n % 3 == 0:
                 rescued = await rescue_expired(conn, config, locked_by)
                 if rescued:
