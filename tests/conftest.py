@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import uuid
 from collections.abc import Iterator
@@ -33,6 +34,19 @@ TEST_HANDLERS = {
     "cancellable": "tests.handlers:cancellable",
     "blocking": "tests.handlers:blocking",
 }
+
+
+@pytest.fixture(autouse=True)
+def _root_logger_restored() -> Iterator[None]:
+    """Undo the logging setup of a command run in-process: its handler writes to this test's
+    captured stderr, which is closed once the test ends (later log lines then fail to print)."""
+    root = logging.getLogger()
+    access = logging.getLogger("aiohttp.access")
+    handlers, level, access_level = root.handlers[:], root.level, access.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
+    access.setLevel(access_level)
 
 
 def _admin() -> psycopg2.extensions.connection:
