@@ -334,3 +334,31 @@ END $$;
 CREATE INDEX IF NOT EXISTS tasks_list_idx
     ON tasks (state, priority, type, id)
     WHERE state <> 'running';
+
+-- Who waits for results: one row per API process whose wait-for-result listener is connected,
+-- keyed by that connection's backend pid (service/waiters.py registers it). Finishing statements
+-- NOTIFY tasks_finished only while a row exists. PostgreSQL wakes every LISTENing backend of the
+-- database for each NOTIFY, whatever its channel, so a NOTIFY per finish that nobody reads cost
+-- the workers' leaders a short transaction each: 7 % of a drain's database CPU. The row of an API
+-- that died stays until the next registration or a worker's prune removes it (its pid is no live
+-- backend); until then finishes notify as before.
+CREATE TABLE IF NOT EXISTS result_listeners (
+    pid   integer     PRIMARY KEY,
+    since timestamptz NOT NULL DEFAULT now()
+);
+
+-- NOTIFY tasks_finished with `ids` (comma-separated; '' past a payload's 8000 bytes: every waiter
+-- reads its task again) if an API process listens for it. The shared advisory lock, held to the
+-- commit, fences a registration made meanwhile (register_result_listener takes it exclusively):
+-- a finish either reads the new row (a fresh snapshot: the function is VOLATILE) and notifies,
+-- or commits before the registration does, and the waiters' reads after it see its tasks final.
+CREATE OR REPLACE FUNCTION asynctask_notify_finished(ids text) RETURNS boolean
+LANGUAGE plpgsql VOLATILE AS $$
+BEGIN
+    PERFORM pg_advisory_xact_lock_shared(27430038121173580);  -- core/result_listeners.py FENCE_LOCK
+    IF NOT EXISTS (SELECT 1 FROM result_listeners) THEN
+        RETURN false;
+    END IF;
+    PERFORM pg_notify('tasks_finished', CASE WHEN length(ids) < 8000 THEN ids ELSE '' END);
+    RETURN true;
+END $$;

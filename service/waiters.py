@@ -1,11 +1,13 @@
 """Wait-for-result: long-polls of GET /api/tasks/{id}?wait_seconds=N, woken through one LISTEN.
 
-One connection per API process LISTENs on tasks_finished (opened on the first wait, kept after);
-`finish` and `cancel_task` NOTIFY it with the ids that reached a final state. A waiter holds an
-asyncio.Event in a dict keyed by task id, never a pool connection: it registers, then re-reads
-the row (so a task finished between its first read and the registration is not missed), then
-sleeps on the event until a notification names its task or its time is up, and re-reads once
-more. A thousand waiters cost the database one connection and one read each per wake-up.
+One connection per API process LISTENs on tasks_finished (opened on the first wait, kept after)
+and registers itself as a reader of it (core/result_listeners.py: finishes notify only while
+someone reads); `finish` and `cancel_task` NOTIFY it with the ids that reached a final state. A
+waiter holds an asyncio.Event in a dict keyed by task id, never a pool connection: it registers,
+then re-reads the row (so a task finished between its first read and the registration is not
+missed), then sleeps on the event until a notification names its task or its time is up, and
+re-reads once more. A thousand waiters cost the database one connection and one read each per
+wake-up.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from typing import Any
 import aiopg
 import psycopg2
 
-from asynctask.core import backoff, channels
+from asynctask.core import backoff, channels, result_listeners
 from asynctask.core.connections import connect, first_line
 from asynctask.core.errors import DatabaseUnavailable
 from asynctask.core.models import State
@@ -47,6 +49,7 @@ class Waiters:
         self._by_id: dict[int, set[asyncio.Event]] = {}
         self._listening = asyncio.Event()
         self._listener: asyncio.Task[None] | None = None
+        self._conn: aiopg.Connection | None = None  # the listening one, while connected
         self._closing = False
 
     @property
@@ -107,9 +110,11 @@ class Waiters:
                 await asyncio.sleep(backoff.restart_delay(failures))
                 continue
             failures = 0
+            self._conn = conn
             try:
                 await self._forward(conn)
             finally:
+                self._conn = None
                 self._listening.clear()
                 conn.close()
 
@@ -123,6 +128,8 @@ class Waiters:
         )
         try:
             await channels.listen_finished(conn)
+            # After the LISTEN: a finish that notifies once this is registered reaches us.
+            await result_listeners.register(conn)
         except psycopg2.Error as exc:
             conn.close()
             raise DatabaseUnavailable(first_line(exc)) from exc
@@ -161,6 +168,12 @@ class Waiters:
         """Answer every waiter now (with its task as it is) and close the connection."""
         self._closing = True
         self._wake_all()
+        if self._conn is not None:
+            # So finishes stop notifying at once, not after the next API's registration or a
+            # worker's prune notices this connection is gone.
+            with contextlib.suppress(psycopg2.Error, DatabaseUnavailable, TimeoutError):
+                async with asyncio.timeout(self.connect_timeout):
+                    await result_listeners.unregister(self._conn)
         if self._listener is not None:
             self._listener.cancel()
             with contextlib.suppress(asyncio.CancelledError):

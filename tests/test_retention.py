@@ -60,7 +60,13 @@ async def test_deletes_only_finished_rows_past_their_retention(
         deleted = await worker_pruner.prune_once()
     finally:
         worker_pruner.conn.close()
-    assert deleted == {"completed": 5, "cancelled": 1, "failed": 1, "idempotency_keys": 0}
+    assert deleted == {
+        "completed": 5,
+        "cancelled": 1,
+        "failed": 1,
+        "idempotency_keys": 0,
+        "result_listeners": 0,
+    }
     assert remaining(sql, gone) == 0
     assert remaining(sql, kept) == len(kept)
     assert advisory_locks(sql) == 0  # released
@@ -77,6 +83,7 @@ async def test_fractional_days_prune_within_minutes(database_url: str, sql: Curs
             "cancelled": 0,
             "failed": 1,
             "idempotency_keys": 0,
+            "result_listeners": 0,
         }
     finally:
         short.conn.close()
@@ -101,13 +108,20 @@ async def test_zero_keeps_a_state_forever(database_url: str, sql: Cursor) -> Non
     old_failed = add(sql, "failed", 400)
     nothing = make_pruner(database_url, completed=0, failed=0)
     try:
-        assert await nothing.prune_once() == {"idempotency_keys": 0}  # no task is even tried
+        assert await nothing.prune_once() == {
+            "idempotency_keys": 0,
+            "result_listeners": 0,
+        }  # no task is even tried
     finally:
         nothing.conn.close()
     only_failed = make_pruner(database_url, completed=0, failed=30)
     try:
         # completed, cancelled: not tried
-        assert await only_failed.prune_once() == {"failed": 1, "idempotency_keys": 0}
+        assert await only_failed.prune_once() == {
+            "failed": 1,
+            "idempotency_keys": 0,
+            "result_listeners": 0,
+        }
     finally:
         only_failed.conn.close()
     assert remaining(sql, old) == len(old)
@@ -181,7 +195,8 @@ async def test_one_pruner_at_a_time(
         assert await second.prune_once() is None
         assert not pruning.done()
         assert await pruning == {
-            "completed": 40, "cancelled": 0, "failed": 0, "idempotency_keys": 0
+            "completed": 40, "cancelled": 0, "failed": 0,
+            "idempotency_keys": 0, "result_listeners": 0,
         }  # fmt: skip
     finally:
         holder.close()
@@ -211,8 +226,22 @@ async def test_expired_idempotency_answers_are_pruned_whatever_the_task_retentio
     )
     keeper = make_pruner(database_url, completed=0, failed=0, batch=2)  # three expired: 2 batches
     try:
-        assert await keeper.prune_once() == {"idempotency_keys": 3}
+        assert await keeper.prune_once() == {"idempotency_keys": 3, "result_listeners": 0}
     finally:
         keeper.conn.close()
     sql.execute("SELECT key FROM idempotency_keys ORDER BY key")
     assert [row[0] for row in sql.fetchall()] == ["k4", "k5", "k6"]
+
+
+async def test_the_prune_forgets_result_listeners_whose_backend_is_gone(
+    database_url: str, sql: Cursor
+) -> None:
+    # 2**31 - 1 is above any pid_max: no backend has it, as if its API had died.
+    sql.execute("INSERT INTO result_listeners (pid) VALUES (2147483647), (pg_backend_pid())")
+    keeper = make_pruner(database_url)
+    try:
+        assert (await keeper.prune_once() or {})["result_listeners"] == 1
+    finally:
+        keeper.conn.close()
+    sql.execute("SELECT pid = pg_backend_pid() FROM result_listeners")
+    assert sql.fetchall() == [(True,)]  # the live one stays

@@ -10,21 +10,24 @@ from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 import aiohttp
+import aiopg
 import psycopg2
 import psycopg2.extensions
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
-from asynctask.core import claims
+from asynctask.core import claims, result_listeners
 from asynctask.core.config import Config
 from asynctask.core.connections import connect
 from asynctask.core.lifecycle import Decision, Outcome
 from asynctask.core.models import Priority, State
+from asynctask.core.schema import schema_sql
+from asynctask.core.sql import QUERIES, inline_params
 from asynctask.service import keys
 from asynctask.service.app import create_app
 from tests.conftest import make_config
-from tests.waiting import wait_until_async
+from tests.waiting import wait_until, wait_until_async
 
 Client = TestClient[web.Request, web.Application]
 MakeClient = Callable[..., Awaitable[Client]]
@@ -40,12 +43,25 @@ async def client(aiohttp_client: MakeClient, config: Config) -> Client:
 
 @pytest.fixture
 def finished_listener(database_url: str) -> Iterator[psycopg2.extensions.connection]:
-    conn = psycopg2.connect(database_url)
+    """A connection that LISTENs on tasks_finished and is registered as an API's would be."""
+    conn = _listening(database_url)
+    _register(conn)
+    yield conn
+    conn.close()
+
+
+def _listening(url: str) -> psycopg2.extensions.connection:
+    conn = psycopg2.connect(url)
     conn.autocommit = True
     with conn.cursor() as cur:
         cur.execute("LISTEN tasks_finished")
-    yield conn
-    conn.close()
+    return conn
+
+
+def _register(conn: psycopg2.extensions.connection) -> None:
+    with conn.cursor() as cur:
+        query = QUERIES["register_result_listener"]
+        cur.execute(query.inline, inline_params((result_listeners.FENCE_LOCK,)))
 
 
 def _payloads(conn: psycopg2.extensions.connection, wait: float = 0.5) -> list[str]:
@@ -64,21 +80,27 @@ async def _create(client: Client, **fields: Any) -> int:
     return int((await response.json())["id"])
 
 
+async def _claim_all(conn: aiopg.Connection, limit: int = 1000) -> tuple[str, set[int]]:
+    """Claim every due high task (as a worker would): the claim token and the ids."""
+    token = str(uuid.uuid4())
+    claimed = await claims.claim(
+        conn,
+        priority=Priority.HIGH,
+        limit=limit,
+        locked_by="test:1:high_1",
+        token=token,
+        lease_seconds=60,
+        max_bytes=2**40,
+    )
+    return token, {row["id"] for row in claimed}
+
+
 async def _finish(url: str, states: dict[int, State], limit: int = 1000) -> int:
     """Claim every due high task, then write `states` for the ids named (as a worker would)."""
     conn = await connect(url)
     try:
-        token = str(uuid.uuid4())
-        claimed = await claims.claim(
-            conn,
-            priority=Priority.HIGH,
-            limit=limit,
-            locked_by="test:1:high_1",
-            token=token,
-            lease_seconds=60,
-            max_bytes=2**40,
-        )
-        assert {row["id"] for row in claimed} >= set(states)
+        token, claimed = await _claim_all(conn, limit)
+        assert claimed >= set(states)
         outcomes = [
             Outcome(i, token, Decision(s, 0 if s is State.RETRYING else None))
             for i, s in states.items()
@@ -257,6 +279,80 @@ async def test_finish_sends_one_notify_naming_the_finished_tasks(
     assert _payloads(finished_listener) == []  # nothing finished, nothing sent
 
 
+async def test_a_finish_notifies_only_while_a_result_listener_is_registered(
+    client: Client, database_url: str, sql: Cursor
+) -> None:
+    unregistered = _listening(database_url)  # LISTENs, as the workers' leaders do, unregistered
+    a = await _create(client)
+    await _finish(database_url, {a: State.COMPLETED})
+    assert _payloads(unregistered) == []  # nobody waits for results: no NOTIFY
+    _register(unregistered)
+    b = await _create(client)
+    await _finish(database_url, {b: State.COMPLETED})
+    assert _payloads(unregistered) == [str(b)]
+    unregistered.close()
+    # Its backend is gone: the next registration forgets it, and so does a worker's prune.
+    wait_until(lambda: _listener_pids(sql) != [] and not _alive(sql, _listener_pids(sql)))
+    newcomer = _listening(database_url)
+    _register(newcomer)
+    assert _listener_pids(sql) == [newcomer.get_backend_pid()]
+    newcomer.close()
+
+
+async def test_a_registration_waits_for_the_finishes_in_flight(
+    client: Client, database_url: str, sql: Cursor
+) -> None:
+    # A finish that read no registration must commit before one is made: the API's waiters read
+    # their tasks after registering, so they then see it final (they would get no NOTIFY for it).
+    task_id = await _create(client)
+    conn = await connect(database_url)
+    listener = _listening(database_url)
+    try:
+        token, _ = await _claim_all(conn)
+        async with conn.cursor() as cur:
+            await cur.execute("BEGIN")
+        assert await claims.finish(conn, [Outcome(task_id, token, Decision(State.COMPLETED))]) == 1
+        registering = asyncio.create_task(asyncio.to_thread(_register, listener))
+        await wait_until_async(lambda: _waits_for_a_lock(sql, listener.get_backend_pid()))
+        assert not registering.done()
+        async with conn.cursor() as cur:
+            await cur.execute("COMMIT")
+        await asyncio.wait_for(registering, 10)
+    finally:
+        conn.close()
+    sql.execute("SELECT state FROM tasks WHERE id = %s", (task_id,))
+    assert sql.fetchone() == ("completed",)
+    assert _payloads(listener) == []  # the finish read no registration, and sent nothing
+    listener.close()
+
+
+async def test_a_stopping_api_unregisters_its_listener(
+    aiohttp_client: MakeClient, config: Config, database_url: str, sql: Cursor
+) -> None:
+    client = await aiohttp_client(create_app(config))
+    task_id = await _create(client)
+    await _finish(database_url, {task_id: State.COMPLETED})
+    await client.get(f"/api/tasks/{task_id}?wait_seconds=1")  # opens and registers the listener
+    assert len(_listener_pids(sql)) == 1
+    await client.close()
+    assert _listener_pids(sql) == []
+
+
+def _listener_pids(sql: Cursor) -> list[int]:
+    sql.execute("SELECT pid FROM result_listeners ORDER BY pid")
+    return [row[0] for row in sql.fetchall()]
+
+
+def _alive(sql: Cursor, pids: list[int]) -> bool:
+    sql.execute("SELECT count(*) FROM pg_stat_activity WHERE pid = ANY(%s)", (pids,))
+    return bool(sql.fetchone()[0] == len(pids))  # type: ignore[index]
+
+
+def _waits_for_a_lock(sql: Cursor, pid: int) -> bool:
+    sql.execute("SELECT wait_event_type FROM pg_stat_activity WHERE pid = %s", (pid,))
+    return sql.fetchone() == ("Lock",)
+
+
 async def test_a_finish_too_long_to_name_sends_an_empty_payload(
     client: Client,
     sql: Cursor,
@@ -279,3 +375,8 @@ async def test_an_empty_payload_wakes_every_waiter(client: Client, sql: Cursor) 
     sql.execute("NOTIFY tasks_finished")  # from plain SQL: no ids, every waiter re-reads
     body = await (await asyncio.wait_for(waiter, 10)).json()
     assert body["state"] == "completed"
+
+
+def test_the_schema_fences_with_the_lock_registrations_take() -> None:
+    function = schema_sql().split("FUNCTION asynctask_notify_finished")[1].split("END $$")[0]
+    assert f"pg_advisory_xact_lock_shared({result_listeners.FENCE_LOCK})" in function

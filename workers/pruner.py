@@ -1,5 +1,5 @@
-"""Retention: workers delete old finished tasks, and expired Idempotency-Key answers, one pruner
-at a time across all supervisors.
+"""Retention: workers delete old finished tasks, expired Idempotency-Key answers and the result
+listeners of API processes that died, one pruner at a time across all supervisors.
 
 Every worker tries a session advisory lock on its query connection every PRUNE_EVERY_SECONDS (or
 every retention period, when one is shorter than that); the one that gets it deletes in bounded
@@ -16,7 +16,7 @@ import random
 import time
 from collections.abc import Awaitable, Callable
 
-from asynctask.core import creates, upkeep
+from asynctask.core import creates, result_listeners, upkeep
 from asynctask.core.config import RetentionConfig
 from asynctask.core.errors import DatabaseUnavailable
 from asynctask.workers.connection import QueryConnection, raise_if_cancelled
@@ -92,6 +92,8 @@ class Pruner:
                 functools.partial(upkeep.prune_finished, state=state, older_than_days=days)
             )
         deleted["idempotency_keys"] = await self._in_batches(creates.prune_keys)
+        # An API that died leaves its registration: finishes would notify for it forever.
+        deleted["result_listeners"] = await self.conn.run(result_listeners.forget_dead)
         if any(deleted.values()):
             log.info(
                 "%s: pruned %s in %.1f s",

@@ -233,10 +233,10 @@ RETURNING t.id, t.type, t.attempts, t.max_attempts, t.data::text AS data;
 -- queue (a hand-back); `uncharge` gives back the attempt the claim counted. $7 holds completions'
 -- return values as JSON text (results). $6 and $7 are NULL for a batch with no error or no result
 -- (unnest pads them with NULLs), so the common batch sends neither. The arrays arrive as literals
--- ('{1,2}', core/arrays.py), not as ARRAY[...] of one constant per element. Then ONE pg_notify per statement, not per
--- row, on tasks_finished with the ids that reached a final state, comma-separated ('' if the list
--- would not fit a payload's 8000 bytes: every waiter re-reads), for the API's
--- GET /api/tasks/{id}?wait_seconds=N (service/waiters.py); nothing when no task finished.
+-- ('{1,2}', core/arrays.py), not as ARRAY[...] of one constant per element. Then ONE NOTIFY per statement, not per
+-- row, on tasks_finished with the ids that reached a final state, for the API's
+-- GET /api/tasks/{id}?wait_seconds=N (service/waiters.py): asynctask_notify_finished (schema.sql)
+-- sends it only while an API process listens for it; nothing when no task finished.
 -- params: $1 bigint[] (ids), $2 uuid[] (tokens), $3 text[] (states), $4 int[] (delays, ms), $5 bool[] (uncharge), $6 text[] (errors), $7 text[] (results)
 WITH written AS (
     UPDATE tasks AS t SET state = o.state,
@@ -255,10 +255,10 @@ WITH written AS (
 ), finished AS (
     SELECT string_agg(id::text, ',') AS ids FROM written WHERE final
 ), notified AS (
-    SELECT pg_notify('tasks_finished', CASE WHEN length(ids) < 8000 THEN ids ELSE '' END)
-    FROM finished WHERE ids IS NOT NULL
+    SELECT asynctask_notify_finished(ids) AS sent FROM finished WHERE ids IS NOT NULL
 )
-SELECT (SELECT count(*) FROM written) AS written, (SELECT count(*) FROM notified) AS notified;
+SELECT (SELECT count(*) FROM written) AS written,
+    coalesce((SELECT sent FROM notified), false) AS notified;
 
 
 -- name: extend_leases
@@ -331,6 +331,32 @@ DELETE FROM tasks WHERE id IN (
     ORDER BY finished_at
     LIMIT $3
 );
+
+
+-- name: register_result_listener
+-- Record this connection (an API's wait-for-result listener, already LISTENing) as a reader of
+-- tasks_finished, and forget listeners whose backend is gone. Holds the fence lock $1 exclusively
+-- to the commit: finishes in flight (they hold it shared) commit first, and later ones read the
+-- row (asynctask_notify_finished, schema.sql).
+-- params: $1 bigint (fence lock)
+WITH fence AS (
+    SELECT pg_advisory_xact_lock($1)
+), forgotten AS (
+    DELETE FROM result_listeners
+    WHERE pid <> pg_backend_pid() AND pid NOT IN (SELECT pid FROM pg_stat_activity)
+)
+INSERT INTO result_listeners (pid) SELECT pg_backend_pid() FROM fence
+ON CONFLICT (pid) DO UPDATE SET since = now();
+
+
+-- name: unregister_result_listener
+-- This connection no longer listens for finished tasks (an API stopping).
+DELETE FROM result_listeners WHERE pid = pg_backend_pid();
+
+
+-- name: forget_dead_result_listeners
+-- Result listeners whose backend is gone (an API that died): finishes stop notifying for them.
+DELETE FROM result_listeners WHERE pid NOT IN (SELECT pid FROM pg_stat_activity);
 
 
 -- name: try_lock
