@@ -7,6 +7,7 @@ pass it down, never re-read it.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -97,7 +98,7 @@ class Config:
         """The accepted task types, sorted, for messages and the OpenAPI enum."""
         return tuple(sorted(self.handlers))
 
-    @property
+    @functools.cached_property  # read for every finished attempt
     def retry(self) -> RetryPolicy:
         """How long a failed attempt waits before the next one."""
         return RetryPolicy(
