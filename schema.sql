@@ -339,7 +339,7 @@ CREATE INDEX IF NOT EXISTS tasks_list_idx
 -- keyed by that connection's backend pid (service/waiters.py registers it). Finishing statements
 -- NOTIFY tasks_finished only while a row exists. PostgreSQL wakes every LISTENing backend of the
 -- database for each NOTIFY, whatever its channel, so a NOTIFY per finish that nobody reads cost
--- the workers' leaders a short transaction each: 7 % of a drain's database CPU. The row of an API
+-- the workers' leaders a short transaction each: 4 % of a drain's database CPU. The row of an API
 -- that died stays until the next registration or a worker's prune removes it (its pid is no live
 -- backend); until then finishes notify as before.
 CREATE TABLE IF NOT EXISTS result_listeners (

@@ -98,8 +98,8 @@ class AttemptRunner:
 async def _settled(future: asyncio.Future[Any], timeout: float) -> None:
     """Wait until `future` is done or `timeout` seconds pass; never cancels it.
 
-    asyncio.wait({future}, timeout=...) with less per call (no set, no copies): it ran for every
-    task, and cost half of a no-op task's time in the worker's loop (bench/README.md).
+    asyncio.wait({future}, timeout=...) with less per call (no set, no copies): that ran for every
+    task, ~16 % of a draining worker's profile samples (bench/README.md).
     """
     loop = asyncio.get_running_loop()
     waiter: asyncio.Future[None] = loop.create_future()
