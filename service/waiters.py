@@ -37,6 +37,7 @@ KEEPALIVES = {
 }
 Row = dict[str, Any]
 LISTEN_CONNECTIONS = 1  # per API process, beside its pool, once anything has waited
+UNREGISTER_SECONDS = 1.0  # the most an API's stop waits on removing its result_listeners row
 
 
 class Waiters:
@@ -170,9 +171,9 @@ class Waiters:
         self._wake_all()
         if self._conn is not None:
             # So finishes stop notifying at once, not after the next API's registration or a
-            # worker's prune notices this connection is gone.
+            # worker's prune notices this connection is gone; briefly: either of those will.
             with contextlib.suppress(psycopg2.Error, DatabaseUnavailable, TimeoutError):
-                async with asyncio.timeout(self.connect_timeout):
+                async with asyncio.timeout(UNREGISTER_SECONDS):
                     await result_listeners.unregister(self._conn)
         if self._listener is not None:
             self._listener.cancel()
