@@ -96,3 +96,36 @@ async def test_without_prepared_statements_nothing_is_prepared(database_url: str
         assert (await task_rows.get_task(conn, row["id"]))["state"] == "available"
     finally:
         conn.close()
+
+
+@pytest.mark.parametrize("name", ["finish", "extend_leases", "still_held"])
+def test_held_tasks_are_found_by_id_however_many_run(sql: Cursor, name: str) -> None:
+    # Statistics from before anything ran (the running index looks empty), then 20,000 running
+    # tasks: a plan through tasks_running_idx would read them all for every call.
+    sql.execute("INSERT INTO tasks (type, priority) SELECT 'ok', 1 FROM generate_series(1, 30000)")
+    sql.execute("ANALYZE tasks")
+    sql.execute(
+        "UPDATE tasks SET state = 'running', lock_token = gen_random_uuid(),"
+        " lease_expires_at = now() + interval '1 minute' WHERE id <= 20000"
+    )
+    token = "00000000-0000-0000-0000-000000000003"
+    ids = "{" + ",".join(str(i) for i in range(20001, 20101)) + "}"
+    params: tuple[object, ...] = (
+        (ids, "{" + ",".join([token] * 100) + "}", "{" + ",".join(["completed"] * 100) + "}",
+         "{" + ",".join(["NULL"] * 100) + "}", "{" + ",".join(["f"] * 100) + "}", None, None)
+        if name == "finish"
+        else (ids, "{" + token + "}", 30.0)
+        if name == "extend_leases"
+        else (20001, token)
+    )  # fmt: skip
+    query = catalogue.QUERIES[name]
+    sql.execute("EXPLAIN " + query.inline, catalogue.inline_params(params))
+    plan = "\n".join(row[0] for row in sql.fetchall())
+    assert "tasks_pkey" in plan and "tasks_running_idx" not in plan, plan
+    # And the plan PostgreSQL switches a prepared statement to after five runs (which cannot see
+    # how many ids the arrays hold) is the same.
+    sql.execute(query.prepare)
+    sql.execute("SET plan_cache_mode = force_generic_plan")
+    sql.execute("EXPLAIN " + query.execute, params)
+    plan = "\n".join(row[0] for row in sql.fetchall())
+    assert "tasks_pkey" in plan and "tasks_running_idx" not in plan, plan
