@@ -8,8 +8,8 @@ from pathlib import Path
 import psycopg2.extensions
 import pytest
 
+from asynctask.core import arrays, task_rows
 from asynctask.core import sql as catalogue
-from asynctask.core import task_rows
 from asynctask.core.connections import connect
 from asynctask.core.models import DUE_STATES, STORED_STATES, Priority
 
@@ -109,15 +109,20 @@ def test_held_tasks_are_found_by_id_however_many_run(sql: Cursor, name: str) -> 
         " lease_expires_at = now() + interval '1 minute' WHERE id <= 20000"
     )
     token = "00000000-0000-0000-0000-000000000003"
-    ids = "{" + ",".join(str(i) for i in range(20001, 20101)) + "}"
-    params: tuple[object, ...] = (
-        (ids, "{" + ",".join([token] * 100) + "}", "{" + ",".join(["completed"] * 100) + "}",
-         "{" + ",".join(["NULL"] * 100) + "}", "{" + ",".join(["f"] * 100) + "}", None, None)
-        if name == "finish"
-        else (ids, "{" + token + "}", 30.0)
-        if name == "extend_leases"
-        else (20001, token)
-    )  # fmt: skip
+    ids = list(range(20001, 20101))
+    params: tuple[object, ...] = {
+        "finish": (
+            arrays.numbers(ids),
+            arrays.texts([token] * len(ids)),
+            arrays.texts(["completed"] * len(ids)),
+            arrays.numbers([None] * len(ids)),
+            arrays.bools([False] * len(ids)),
+            None,
+            None,
+        ),
+        "extend_leases": (arrays.numbers(ids), arrays.texts([token]), 30.0),
+        "still_held": (ids[0], token),
+    }[name]
     query = catalogue.QUERIES[name]
     sql.execute("EXPLAIN " + query.inline, catalogue.inline_params(params))
     plan = "\n".join(row[0] for row in sql.fetchall())
