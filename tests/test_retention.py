@@ -216,6 +216,29 @@ async def test_workers_prune_in_the_background(
     assert remaining(sql, new) == 1
 
 
+async def test_workers_prune_in_the_background_when_every_task_is_kept(
+    database_url: str, sql: Cursor, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Retention 0 keeps tasks, not expired Idempotency-Key answers or dead listeners' rows.
+    monkeypatch.setattr(pruner, "PRUNE_EVERY_SECONDS", 0.05)
+    old = add(sql, "completed", 400)
+    sql.execute(
+        "INSERT INTO idempotency_keys (scope, key, fingerprint, status, task_ids, expires_at)"
+        " VALUES ('', 'gone', 'f', 201, ARRAY[1], now() - interval '1 hour')"
+    )
+    sql.execute("INSERT INTO result_listeners (pid) VALUES (2147483647)")  # no such backend
+    config = make_config(database_url, retention__completed_days=0, retention__failed_days=0)
+    async with running(config):
+        await wait_until_async(lambda: _rows(sql, "idempotency_keys") == 0, timeout=10)
+        await wait_until_async(lambda: _rows(sql, "result_listeners") == 0, timeout=10)
+    assert remaining(sql, old) == 1
+
+
+def _rows(sql: Cursor, table: str) -> int:
+    sql.execute(f"SELECT count(*) FROM {table}")  # a table name from this file, not input
+    return int(fetch(sql)[0])
+
+
 async def test_expired_idempotency_answers_are_pruned_whatever_the_task_retention(
     database_url: str, sql: Cursor
 ) -> None:

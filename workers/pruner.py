@@ -54,9 +54,11 @@ class Pruner:
         return min(PRUNE_EVERY_SECONDS, max(SHORTEST_INTERVAL_SECONDS, shortest))
 
     async def run(self) -> None:
-        """Try to prune every interval(), forever (a background task of the worker)."""
-        if not self.rules:
-            return
+        """Try to prune every interval(), forever (a background task of the worker).
+
+        Also when every task is kept (retention 0): expired Idempotency-Key answers and dead
+        result listeners still go.
+        """
         every = self.interval()
         # A random phase: the workers of several supervisors started together spread their tries.
         await asyncio.sleep(random.uniform(0, every))
